@@ -1,0 +1,6 @@
+"""Instance segmentation data in PASCAL VOC's conventions (0 background, 255 void)."""
+
+from dsc.data.datamodule import InstanceDataModule
+from dsc.data.shapes import Shapes
+
+__all__ = ["InstanceDataModule", "Shapes"]

@@ -1,0 +1,47 @@
+"""``InstanceDataModule``: batches of images with instance and class maps for Lightning."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class InstanceDataModule(pl.LightningDataModule):
+    """Wraps a training and a validation dataset whose items are dicts with ``image`` (3, H, W)
+    float, ``instances`` (H, W) int64 and ``classes`` (H, W) int64 (0 background, 255 void).
+
+    Batches reach the model as the same dict with a leading batch dimension.
+    """
+
+    def __init__(
+        self,
+        train: Dataset,
+        val: Dataset,
+        batch_size: int = 16,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.train_dataset = train
+        self.val_dataset = val
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+
+    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=shuffle and len(dataset) > batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)

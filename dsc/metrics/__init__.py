@@ -1,0 +1,6 @@
+"""Pairwise partition metrics (the paper's Table 1), as pure functions and a torchmetrics Metric."""
+
+from dsc.metrics.pair_counts import pair_counts, pairwise_scores, scores_from_pair_counts
+from dsc.metrics.pairwise import PairwiseScores
+
+__all__ = ["PairwiseScores", "pair_counts", "pairwise_scores", "scores_from_pair_counts"]

@@ -1,0 +1,88 @@
+"""Pairwise partition scores from contingency tables: O(n) per image, never n² pairs.
+
+A pair of distinct pixels is a true positive when both partitions put it in one segment, a false
+positive when only the prediction does, a false negative when only the target does, and a true
+negative otherwise. With n_ij the contingency table of an image, a_i its row and b_j its column
+sums, TP = Σ C(n_ij, 2), TP + FP = Σ C(a_i, 2), TP + FN = Σ C(b_j, 2) and all pairs are C(n, 2).
+These are the paper's pairwise accuracy, precision and recall (Table 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+COUNT_NAMES = ("true_positives", "false_positives", "false_negatives", "true_negatives")
+
+
+def _pairs_within_groups(*keys: Tensor) -> Tensor:
+    """Σ over distinct key tuples of C(size, 2): how many pixel pairs share every key."""
+    _, sizes = torch.unique(torch.stack(keys), dim=1, return_counts=True)
+    return (sizes * (sizes - 1) // 2).sum()
+
+
+def _pair_counts_of_pixels(image: Tensor, preds: Tensor, target: Tensor) -> Tensor:
+    """(4,) int64 pair confusion counts of flat pixel lists tagged with their image index."""
+    if image.numel() == 0:
+        return torch.zeros(4, dtype=torch.int64, device=target.device)
+    both_same = _pairs_within_groups(image, preds, target)
+    pred_same = _pairs_within_groups(image, preds)
+    target_same = _pairs_within_groups(image, target)
+    pixels_per_image = torch.bincount(image)
+    all_pairs = (pixels_per_image * (pixels_per_image - 1) // 2).sum()
+    false_positives = pred_same - both_same
+    false_negatives = target_same - both_same
+    true_negatives = all_pairs - both_same - false_positives - false_negatives
+    return torch.stack([both_same, false_positives, false_negatives, true_negatives])
+
+
+def pair_counts(preds: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """Pair confusion counts summed over the images of a batch, over all and over foreground pairs.
+
+    preds, target: (B, H, W) (or any (B, ...)) integer segment ids. Pixels whose target is
+        ``ignore_index`` are left out; the foreground row also leaves out target 0 (background).
+    Returns int64 (2, 4): rows (all valid pixels, foreground pixels), columns (true positives,
+    false positives, false negatives, true negatives), each a number of unordered pairs of
+    distinct pixels within one image.
+    """
+    if preds.shape != target.shape:
+        raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ")
+    preds = preds.reshape(preds.shape[0], -1).long()
+    target = target.reshape(target.shape[0], -1).long()
+    image = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)
+    valid = target != ignore_index
+    foreground = valid & (target != 0)
+    return torch.stack(
+        [_pair_counts_of_pixels(image[keep], preds[keep], target[keep]) for keep in (valid, foreground)]
+    )
+
+
+def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+    """numerator / denominator as float64, 0 where the denominator is 0 (no such pairs)."""
+    numerator, denominator = numerator.double(), denominator.double()
+    return torch.where(denominator > 0, numerator / denominator.clamp(min=1), 0.0)
+
+
+def _scores(counts: Tensor) -> dict[str, Tensor]:
+    true_pos, false_pos, false_neg, true_neg = counts.unbind()
+    return {
+        "accuracy": _ratio(true_pos + true_neg, counts.sum()),
+        "precision": _ratio(true_pos, true_pos + false_pos),
+        "recall": _ratio(true_pos, true_pos + false_neg),
+        "f1": _ratio(2 * true_pos, 2 * true_pos + false_pos + false_neg),
+    }
+
+
+def scores_from_pair_counts(counts: Tensor) -> dict[str, Tensor]:
+    """Scores from ``pair_counts``' (2, 4) output: ``accuracy``, ``precision``, ``recall``, ``f1``
+    over all valid pairs and the same prefixed ``fg_`` over foreground pairs.
+
+    Each is a float64 scalar, 0 when its denominator is (no pairs of that kind), never NaN.
+    """
+    overall, foreground = counts.unbind()
+    return _scores(overall) | {f"fg_{name}": value for name, value in _scores(foreground).items()}
+
+
+def pairwise_scores(preds: Tensor, target: Tensor, ignore_index: int = 255) -> dict[str, Tensor]:
+    """Functional form of ``PairwiseScores`` for one batch of (B, H, W) label maps."""
+    return scores_from_pair_counts(pair_counts(preds, target, ignore_index))

@@ -1,0 +1,31 @@
+"""The end-of-run report: a metrics table on the console and ``metrics.json`` on disk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+SCORES = ("accuracy", "precision", "recall", "f1")
+COLUMNS = (
+    ("instances", "val/pairwise_"),
+    ("semantic oracle", "val/semantic_oracle/pairwise_"),
+    ("fg instances", "val/pairwise_fg_"),
+    ("fg semantic oracle", "val/semantic_oracle/pairwise_fg_"),
+)
+
+
+def format_metrics_table(metrics: Mapping[str, float]) -> str:
+    """Pairwise scores of the rounded instances beside those of the ground-truth semantic
+    partition, over all valid pairs and over foreground pairs; missing entries show as '-'."""
+    width = max(len(title) for title, _ in COLUMNS) + 2
+    lines = ["".ljust(10) + "".join(title.rjust(width) for title, _ in COLUMNS)]
+    for score in SCORES:
+        cells = (metrics.get(prefix + score) for _, prefix in COLUMNS)
+        lines.append(score.ljust(10) + "".join(("-" if c is None else f"{c:.4f}").rjust(width) for c in cells))
+    return "\n".join(lines)
+
+
+def write_metrics(metrics: Mapping[str, float], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")

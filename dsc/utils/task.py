@@ -1,0 +1,51 @@
+"""Helpers for the entry points: building lists of objects from config, and a task wrapper."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import hydra
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+Result = TypeVar("Result")
+
+
+def instantiate_all(group: DictConfig | None) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config group such as ``callbacks`` or
+    ``logger`` (a mapping of names to configs); ``None`` or empty gives an empty list."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+
+
+def _finish_wandb(failed: bool) -> None:
+    """Close an open W&B run, marking it failed after an exception; does nothing without wandb."""
+    wandb = sys.modules.get("wandb")  # never import wandb just to close it
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        log.info("closing the W&B run")
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Result]:
+    """Run a task, log its failure with the output directory, and always finish the W&B run, so
+    that a crash or a multirun job does not leave a run open."""
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> Result:
+        failed = True
+        try:
+            result = task(cfg)
+            failed = False
+            return result
+        except Exception:
+            log.exception("task failed; its outputs are in %s", cfg.paths.get("output_dir"))
+            raise
+        finally:
+            _finish_wandb(failed)
+
+    return wrapped
