@@ -57,7 +57,7 @@ class DeepSpectralClustering(pl.LightningModule):
 
     def round(self, embeddings: Tensor) -> Tensor:
         """embeddings (B, d, H, W) → instance labels (B, H, W), each image rounded on its own."""
-        batch, dim, height, width = embeddings.shape
+        batch, _, height, width = embeddings.shape
         rows = embeddings.detach().float().flatten(2).transpose(1, 2)
         return torch.stack(
             [self.rounding(image_rows, generator=self._rounding_generator) for image_rows in rows]
@@ -98,7 +98,10 @@ class DeepSpectralClustering(pl.LightningModule):
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:

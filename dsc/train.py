@@ -15,9 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from dsc.module import DeepSpectralClustering
 from dsc.utils.report import format_metrics_table, write_metrics
+from dsc.utils.schema import register_schemas
 from dsc.utils.task import instantiate_all, task_wrapper
 
 log = logging.getLogger(__name__)
+register_schemas()
 
 
 @task_wrapper
@@ -38,7 +40,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
 
     trainer: pl.Trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=instantiate_all(cfg.get("callbacks")), logger=instantiate_all(cfg.get("logger"))
+        cfg.trainer,
+        callbacks=instantiate_all(cfg.get("callbacks")),
+        logger=instantiate_all(cfg.get("logger")),
     )
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
@@ -48,7 +52,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     # Score the best checkpoint; fast_dev_run and runs without checkpoints keep the last weights.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-    metrics = {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
+    metrics = {
+        name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")
+    }
 
     if trainer.is_global_zero:
         log.info("final validation metrics (%s):\n%s", best or "last weights", format_metrics_table(metrics))

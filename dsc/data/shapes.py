@@ -154,15 +154,14 @@ class Shapes(Dataset):
             )
         if image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {image_size}")
-        images, instances, classes = zip(
-            *(
-                generate_shapes_image(np.random.default_rng([seed, index]), image_size, min_objects, max_objects)
-                for index in range(num_images)
-            )
-        )
-        self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-        self.instances = torch.from_numpy(np.stack(instances))
-        self.classes = torch.from_numpy(np.stack(classes))
+        generated = [
+            generate_shapes_image(np.random.default_rng([seed, index]), image_size, min_objects, max_objects)
+            for index in range(num_images)
+        ]
+        images, instances, classes = (np.stack(maps) for maps in zip(*generated, strict=True))
+        self.images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        self.instances = torch.from_numpy(instances)
+        self.classes = torch.from_numpy(classes)
 
     def __len__(self) -> int:
         return len(self.images)

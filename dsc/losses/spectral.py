@@ -21,11 +21,9 @@ def _pixels_by_image(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor
             f"expected embeddings (B, d, H, W) and labels (B, H, W), "
             f"got {tuple(embeddings.shape)} and {tuple(labels.shape)}"
         )
-    batch, dim, height, width = embeddings.shape
+    batch, _, height, width = embeddings.shape
     if labels.shape != (batch, height, width):
-        raise ValueError(
-            f"labels {tuple(labels.shape)} do not match embeddings {tuple(embeddings.shape)}"
-        )
+        raise ValueError(f"labels {tuple(labels.shape)} do not match embeddings {tuple(embeddings.shape)}")
     return embeddings.flatten(2).transpose(1, 2), labels.flatten(1)
 
 
@@ -35,7 +33,7 @@ def _squared_residual_norms(features: Tensor, labels: Tensor, valid: Tensor) -> 
     features: (B, n, d); labels: (B, n) instance ids, any integers; valid: (B, n) bool.
     Returns (B,) in the dtype of ``features``.
     """
-    batch, num_pixels, dim = features.shape
+    batch, _, dim = features.shape
     features = torch.where(valid.unsqueeze(-1), features, 0.0)
     gram = features.transpose(1, 2) @ features  # (B, d, d) = FᵀF
     gram_term = gram.square().sum(dim=(1, 2))
@@ -50,12 +48,8 @@ def _squared_residual_norms(features: Tensor, labels: Tensor, valid: Tensor) -> 
     instance_sizes = torch.bincount(instance_of_pixel, minlength=num_instances).to(features.dtype)
     image_of_instance = instance_keys[0]
 
-    cross_term = features.new_zeros(batch).index_add_(
-        0, image_of_instance, instance_sums.square().sum(dim=1)
-    )
-    target_term = features.new_zeros(batch).index_add_(
-        0, image_of_instance, instance_sizes.square()
-    )
+    cross_term = features.new_zeros(batch).index_add_(0, image_of_instance, instance_sums.square().sum(dim=1))
+    target_term = features.new_zeros(batch).index_add_(0, image_of_instance, instance_sizes.square())
     return gram_term - 2.0 * cross_term + target_term
 
 

@@ -34,5 +34,7 @@ class SmallFCN(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         local = self.stem(images)
-        context = F.interpolate(self.context(local), size=local.shape[-2:], mode="bilinear", align_corners=False)
+        context = F.interpolate(
+            self.context(local), size=local.shape[-2:], mode="bilinear", align_corners=False
+        )
         return self.head(self.fuse(torch.cat([local, context], dim=1)))

@@ -22,7 +22,9 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
     lines = ["".ljust(10) + "".join(title.rjust(width) for title, _ in COLUMNS)]
     for score in SCORES:
         cells = (metrics.get(prefix + score) for _, prefix in COLUMNS)
-        lines.append(score.ljust(10) + "".join(("-" if c is None else f"{c:.4f}").rjust(width) for c in cells))
+        lines.append(
+            score.ljust(10) + "".join(("-" if c is None else f"{c:.4f}").rjust(width) for c in cells)
+        )
     return "\n".join(lines)
 
 

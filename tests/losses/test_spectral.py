@@ -19,7 +19,7 @@ def random_batch(batch=3, dim=5, height=6, width=7, instances=4, void_fraction=0
 def brute_force_loss(embeddings, labels):
     """Mean over images with valid pixels of ‖F Fᵀ − A‖²_F / n², with explicit n × n matrices."""
     per_image = []
-    for image_embeddings, image_labels in zip(embeddings, labels):
+    for image_embeddings, image_labels in zip(embeddings, labels, strict=True):
         valid = image_labels.flatten() != VOID
         if not valid.any():
             continue
@@ -80,13 +80,17 @@ def test_one_instance_image():
 def test_sampled_loss_is_the_brute_force_loss_over_the_drawn_pairs():
     embeddings, labels = random_batch(void_fraction=0.3)
     sample_size = 50
-    loss = spectral_loss(embeddings, labels, sample_size=sample_size, generator=torch.Generator().manual_seed(3))
+    loss = spectral_loss(
+        embeddings, labels, sample_size=sample_size, generator=torch.Generator().manual_seed(3)
+    )
 
     # Redraw the same pixels and build the m × m residual over ordered pairs of distinct draws.
     valid = (labels.flatten(1) != VOID).float()
-    picks = torch.multinomial(valid, sample_size, replacement=True, generator=torch.Generator().manual_seed(3))
+    picks = torch.multinomial(
+        valid, sample_size, replacement=True, generator=torch.Generator().manual_seed(3)
+    )
     per_image = []
-    for image_embeddings, image_labels, image_picks in zip(embeddings, labels, picks):
+    for image_embeddings, image_labels, image_picks in zip(embeddings, labels, picks, strict=True):
         features = image_embeddings.flatten(1).T[image_picks]
         ids = image_labels.flatten()[image_picks]
         residual = features @ features.T - (ids[:, None] == ids[None, :]).double()

@@ -11,7 +11,7 @@ VOID = 255
 def sklearn_counts(preds, target, foreground_only=False):
     """(tp, fp, fn, tn) in unordered pairs, summed over images, from scikit-learn."""
     total = np.zeros(4, dtype=np.int64)
-    for image_preds, image_target in zip(preds.flatten(1).numpy(), target.flatten(1).numpy()):
+    for image_preds, image_target in zip(preds.flatten(1).numpy(), target.flatten(1).numpy(), strict=True):
         keep = image_target != VOID
         if foreground_only:
             keep &= image_target != 0
@@ -74,7 +74,7 @@ def test_metric_accumulates_batches_and_merges_like_ranks():
         ranks[index % 2].update(preds, target)
     ranks[0].merge_state(ranks[1])
 
-    all_preds, all_target = (torch.cat(parts) for parts in zip(*batches))
+    all_preds, all_target = (torch.cat(parts) for parts in zip(*batches, strict=True))
     expected = sklearn_counts(all_preds, all_target)
     np.testing.assert_array_equal(whole.counts[0].numpy(), expected)
     for name, value in whole.compute().items():

@@ -1,0 +1,74 @@
+"""Structured-config schemas, so that Hydra rejects wrong values at composition with a clear
+message (``trainer.max_epochs=three`` → "could not be converted to Integer"), not mid-run."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.core.config_store import ConfigStore
+
+# Annotations that OmegaConf can check; anything richer is typed Any.
+_CHECKABLE = {int, float, bool, str, *(typing.Optional[t] for t in (int, float, bool, str))}  # noqa: UP045
+_PASSED_AT_RUN_TIME = {"self", "callbacks", "logger"}
+
+
+def _trainer_schema() -> type:
+    """A dataclass of every ``pl.Trainer`` argument with Lightning's own default, typed where
+    OmegaConf can check it; ``callbacks`` and ``logger`` come from their own config groups."""
+    hints = typing.get_type_hints(pl.Trainer.__init__)
+    fields: list[tuple[str, Any, Any]] = [
+        ("_target_", str, dataclasses.field(default="pytorch_lightning.Trainer"))
+    ]
+    for name, parameter in inspect.signature(pl.Trainer.__init__).parameters.items():
+        if name in _PASSED_AT_RUN_TIME:
+            continue
+        hint = hints.get(name, Any)
+        fields.append(
+            (name, hint if hint in _CHECKABLE else Any, dataclasses.field(default=parameter.default))
+        )
+    return dataclasses.make_dataclass("TrainerSchema", fields)
+
+
+@dataclasses.dataclass
+class SpectralLossSchema:
+    _target_: str = "dsc.losses.spectral_loss"
+    _partial_: bool = True
+    sample_size: int | None = None
+    ignore_index: int = 255
+
+
+@dataclasses.dataclass
+class ModelSchema:
+    embed_dim: int = 16
+    optimizer: Any = None
+    scheduler: Any = None
+
+
+@dataclasses.dataclass
+class TrainSchema:
+    task_name: str = "train"
+    tags: list[str] = dataclasses.field(default_factory=list)
+    seed: int = 0
+    optimized_metric: str = "val/pairwise_fg_f1"
+    ckpt_path: str | None = None
+    model: ModelSchema = dataclasses.field(default_factory=ModelSchema)
+    data: Any = None
+    backbone: Any = None
+    loss: Any = None
+    rounding: Any = None
+    trainer: Any = None
+    callbacks: Any = None
+    logger: Any = None
+    paths: Any = None
+
+
+def register_schemas() -> None:
+    """Store the schemas where the configs' defaults lists name them (``*_schema``)."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainSchema)
+    store.store(group="trainer", name="trainer_schema", node=_trainer_schema())
+    store.store(group="loss", name="spectral_schema", node=SpectralLossSchema)

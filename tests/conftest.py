@@ -1,0 +1,46 @@
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import dsc
+from dsc.utils.schema import register_schemas
+
+CONFIG_DIR = Path(dsc.__file__).parent / "conf"
+register_schemas()
+# Small and quick: a handful of images, one short epoch.
+TINY = [
+    "data.train.num_images=16",
+    "data.val.num_images=6",
+    "data.batch_size=4",
+    "data.val_batch_size=3",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.accelerator=cpu",
+]
+
+
+@pytest.fixture
+def make_config(tmp_path, monkeypatch):
+    """Compose the real train config with overrides, outputs under tmp_path, as Hydra would."""
+    monkeypatch.setenv("HOME", str(tmp_path))  # no W&B login from the developer's netrc
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+
+    def make(*overrides: str, tiny: bool = True) -> DictConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=[*(TINY if tiny else []), *overrides], return_hydra_config=True)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+            cfg.hydra.runtime.output_dir = str(tmp_path)
+        HydraConfig().set_config(cfg)
+        with open_dict(cfg):
+            del cfg.hydra
+        return cfg
+
+    yield make
+    GlobalHydra.instance().clear()

@@ -1,0 +1,166 @@
+"""The real entry point, driven with composed configs on tiny data (a few seconds each)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import dsc
+from dsc.train import train
+
+CONFIG_DIR = Path(dsc.__file__).parent / "conf"
+METRIC_KEYS = [
+    f"val/{group}pairwise_{fg}{score}"
+    for group in ("", "semantic_oracle/")
+    for fg in ("", "fg_")
+    for score in ("accuracy", "precision", "recall", "f1")
+]
+
+
+def test_fast_dev_run_reports_every_metric(make_config, tmp_path):
+    optimized, metrics = train(make_config("debug=fdr"))
+    assert set(METRIC_KEYS) <= set(metrics)
+    assert optimized == metrics["val/pairwise_fg_f1"]
+    assert all(0.0 <= metrics[key] <= 1.0 for key in METRIC_KEYS)
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert written == pytest.approx(metrics)
+
+
+def test_csv_logger_and_checkpoints(make_config, tmp_path):
+    train(make_config())
+    header = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train/loss", "val/pairwise_fg_f1", "val/semantic_oracle/pairwise_fg_f1"} <= set(header)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["dsc_config"]["model"]["embed_dim"] == 16
+
+
+def test_tensorboard_logger(make_config, tmp_path):
+    train(make_config("logger=tensorboard"))
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config, tmp_path):
+    import wandb
+
+    train(make_config("logger=wandb", "model.embed_dim=8"))
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert wandb.run is None
+
+
+def test_sampled_loss_and_experiments_train(make_config):
+    for overrides in (["loss.sample_size=64"], ["experiment=shapes_sampled"], ["experiment=shapes_exact"]):
+        optimized, _ = train(make_config(*overrides, "debug=fdr"))
+        assert 0.0 <= optimized <= 1.0
+
+
+def test_diverging_training_stops_naming_the_step(make_config):
+    cfg = make_config(
+        "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=1e30", "model.scheduler=null"
+    )
+    with pytest.raises(FloatingPointError, match=r"global step 1 .*model\.optimizer\.lr"):
+        train(cfg)
+
+
+def run_module(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    return subprocess.run(
+        [sys.executable, "-m", "dsc.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.embed_dimm=3", "Could not override 'model.embed_dimm'"),
+        ("loss=no_such_loss", "Could not find 'loss/no_such_loss'"),
+        ("trainer.max_epochs=three", "Value 'three' of type 'str' could not be converted to Integer"),
+        ("loss.sample_size=many", "full_key: loss.sample_size"),
+        ("trainer.no_such_flag=1", "Key 'no_such_flag' not in 'TrainerSchema'"),
+    ],
+)
+def test_bad_overrides_give_hydras_error(override, message, tmp_path):
+    result = run_module(override, "hydra.run.dir=.", cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+
+
+def test_every_config_option_composes_and_instantiates(make_config):
+    import hydra
+
+    for group in (
+        "backbone",
+        "loss",
+        "rounding",
+        "data",
+        "trainer",
+        "logger",
+        "callbacks",
+        "debug",
+        "experiment",
+    ):
+        for option in sorted((CONFIG_DIR / group).glob("*.yaml")):
+            cfg = make_config(f"{group}={option.stem}")
+            for node in ("backbone", "loss", "rounding"):
+                assert hydra.utils.instantiate(cfg[node]) is not None, (group, option.stem, node)
+
+
+@pytest.mark.slow
+def test_configs_are_found_after_a_plain_install_from_any_directory(tmp_path):
+    """Hydra issue #2125: a non-editable install must ship conf/ inside the package."""
+    root = Path(__file__).resolve().parents[1]
+    site = tmp_path / "site"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            site,
+            root,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import dsc; print(dsc.__file__)"],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert where.stdout.startswith(str(site))
+    result = run_module(
+        "debug=fdr", "data.train.num_images=8", "data.val.num_images=4", cwd=elsewhere, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert list(elsewhere.glob("logs/debug/runs/*/metrics.json"))
+
+
+@pytest.mark.slow
+def test_main_job_with_defaults_separates_instances(tmp_path):
+    """`python -m dsc.train` as a user runs it: the issue's quality bar on the built-in data."""
+    result = run_module(cwd=tmp_path, timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (metrics_file,) = tmp_path.glob("logs/train/runs/*/metrics.json")
+    metrics = json.loads(metrics_file.read_text())
+    assert metrics["val/pairwise_fg_f1"] >= 0.90
+    assert metrics["val/semantic_oracle/pairwise_fg_f1"] <= 0.75
+    assert metrics["val/pairwise_f1"] > metrics["val/semantic_oracle/pairwise_f1"]
+    assert "fg semantic oracle" in result.stdout + result.stderr
