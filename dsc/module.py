@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dsc.data.shapes import VOID
+from dsc.data.labels import VOID
 from dsc.metrics import PairwiseScores
 
 Batch = dict[str, Tensor]
@@ -80,7 +80,12 @@ class DeepSpectralClustering(pl.LightningModule):
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         embeddings = self(batch["image"])
         instances = batch["instances"]
-        self.log("val/loss", self.loss(embeddings, instances, sample_size=None), batch_size=len(instances))
+        self.log(
+            "val/loss",
+            self.loss(embeddings, instances, sample_size=None),
+            batch_size=len(instances),
+            sync_dist=True,
+        )
         self.val_scores.update(self.round(embeddings), instances)
         # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
         self.val_semantic_oracle.update(batch["classes"], instances)

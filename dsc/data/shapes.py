@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-VOID = 255
+from dsc.data.labels import VOID
+
 CLASS_NAMES = ("background", "disk", "square", "triangle")
 # Well separated colours, so that instances in one image never look alike.
 PALETTE = np.array(

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsc.data import InstanceDataModule, Shapes
-from dsc.data.shapes import VOID, generate_shapes_image
+from dsc.data import VOID, InstanceDataModule, Shapes
+from dsc.data.shapes import generate_shapes_image
 from dsc.metrics import pairwise_scores
 
 

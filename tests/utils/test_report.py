@@ -6,7 +6,16 @@ from dsc.utils.report import format_metrics_table, write_metrics
 def test_table_places_each_metric_in_its_row_and_column():
     metrics = {"val/pairwise_precision": 0.25, "val/semantic_oracle/pairwise_fg_f1": 0.5}
     lines = format_metrics_table(metrics).splitlines()
-    assert lines[0].split() == ["instances", "semantic", "oracle", "fg", "instances", "fg", "semantic", "oracle"]
+    assert lines[0].split() == [
+        "instances",
+        "semantic",
+        "oracle",
+        "fg",
+        "instances",
+        "fg",
+        "semantic",
+        "oracle",
+    ]
     assert lines[2].split() == ["precision", "0.2500", "-", "-", "-"]
     assert lines[4].split() == ["f1", "-", "-", "-", "0.5000"]
 

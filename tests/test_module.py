@@ -1,0 +1,66 @@
+import functools
+
+import pytest
+import torch
+
+from dsc.data import VOID
+from dsc.losses import spectral_loss
+from dsc.models import SmallFCN
+from dsc.module import DeepSpectralClustering
+from dsc.rounding import kwikcluster
+
+
+def make_module(embed_dim=4):
+    return DeepSpectralClustering(
+        backbone=SmallFCN(out_channels=embed_dim, width=4),
+        loss=functools.partial(spectral_loss, sample_size=None),
+        rounding=kwikcluster,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+    )
+
+
+def awkward_batch():
+    """One all-void image and one image that is a single instance."""
+    instances = torch.full((2, 12, 12), VOID)
+    instances[1] = 1
+    classes = instances.clone()
+    return {"image": torch.rand(2, 3, 12, 12), "instances": instances, "classes": classes}
+
+
+def test_forward_gives_unit_embeddings():
+    embeddings = make_module()(torch.rand(2, 3, 10, 13))
+    assert embeddings.shape == (2, 4, 10, 13)
+    torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(2, 10, 13))
+
+
+def test_training_step_on_all_void_and_one_instance_images_is_finite():
+    module = make_module()
+    loss = module.training_step(awkward_batch(), 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in module.parameters() if p.grad is not None)
+
+
+def test_validation_scores_awkward_batch_without_nan():
+    module = make_module()
+    module.validation_step(awkward_batch(), 0)
+    scores = module.val_scores.compute()
+    assert all(torch.isfinite(value) for value in scores.values())
+    # Only the one-instance image has valid pixels: its pairs are all same-instance pairs.
+    true_pos, false_pos, false_neg, true_neg = module.val_scores.counts[0].tolist()
+    assert true_pos + false_neg == 144 * 143 // 2 and false_pos == true_neg == 0
+
+
+def test_round_labels_every_pixel_per_image():
+    module = make_module()
+    labels = module.round(module(torch.rand(3, 3, 8, 9)))
+    assert labels.shape == (3, 8, 9) and labels.dtype == torch.int64 and (labels >= 0).all()
+
+
+def test_non_finite_loss_names_the_step():
+    module = make_module()
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="global step 0"):
+        module.training_step(awkward_batch(), 0)
