@@ -1,17 +1,31 @@
-"""The spectral loss ‖F Fᵀ − A‖²_F of Barnes & Dubrawski, Section 2.2, without an n × n matrix.
+"""The spectral loss ‖F Fᵀ − A‖ of Barnes & Dubrawski (Section 2.2), without an n × n matrix.
 
-With F the (n, d) embedding of an image's n valid pixels and Y its (n, k) one-hot instance matrix
-(so A = Y Yᵀ), expanding the square gives
+F is the (n, d) embedding of an image's n valid pixels, Y its (n, k) one-hot instance matrix and
+A = Y Yᵀ. The residual R = F Fᵀ − Y Yᵀ = Z S Zᵀ with Z = [F Y] and S = diag(I_d, −I_k) has rank
+at most d + k, and everything the loss needs comes from O(n·d²) sums over pixels:
 
-    ‖F Fᵀ − Y Yᵀ‖²_F = ‖FᵀF‖²_F − 2 ‖YᵀF‖²_F + Σ_c n_c²,
+* squared Frobenius (the paper): ‖R‖²_F = ‖FᵀF‖²_F − 2 ‖YᵀF‖²_F + Σ_c n_c², no decomposition;
+* any Schatten p-norm (nuclear p = 1, operator p = ∞): the non-zero eigenvalues of R are those of
+  the (d + k) × (d + k) matrix Qᵀ R Q for an orthonormal basis Q of span(Z), which we build from
+  the Gram matrix ZᵀZ = [[FᵀF, FᵀY], [YᵀF, diag(n_c)]].
 
-three terms of cost O(n·d²), O(n·d) and O(n). This module is the one place that computes it.
+Gradients of the Schatten norms: Q is held fixed (detached). For every non-zero eigenvalue λ_i of
+R with eigenvector u_i ∈ span(Q), dλ_i = u_iᵀ dR u_i, so the gradient equals that of the full
+n × n computation; eigenvalues are differentiated with ``eigvalsh``, whose backward U diag(g) Uᵀ
+stays finite when eigenvalues repeat. Where |λ| is not differentiable (λ = 0, nuclear norm) we use
+the subgradient 0, and a tie for the largest |λ| (operator norm) shares the gradient equally.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+NORMS = ("frobenius", "nuclear", "operator", "schatten")
+# Eigenvalues of ZᵀZ below this fraction of the largest are numerical zeros (float64 sums).
+_RANK_TOLERANCE = 1e-10
 
 
 def _pixels_by_image(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -27,30 +41,88 @@ def _pixels_by_image(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor
     return embeddings.flatten(2).transpose(1, 2), labels.flatten(1)
 
 
-def _squared_residual_norms(features: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
-    """‖F Fᵀ − A‖²_F per image over its valid pixels, in O(n·d²).
+def _instance_sums(features: Tensor, labels: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """YᵀF and the instance sizes of every image, padded to the largest instance count K.
 
-    features: (B, n, d); labels: (B, n) instance ids, any integers; valid: (B, n) bool.
-    Returns (B,) in the dtype of ``features``.
+    features: (B, n, d), zero at invalid pixels; labels: (B, n) any integer ids; valid: (B, n).
+    Returns sums (B, K, d) and sizes (B, K) in the features' dtype; padding rows are zero.
     """
     batch, _, dim = features.shape
-    features = torch.where(valid.unsqueeze(-1), features, 0.0)
-    gram = features.transpose(1, 2) @ features  # (B, d, d) = FᵀF
-    gram_term = gram.square().sum(dim=(1, 2))
-
-    # Give every (image, instance) pair its own row: sums of F over each instance are YᵀF.
     image_index = torch.arange(batch, device=labels.device).unsqueeze(1).expand_as(labels)
     keys = torch.stack([image_index[valid], labels[valid]])
     instance_keys, instance_of_pixel = torch.unique(keys, dim=1, return_inverse=True)
-    num_instances = instance_keys.shape[1]
-    instance_sums = features.new_zeros(num_instances, dim)
-    instance_sums.index_add_(0, instance_of_pixel, features[valid])
-    instance_sizes = torch.bincount(instance_of_pixel, minlength=num_instances).to(features.dtype)
-    image_of_instance = instance_keys[0]
+    image_of_instance = instance_keys[0]  # sorted: each image's instances are contiguous
+    per_image = torch.bincount(image_of_instance, minlength=batch)
+    slot = torch.arange(len(image_of_instance), device=labels.device) - (per_image.cumsum(0) - per_image)[
+        image_of_instance
+    ]
+    num_slots = max(int(per_image.max()), 1) if batch else 1
 
-    cross_term = features.new_zeros(batch).index_add_(0, image_of_instance, instance_sums.square().sum(dim=1))
-    target_term = features.new_zeros(batch).index_add_(0, image_of_instance, instance_sizes.square())
-    return gram_term - 2.0 * cross_term + target_term
+    flat_sums = features.new_zeros(len(image_of_instance), dim).index_add_(0, instance_of_pixel, features[valid])
+    flat_sizes = torch.bincount(instance_of_pixel, minlength=len(image_of_instance)).to(features.dtype)
+    sums = features.new_zeros(batch, num_slots, dim).index_put_((image_of_instance, slot), flat_sums)
+    sizes = features.new_zeros(batch, num_slots).index_put_((image_of_instance, slot), flat_sizes)
+    return sums, sizes
+
+
+def _squared_frobenius(features: Tensor, sums: Tensor, sizes: Tensor) -> Tensor:
+    """‖F Fᵀ − Y Yᵀ‖²_F = ‖FᵀF‖²_F − 2 ‖YᵀF‖²_F + Σ_c n_c², per image: (B,)."""
+    gram = features.transpose(1, 2) @ features
+    return gram.square().sum(dim=(1, 2)) - 2.0 * sums.square().sum(dim=(1, 2)) + sizes.square().sum(dim=1)
+
+
+def residual_eigenvalues(features: Tensor, sums: Tensor, sizes: Tensor) -> Tensor:
+    """The eigenvalues of R = F Fᵀ − Y Yᵀ that can be non-zero, per image, in O(n·d²).
+
+    features: (B, n, d), zero at invalid pixels; sums (B, K, d) = YᵀF; sizes (B, K) = n_c.
+    Returns float64 (B, d + K) in ascending order; every other eigenvalue of R is 0.
+    """
+    features = features.double()
+    sums, sizes = sums.double(), sizes.double()
+    dim = features.shape[-1]
+    fixed = features.detach()
+    gram = fixed.transpose(1, 2) @ fixed
+    fixed_sums = sums.detach()
+    # Z ᵀZ for Z = [F Y] and its eigen-decomposition U Λ Uᵀ; then Q = Z U Λ^{-1/2} is orthonormal.
+    z_gram = torch.cat(
+        [torch.cat([gram, fixed_sums.transpose(1, 2)], dim=2), torch.cat([fixed_sums, torch.diag_embed(sizes)], dim=2)],
+        dim=1,
+    )
+    gram_eigenvalues, gram_eigenvectors = torch.linalg.eigh(z_gram)
+    keep = gram_eigenvalues > _RANK_TOLERANCE * gram_eigenvalues.amax(dim=-1, keepdim=True)
+    inverse_sqrt = torch.where(keep, gram_eigenvalues.clamp(min=torch.finfo(torch.float64).tiny).rsqrt(), 0.0)
+    to_basis = inverse_sqrt.unsqueeze(-1) * gram_eigenvectors.transpose(1, 2)  # Qᵀ = to_basis · Zᵀ
+
+    # QᵀF = to_basis · [F₀ᵀF; YᵀF] with F live in one factor only: Q itself is held fixed.
+    f_in_basis = to_basis @ torch.cat([fixed.transpose(1, 2) @ features, sums], dim=1)
+    y_in_basis = to_basis @ torch.cat([fixed_sums.transpose(1, 2), torch.diag_embed(sizes)], dim=1)
+    small = f_in_basis @ f_in_basis.transpose(1, 2) - y_in_basis @ y_in_basis.transpose(1, 2)
+    return torch.linalg.eigvalsh(small)
+
+
+def _schatten(eigenvalues: Tensor, p: float) -> Tensor:
+    """(Σ |λ|^p)^{1/p} over the last dimension, or max |λ| for p = ∞; 0 with gradient 0 at 0."""
+    magnitudes = eigenvalues.abs()
+    if math.isinf(p):
+        return magnitudes.amax(dim=-1)
+    if p == 1:
+        return magnitudes.sum(dim=-1)
+    power_sum = magnitudes.pow(p).sum(dim=-1)
+    positive = power_sum > 0
+    return torch.where(positive, power_sum.where(positive, 1.0).pow(1.0 / p), 0.0)
+
+
+def _schatten_p(norm: str, p: float | None) -> float | None:
+    """The Schatten order of ``norm``, or None for the squared Frobenius closed form."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if norm != "schatten":
+        if p is not None:
+            raise ValueError(f"p is only used with norm='schatten', got p={p} with norm={norm!r}")
+        return {"frobenius": None, "nuclear": 1.0, "operator": math.inf}[norm]
+    if p is None or not p >= 1:
+        raise ValueError(f"norm='schatten' needs p >= 1 (p = inf is the operator norm), got p={p}")
+    return float(p)
 
 
 def _sample_valid_pixels(valid: Tensor, sample_size: int, generator: torch.Generator | None) -> Tensor:
@@ -69,38 +141,56 @@ def spectral_loss(
     labels: Tensor,
     ignore_index: int = 255,
     sample_size: int | None = None,
+    *,
+    norm: str = "frobenius",
+    p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """Mean over images of ‖F Fᵀ − A‖²_F / n², the paper's spectral loss (Section 2.2).
+    """Mean over images of a unitarily invariant norm of R = F Fᵀ − A, the paper's spectral loss.
 
     embeddings: (B, d, H, W), each pixel's d-vector of unit length (the network's output).
     labels: (B, H, W) integer instance ids; ``ignore_index`` marks void pixels, which are left out.
-    sample_size: ``None`` computes the loss exactly over all n valid pixels in O(n·d²). An integer
-        m ≥ 2 draws m valid pixels per image uniformly with replacement and averages the squared
-        residual over the m(m − 1) ordered pairs of distinct draws: an unbiased estimate of the
-        exact value (each such pair is uniform over all n² pixel pairs), as in the paper.
+    norm: with n the number of valid pixels of an image,
+        ``"frobenius"`` ‖R‖²_F / n² (the paper), ``"nuclear"`` ‖R‖_* / n,
+        ``"operator"`` σ_max(R) / n, ``"schatten"`` ‖R‖_{S_p} / n with ``p`` ≥ 1.
+        Each is computed exactly, in O(n·d²) (see the module docstring).
+    sample_size: ``None`` uses all n valid pixels. An integer m ≥ 2 draws m valid pixels per image
+        uniformly with replacement and evaluates the norm on the m × m sampled residual (n → m).
+        For ``"frobenius"`` the pairs of a draw with itself are left out, which makes the estimate
+        unbiased (each ordered pair of distinct draws is uniform over all n² pixel pairs).
     generator: random source for the sample, on the embeddings' device.
 
     Returns a scalar. Images without valid pixels are skipped; if no image has one, the result is a
     zero that still carries a (zero) gradient, never NaN.
     """
+    order = _schatten_p(norm, p)
     features, flat_labels = _pixels_by_image(embeddings, labels)
     valid = flat_labels != ignore_index
     num_valid = valid.sum(dim=1)
 
-    if sample_size is None:
-        squared_norms = _squared_residual_norms(features, flat_labels, valid)
-        per_image = squared_norms / num_valid.clamp(min=1).to(features.dtype).square()
-    else:
+    if sample_size is not None:
         if sample_size < 2:
             raise ValueError(f"sample_size must be at least 2 (or None for exact), got {sample_size}")
         picks = _sample_valid_pixels(valid, sample_size, generator)
-        sampled = features.gather(1, picks.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
-        sampled_labels = flat_labels.gather(1, picks)
-        all_pairs = _squared_residual_norms(sampled, sampled_labels, torch.ones_like(picks, dtype=torch.bool))
-        # Pairs of a draw with itself are biased (their target is always 1): drop them.
-        same_draw = (sampled.square().sum(dim=-1) - 1.0).square().sum(dim=1)
-        per_image = (all_pairs - same_draw) / (sample_size * (sample_size - 1))
+        features = features.gather(1, picks.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+        flat_labels = flat_labels.gather(1, picks)
+        has_pixels = num_valid > 0
+        valid = has_pixels.unsqueeze(1).expand_as(picks)
+        num_valid = valid.sum(dim=1)
+
+    features = torch.where(valid.unsqueeze(-1), features, 0.0)
+    sums, sizes = _instance_sums(features, flat_labels, valid)
+    pixels = num_valid.clamp(min=1).to(features.dtype)
+    if order is None:
+        squared = _squared_frobenius(features, sums, sizes)
+        if sample_size is None:
+            per_image = squared / pixels.square()
+        else:
+            # Drop the m pairs of a draw with itself, whose target is always 1.
+            same_draw = (features.square().sum(dim=-1) - 1.0).square().sum(dim=1)
+            per_image = (squared - same_draw) / (sample_size * (sample_size - 1))
+    else:
+        per_image = (_schatten(residual_eigenvalues(features, sums, sizes), order) / pixels).to(features.dtype)
 
     # Masked mean without a host sync; an empty batch gives 0 with a zero gradient.
     has_pixels = num_valid > 0
