@@ -21,8 +21,8 @@ class DeepSpectralClustering(pl.LightningModule):
     """Embedding network → unit normalisation → spectral loss; validation rounds and scores.
 
     backbone: any network (B, 3, H, W) → (B, d, H, W).
-    loss: ``(embeddings, labels, **overrides) → scalar``, e.g. a partial of
-        ``dsc.losses.spectral_loss``; validation calls it with ``sample_size=None`` (exact).
+    loss: ``(embeddings, labels, **overrides) → scalar``, e.g. ``dsc.losses.SpectralLoss``;
+        validation calls it with ``sample_size=None`` (over all pixels).
     rounding: ``(rows (N, d), generator=...) → labels (N,)``, e.g. ``dsc.rounding.kwikcluster``.
     optimizer / scheduler: partials taking the parameters / the optimizer (``scheduler`` optional).
     rounding_seed: seeds the rounding at the start of every validation, so epochs are comparable.

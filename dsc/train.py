@@ -7,6 +7,7 @@ validation set, print the table and write ``metrics.json`` into the run's output
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import hydra
@@ -27,7 +28,6 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Run one training job; returns (the value of ``cfg.optimized_metric``, all final metrics)."""
     pl.seed_everything(cfg.seed, workers=True)
 
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model = DeepSpectralClustering(
         backbone=hydra.utils.instantiate(cfg.backbone),
         loss=hydra.utils.instantiate(cfg.loss),
@@ -38,6 +38,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         monitor=cfg.optimized_metric,
     )
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
 
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
@@ -47,7 +48,9 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
 
+    started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    fit_seconds = time.perf_counter() - started
 
     # Score the best checkpoint; fast_dev_run and runs without checkpoints keep the last weights.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -55,6 +58,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     metrics = {
         name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")
     }
+    metrics["time/fit_seconds"] = fit_seconds
 
     if trainer.is_global_zero:
         log.info("final validation metrics (%s):\n%s", best or "last weights", format_metrics_table(metrics))

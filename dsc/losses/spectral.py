@@ -53,12 +53,15 @@ def _instance_sums(features: Tensor, labels: Tensor, valid: Tensor) -> tuple[Ten
     instance_keys, instance_of_pixel = torch.unique(keys, dim=1, return_inverse=True)
     image_of_instance = instance_keys[0]  # sorted: each image's instances are contiguous
     per_image = torch.bincount(image_of_instance, minlength=batch)
-    slot = torch.arange(len(image_of_instance), device=labels.device) - (per_image.cumsum(0) - per_image)[
-        image_of_instance
-    ]
+    slot = (
+        torch.arange(len(image_of_instance), device=labels.device)
+        - (per_image.cumsum(0) - per_image)[image_of_instance]
+    )
     num_slots = max(int(per_image.max()), 1) if batch else 1
 
-    flat_sums = features.new_zeros(len(image_of_instance), dim).index_add_(0, instance_of_pixel, features[valid])
+    flat_sums = features.new_zeros(len(image_of_instance), dim).index_add_(
+        0, instance_of_pixel, features[valid]
+    )
     flat_sizes = torch.bincount(instance_of_pixel, minlength=len(image_of_instance)).to(features.dtype)
     sums = features.new_zeros(batch, num_slots, dim).index_put_((image_of_instance, slot), flat_sums)
     sizes = features.new_zeros(batch, num_slots).index_put_((image_of_instance, slot), flat_sizes)
@@ -79,13 +82,15 @@ def residual_eigenvalues(features: Tensor, sums: Tensor, sizes: Tensor) -> Tenso
     """
     features = features.double()
     sums, sizes = sums.double(), sizes.double()
-    dim = features.shape[-1]
     fixed = features.detach()
     gram = fixed.transpose(1, 2) @ fixed
     fixed_sums = sums.detach()
     # Z ᵀZ for Z = [F Y] and its eigen-decomposition U Λ Uᵀ; then Q = Z U Λ^{-1/2} is orthonormal.
     z_gram = torch.cat(
-        [torch.cat([gram, fixed_sums.transpose(1, 2)], dim=2), torch.cat([fixed_sums, torch.diag_embed(sizes)], dim=2)],
+        [
+            torch.cat([gram, fixed_sums.transpose(1, 2)], dim=2),
+            torch.cat([fixed_sums, torch.diag_embed(sizes)], dim=2),
+        ],
         dim=1,
     )
     gram_eigenvalues, gram_eigenvectors = torch.linalg.eigh(z_gram)
@@ -112,8 +117,10 @@ def _schatten(eigenvalues: Tensor, p: float) -> Tensor:
     return torch.where(positive, power_sum.where(positive, 1.0).pow(1.0 / p), 0.0)
 
 
-def _schatten_p(norm: str, p: float | None) -> float | None:
-    """The Schatten order of ``norm``, or None for the squared Frobenius closed form."""
+def schatten_order(norm: str, p: float | None) -> float | None:
+    """The Schatten order of ``norm`` (1 nuclear, ∞ operator, ``p``), or None for squared Frobenius.
+
+    Raises ValueError for an unknown norm, or a ``p`` that does not fit it."""
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
     if norm != "schatten":
@@ -163,7 +170,7 @@ def spectral_loss(
     Returns a scalar. Images without valid pixels are skipped; if no image has one, the result is a
     zero that still carries a (zero) gradient, never NaN.
     """
-    order = _schatten_p(norm, p)
+    order = schatten_order(norm, p)
     features, flat_labels = _pixels_by_image(embeddings, labels)
     valid = flat_labels != ignore_index
     num_valid = valid.sum(dim=1)
@@ -190,9 +197,37 @@ def spectral_loss(
             same_draw = (features.square().sum(dim=-1) - 1.0).square().sum(dim=1)
             per_image = (squared - same_draw) / (sample_size * (sample_size - 1))
     else:
-        per_image = (_schatten(residual_eigenvalues(features, sums, sizes), order) / pixels).to(features.dtype)
+        per_image = (_schatten(residual_eigenvalues(features, sums, sizes), order) / pixels).to(
+            features.dtype
+        )
 
     # Masked mean without a host sync; an empty batch gives 0 with a zero gradient.
     has_pixels = num_valid > 0
     per_image = torch.where(has_pixels, per_image, 0.0)
     return per_image.sum() / has_pixels.sum().clamp(min=1)
+
+
+class SpectralLoss:
+    """``spectral_loss`` with its options fixed and checked up front: what ``loss=`` configs build.
+
+    Calling it with (embeddings, labels) evaluates the loss; keyword overrides (for example
+    ``sample_size=None`` for an exact validation loss) replace the fixed options for that call.
+    """
+
+    def __init__(
+        self,
+        norm: str = "frobenius",
+        p: float | None = None,
+        sample_size: int | None = None,
+        ignore_index: int = 255,
+    ) -> None:
+        schatten_order(norm, p)
+        if sample_size is not None and sample_size < 2:
+            raise ValueError(f"sample_size must be at least 2 (or None for exact), got {sample_size}")
+        self.options = {"norm": norm, "p": p, "sample_size": sample_size, "ignore_index": ignore_index}
+
+    def __call__(self, embeddings: Tensor, labels: Tensor, **overrides) -> Tensor:
+        return spectral_loss(embeddings, labels, **(self.options | overrides))
+
+    def __repr__(self) -> str:
+        return f"SpectralLoss({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"

@@ -35,8 +35,9 @@ def _trainer_schema() -> type:
 
 @dataclasses.dataclass
 class SpectralLossSchema:
-    _target_: str = "dsc.losses.spectral_loss"
-    _partial_: bool = True
+    _target_: str = "dsc.losses.SpectralLoss"
+    norm: str = "frobenius"
+    p: float | None = None
     sample_size: int | None = None
     ignore_index: int = 255
 
