@@ -10,9 +10,11 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from dsc.data.labels import VOID
-from dsc.metrics import PairwiseScores
+from dsc.losses import spectral_loss
+from dsc.metrics import PairwiseScores, partition_loss
 
 Batch = dict[str, Tensor]
 
@@ -23,7 +25,8 @@ class DeepSpectralClustering(pl.LightningModule):
     backbone: any network (B, 3, H, W) → (B, d, H, W).
     loss: ``(embeddings, labels, **overrides) → scalar``, e.g. ``dsc.losses.SpectralLoss``;
         validation calls it with ``sample_size=None`` (over all pixels).
-    rounding: ``(rows (N, d), generator=...) → labels (N,)``, e.g. ``dsc.rounding.kwikcluster``.
+    rounding: ``(embeddings (B, d, H, W), generator=...) → labels (B, H, W)``, e.g.
+        ``dsc.rounding.Rounding``.
     optimizer / scheduler: partials taking the parameters / the optimizer (``scheduler`` optional).
     rounding_seed: seeds the rounding at the start of every validation, so epochs are comparable.
     """
@@ -39,6 +42,11 @@ class DeepSpectralClustering(pl.LightningModule):
         monitor: str = "val/pairwise_fg_f1",
     ) -> None:
         super().__init__()
+        if getattr(rounding, "semantic_blocking", False):
+            raise ValueError(
+                "rounding.semantic_blocking=true needs predicted classes and this model has no class "
+                "head: pass a class map to dsc.rounding.Rounding from Python, or set it to false"
+            )
         self.backbone = backbone
         self.loss = loss
         self.rounding = rounding
@@ -48,6 +56,9 @@ class DeepSpectralClustering(pl.LightningModule):
         self.monitor = monitor
         self.val_scores = PairwiseScores(ignore_index=VOID)
         self.val_semantic_oracle = PairwiseScores(ignore_index=VOID)
+        # Theorem 2.2: the rounded partition's loss beside the network's, both squared Frobenius / n².
+        self.val_network_loss = MeanMetric()
+        self.val_rounded_loss = MeanMetric()
         self._rounding_generator = torch.Generator()
         self.run_config: dict[str, Any] | None = None  # the Hydra config, saved in checkpoints
 
@@ -56,12 +67,8 @@ class DeepSpectralClustering(pl.LightningModule):
         return F.normalize(self.backbone(images), dim=1)
 
     def round(self, embeddings: Tensor) -> Tensor:
-        """embeddings (B, d, H, W) → instance labels (B, H, W), each image rounded on its own."""
-        batch, _, height, width = embeddings.shape
-        rows = embeddings.detach().float().flatten(2).transpose(1, 2)
-        return torch.stack(
-            [self.rounding(image_rows, generator=self._rounding_generator) for image_rows in rows]
-        ).view(batch, height, width)
+        """embeddings (B, d, H, W) → instance labels (B, H, W), with the configured rounding."""
+        return self.rounding(embeddings.detach(), generator=self._rounding_generator)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss = self.loss(self(batch["image"]), batch["instances"])
@@ -77,7 +84,7 @@ class DeepSpectralClustering(pl.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._rounding_generator.manual_seed(self.rounding_seed)
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         embeddings = self(batch["image"])
         instances = batch["instances"]
         self.log(
@@ -86,9 +93,14 @@ class DeepSpectralClustering(pl.LightningModule):
             batch_size=len(instances),
             sync_dist=True,
         )
-        self.val_scores.update(self.round(embeddings), instances)
+        preds = self.round(embeddings)
+        self.val_scores.update(preds, instances)
         # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
         self.val_semantic_oracle.update(batch["classes"], instances)
+        images_with_pixels = (instances != VOID).flatten(1).any(dim=1).sum()
+        self.val_network_loss.update(spectral_loss(embeddings, instances, VOID), images_with_pixels)
+        self.val_rounded_loss.update(partition_loss(preds, instances, VOID), images_with_pixels)
+        return {"preds": preds, "embeddings": embeddings}
 
     def on_validation_epoch_end(self) -> None:
         for prefix, metric in (
@@ -98,6 +110,17 @@ class DeepSpectralClustering(pl.LightningModule):
             for name, value in metric.compute().items():
                 self.log(prefix + name, value.float(), prog_bar=prefix + name == self.monitor)
             metric.reset()
+        network, rounded = self.val_network_loss.compute(), self.val_rounded_loss.compute()
+        self.log_dict(
+            {
+                "val/theorem22/network_loss": network,
+                "val/theorem22/rounded_loss": rounded,
+                # How much rounding costs; Theorem 2.2 bounds KwikCluster's by 6 in expectation.
+                "val/theorem22/ratio": rounded / network.clamp(min=1e-12),
+            }
+        )
+        self.val_network_loss.reset()
+        self.val_rounded_loss.reset()
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -7,14 +7,14 @@ from dsc.data import VOID
 from dsc.losses import spectral_loss
 from dsc.models import SmallFCN
 from dsc.module import DeepSpectralClustering
-from dsc.rounding import kwikcluster
+from dsc.rounding import Rounding
 
 
 def make_module(embed_dim=4):
     return DeepSpectralClustering(
         backbone=SmallFCN(out_channels=embed_dim, width=4),
         loss=functools.partial(spectral_loss, sample_size=None),
-        rounding=kwikcluster,
+        rounding=Rounding(),
         optimizer=functools.partial(torch.optim.SGD, lr=0.1),
     )
 

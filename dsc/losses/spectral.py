@@ -74,6 +74,17 @@ def _squared_frobenius(features: Tensor, sums: Tensor, sizes: Tensor) -> Tensor:
     return gram.square().sum(dim=(1, 2)) - 2.0 * sums.square().sum(dim=(1, 2)) + sizes.square().sum(dim=1)
 
 
+def squared_residual_norms(features: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
+    """‖F Fᵀ − A‖²_F of each image over its valid pixels, unnormalised, in O(n·d²).
+
+    features: (B, n, d); labels: (B, n) any integer ids; valid: (B, n) bool. Returns (B,). With
+    the labels of a rounding this is the correlation-clustering objective ℓ(V̂V̂ᵀ, V_rV_rᵀ) of the
+    paper's Theorem 2.2, which ``dsc.rounding`` minimises.
+    """
+    features = torch.where(valid.unsqueeze(-1), features, 0.0)
+    return _squared_frobenius(features, *_instance_sums(features, labels, valid))
+
+
 def residual_eigenvalues(features: Tensor, sums: Tensor, sizes: Tensor) -> Tensor:
     """The eigenvalues of R = F Fᵀ − Y Yᵀ that can be non-zero, per image, in O(n·d²).
 
@@ -189,7 +200,7 @@ def spectral_loss(
     sums, sizes = _instance_sums(features, flat_labels, valid)
     pixels = num_valid.clamp(min=1).to(features.dtype)
     if order is None:
-        squared = _squared_frobenius(features, sums, sizes)
+        squared = _squared_frobenius(features, sums, sizes)  # = squared_residual_norms
         if sample_size is None:
             per_image = squared / pixels.square()
         else:

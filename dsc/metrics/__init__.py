@@ -1,6 +1,19 @@
 """Pairwise partition metrics (the paper's Table 1), as pure functions and a torchmetrics Metric."""
 
-from dsc.metrics.pair_counts import pair_counts, pairwise_scores, scores_from_pair_counts
+from dsc.metrics.pair_counts import (
+    pair_counts,
+    pair_counts_per_image,
+    pairwise_scores,
+    partition_loss,
+    scores_from_pair_counts,
+)
 from dsc.metrics.pairwise import PairwiseScores
 
-__all__ = ["PairwiseScores", "pair_counts", "pairwise_scores", "scores_from_pair_counts"]
+__all__ = [
+    "PairwiseScores",
+    "pair_counts",
+    "pair_counts_per_image",
+    "pairwise_scores",
+    "partition_loss",
+    "scores_from_pair_counts",
+]

@@ -15,46 +15,69 @@ from torch import Tensor
 COUNT_NAMES = ("true_positives", "false_positives", "false_negatives", "true_negatives")
 
 
-def _pairs_within_groups(*keys: Tensor) -> Tensor:
-    """Σ over distinct key tuples of C(size, 2): how many pixel pairs share every key."""
-    _, sizes = torch.unique(torch.stack(keys), dim=1, return_counts=True)
-    return (sizes * (sizes - 1) // 2).sum()
+def _pairs_within_groups(num_images: int, image: Tensor, *keys: Tensor) -> Tensor:
+    """Per image: Σ over distinct (image, *keys) groups of C(size, 2), the pairs sharing every key."""
+    groups, sizes = torch.unique(torch.stack([image, *keys]), dim=1, return_counts=True)
+    pairs = torch.zeros(num_images, dtype=torch.int64, device=image.device)
+    return pairs.index_add_(0, groups[0], sizes * (sizes - 1) // 2)
 
 
-def _pair_counts_of_pixels(image: Tensor, preds: Tensor, target: Tensor) -> Tensor:
-    """(4,) int64 pair confusion counts of flat pixel lists tagged with their image index."""
-    if image.numel() == 0:
-        return torch.zeros(4, dtype=torch.int64, device=target.device)
-    both_same = _pairs_within_groups(image, preds, target)
-    pred_same = _pairs_within_groups(image, preds)
-    target_same = _pairs_within_groups(image, target)
-    pixels_per_image = torch.bincount(image)
-    all_pairs = (pixels_per_image * (pixels_per_image - 1) // 2).sum()
+def _pair_counts_of_pixels(num_images: int, image: Tensor, preds: Tensor, target: Tensor) -> Tensor:
+    """(B, 4) int64 pair confusion counts of flat pixel lists tagged with their image index."""
+    both_same = _pairs_within_groups(num_images, image, preds, target)
+    pred_same = _pairs_within_groups(num_images, image, preds)
+    target_same = _pairs_within_groups(num_images, image, target)
+    pixels_per_image = torch.bincount(image, minlength=num_images)
+    all_pairs = pixels_per_image * (pixels_per_image - 1) // 2
     false_positives = pred_same - both_same
     false_negatives = target_same - both_same
     true_negatives = all_pairs - both_same - false_positives - false_negatives
-    return torch.stack([both_same, false_positives, false_negatives, true_negatives])
+    return torch.stack([both_same, false_positives, false_negatives, true_negatives], dim=1)
 
 
-def pair_counts(preds: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
-    """Pair confusion counts summed over the images of a batch, over all and over foreground pairs.
+def pair_counts_per_image(preds: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """Pair confusion counts of every image, over all and over foreground pairs.
 
     preds, target: (B, H, W) (or any (B, ...)) integer segment ids. Pixels whose target is
         ``ignore_index`` are left out; the foreground row also leaves out target 0 (background).
-    Returns int64 (2, 4): rows (all valid pixels, foreground pixels), columns (true positives,
-    false positives, false negatives, true negatives), each a number of unordered pairs of
-    distinct pixels within one image.
+    Returns int64 (B, 2, 4): per image, rows (all valid pixels, foreground pixels), columns (true
+    positives, false positives, false negatives, true negatives), each a number of unordered pairs
+    of distinct pixels.
     """
     if preds.shape != target.shape:
         raise ValueError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} differ")
-    preds = preds.reshape(preds.shape[0], -1).long()
-    target = target.reshape(target.shape[0], -1).long()
-    image = torch.arange(target.shape[0], device=target.device).unsqueeze(1).expand_as(target)
+    num_images = target.shape[0]
+    preds = preds.reshape(num_images, -1).long()
+    target = target.reshape(num_images, -1).long()
+    image = torch.arange(num_images, device=target.device).unsqueeze(1).expand_as(target)
     valid = target != ignore_index
     foreground = valid & (target != 0)
     return torch.stack(
-        [_pair_counts_of_pixels(image[keep], preds[keep], target[keep]) for keep in (valid, foreground)]
+        [
+            _pair_counts_of_pixels(num_images, image[keep], preds[keep], target[keep])
+            for keep in (valid, foreground)
+        ],
+        dim=1,
     )
+
+
+def pair_counts(preds: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """``pair_counts_per_image`` summed over the batch: int64 (2, 4)."""
+    return pair_counts_per_image(preds, target, ignore_index).sum(dim=0)
+
+
+def partition_loss(preds: Tensor, target: Tensor, ignore_index: int = 255) -> Tensor:
+    """ℓ(V_r V_rᵀ, A) = ‖V_r V_rᵀ − A‖²_F / n², averaged over images with valid pixels: the loss of
+    a rounded partition (one-hot rows V_r) in the units of ``spectral_loss``, for Theorem 2.2.
+
+    Both matrices are 0/1 with a unit diagonal, so the squared norm counts the ordered pairs on
+    which the partitions disagree: 2 (FP + FN). preds, target: (B, H, W). Returns a float64 scalar.
+    """
+    counts = pair_counts_per_image(preds, target, ignore_index)[:, 0]  # (B, 4)
+    pixels = target.reshape(target.shape[0], -1).ne(ignore_index).sum(dim=1)
+    per_image = 2.0 * (counts[:, 1] + counts[:, 2]).double() / pixels.clamp(min=1).double().square()
+    has_pixels = pixels > 0
+    return torch.where(has_pixels, per_image, 0.0).sum() / has_pixels.sum().clamp(min=1)
 
 
 def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:

@@ -1,5 +1,26 @@
-"""Rounding: turning pixel embeddings into a partition of the pixels (paper, Section 2.3)."""
+"""Rounding: turning pixel embeddings into a partition of the pixels (paper, Section 2.3).
 
-from dsc.rounding.kwikcluster import kwikcluster
+Every scheme takes (N, d) or batched (B, N, d) rows and returns (N,) or (B, N) labels;
+``round_embeddings`` / ``Rounding`` apply one to (B, d, H, W) embedding maps.
+"""
 
-__all__ = ["kwikcluster"]
+from dsc.rounding.batched import Rounding, round_embeddings
+from dsc.rounding.best_of import kwikcluster_best
+from dsc.rounding.kmeans import estimate_num_clusters, kmeans
+from dsc.rounding.kwikcluster import kwikcluster, kwikcluster_soft
+from dsc.rounding.postprocess import merge_small_clusters, relabel_consecutive
+from dsc.rounding.refine import kwikcluster_refine, refine
+
+__all__ = [
+    "Rounding",
+    "estimate_num_clusters",
+    "kmeans",
+    "kwikcluster",
+    "kwikcluster_best",
+    "kwikcluster_refine",
+    "kwikcluster_soft",
+    "merge_small_clusters",
+    "refine",
+    "relabel_consecutive",
+    "round_embeddings",
+]

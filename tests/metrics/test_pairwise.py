@@ -3,7 +3,8 @@ import pytest
 import torch
 from sklearn.metrics.cluster import pair_confusion_matrix
 
-from dsc.metrics import PairwiseScores, pair_counts, pairwise_scores
+from dsc.losses import spectral_loss
+from dsc.metrics import PairwiseScores, pair_counts, pair_counts_per_image, pairwise_scores, partition_loss
 
 VOID = 255
 
@@ -80,3 +81,22 @@ def test_metric_accumulates_batches_and_merges_like_ranks():
     for name, value in whole.compute().items():
         assert ranks[0].compute()[name] == value
     assert whole._reductions["counts"].__name__.endswith("sum")
+
+
+def test_per_image_counts_match_sklearn_image_by_image():
+    preds, target = random_maps(21)
+    per_image = pair_counts_per_image(preds, target).numpy()
+    for index in range(len(preds)):
+        np.testing.assert_array_equal(
+            per_image[index, 0], sklearn_counts(preds[index : index + 1], target[index : index + 1])
+        )
+
+
+def test_partition_loss_is_the_spectral_loss_of_one_hot_rows():
+    """Theorem 2.2's ℓ(V_r V_rᵀ, A): the rounded partition as one-hot embedding rows."""
+    preds, target = random_maps(5, segments=4)
+    target[1] = VOID  # an image without valid pixels is skipped
+    one_hot_rows = torch.nn.functional.one_hot(preds, 4).permute(0, 3, 1, 2).double()
+    expected = spectral_loss(one_hot_rows, target)
+    torch.testing.assert_close(partition_loss(preds, target), expected)
+    assert partition_loss(target, target).item() == 0.0

@@ -1,0 +1,87 @@
+"""Rounding a batch of embedding maps: (B, d, H, W) → (B, H, W) partitions, with options shared
+by every scheme (semantic blocking, merging of small clusters)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from dsc.rounding.kwikcluster import kwikcluster
+from dsc.rounding.postprocess import merge_small_clusters, num_clusters
+
+Scheme = Callable[..., Tensor]  # (rows (B, N, d), generator=..., mask=...) → (B, N) labels
+
+
+def round_embeddings(
+    embeddings: Tensor,
+    scheme: Scheme = kwikcluster,
+    classes: Tensor | None = None,
+    min_size: int = 0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Round every image of a batch with one batched call of ``scheme`` per semantic block.
+
+    embeddings: (B, d, H, W), unit pixel vectors. classes: optional (B, H, W) class map; when given,
+        pixels are clustered only with pixels of their own class (semantic blocking).
+    min_size: clusters smaller than this many pixels merge into their best neighbour (0: off).
+    Returns (B, H, W) int64 labels 0..k−1 per image.
+    """
+    if embeddings.dim() != 4:
+        raise ValueError(f"expected (B, d, H, W) embeddings, got shape {tuple(embeddings.shape)}")
+    batch, _, height, width = embeddings.shape
+    rows = embeddings.detach().float().flatten(2).transpose(1, 2)  # (B, N, d)
+    if classes is None:
+        blocks = [torch.ones(batch, height * width, dtype=torch.bool, device=rows.device)]
+    else:
+        if classes.shape != (batch, height, width):
+            raise ValueError(
+                f"classes {tuple(classes.shape)} do not match embeddings {tuple(embeddings.shape)}"
+            )
+        flat_classes = classes.flatten(1).to(rows.device)
+        blocks = [flat_classes == value for value in torch.unique(flat_classes)]
+
+    labels = torch.full((batch, height * width), -1, dtype=torch.int64, device=rows.device)
+    offset = torch.zeros(batch, 1, dtype=torch.int64, device=rows.device)
+    for block in blocks:
+        block_labels = scheme(rows, generator=generator, mask=block)
+        block_labels = merge_small_clusters(rows, block_labels, min_size) if min_size > 1 else block_labels
+        labels = torch.where(block, block_labels + offset, labels)
+        offset = offset + block_labels.amax(dim=1, keepdim=True).clamp(min=-1) + 1
+    return labels.view(batch, height, width)
+
+
+class Rounding:
+    """A rounding scheme with its options, as ``rounding=`` configs build it.
+
+    Call it with (B, d, H, W) embeddings (and a class map when ``semantic_blocking``) to get
+    (B, H, W) labels; see ``round_embeddings``.
+    """
+
+    def __init__(
+        self, scheme: Scheme = kwikcluster, semantic_blocking: bool = False, min_size: int = 0
+    ) -> None:
+        if min_size < 0:
+            raise ValueError(f"min_size must be >= 0, got {min_size}")
+        self.scheme = scheme
+        self.semantic_blocking = semantic_blocking
+        self.min_size = min_size
+
+    def __call__(
+        self, embeddings: Tensor, classes: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        if self.semantic_blocking and classes is None:
+            raise ValueError(
+                "rounding.semantic_blocking=true needs a class map: pass classes= (predicted classes)"
+            )
+        return round_embeddings(
+            embeddings,
+            self.scheme,
+            classes=classes if self.semantic_blocking else None,
+            min_size=self.min_size,
+            generator=generator,
+        )
+
+
+__all__ = ["Rounding", "num_clusters", "round_embeddings"]

@@ -1,0 +1,48 @@
+import pytest
+import torch
+from conftest import noisy_clusters
+
+from dsc.rounding import Rounding, kwikcluster, kwikcluster_refine, round_embeddings
+
+
+def as_maps(rows, height=20, width=30):
+    return rows.transpose(1, 2).reshape(rows.shape[0], rows.shape[2], height, width)
+
+
+def test_round_embeddings_matches_the_scheme_on_rows():
+    rows, _ = noisy_clusters(batch=3, num_pixels=600, noise=0.3)
+    labels = round_embeddings(as_maps(rows), kwikcluster, generator=torch.Generator().manual_seed(1))
+    assert labels.shape == (3, 20, 30)
+    assert torch.equal(labels.flatten(1), kwikcluster(rows, generator=torch.Generator().manual_seed(1)))
+
+
+def test_semantic_blocking_never_mixes_classes():
+    rows, _ = noisy_clusters(batch=2, num_pixels=600, num_clusters=3, noise=0.05)
+    classes = torch.randint(0, 2, (2, 20, 30), generator=torch.Generator().manual_seed(0))
+    rounding = Rounding(kwikcluster_refine, semantic_blocking=True)
+    labels = rounding(as_maps(rows), classes=classes, generator=torch.Generator().manual_seed(0))
+    for image_labels, image_classes in zip(labels, classes, strict=True):
+        for label in image_labels.unique():
+            assert len(image_classes[image_labels == label].unique()) == 1
+        # Each (class, true cluster) block is one cluster: 2 classes × 3 clusters.
+        assert len(image_labels.unique()) == 6
+    with pytest.raises(ValueError, match="semantic_blocking=true needs a class map"):
+        rounding(as_maps(rows))
+
+
+def test_min_size_leaves_no_small_cluster():
+    rows, _ = noisy_clusters(batch=2, num_pixels=600, noise=0.45)
+    plain = Rounding(kwikcluster)(as_maps(rows), generator=torch.Generator().manual_seed(0))
+    merged = Rounding(kwikcluster, min_size=25)(as_maps(rows), generator=torch.Generator().manual_seed(0))
+    for image_plain, image_merged in zip(plain, merged, strict=True):
+        assert torch.bincount(image_plain.flatten()).min() < 25, "the test needs small clusters to merge"
+        assert torch.bincount(image_merged.flatten()).min() >= 25
+
+
+def test_bad_shapes_are_reported():
+    with pytest.raises(ValueError, match=r"\(B, d, H, W\)"):
+        round_embeddings(torch.ones(3, 4, 5))
+    with pytest.raises(ValueError, match="classes"):
+        round_embeddings(torch.ones(1, 2, 4, 5), classes=torch.zeros(1, 4, 4))
+    with pytest.raises(ValueError, match="min_size"):
+        Rounding(min_size=-1)
