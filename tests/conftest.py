@@ -23,24 +23,43 @@ TINY = [
 ]
 
 
+def compose_config(name: str, output_dir: Path, *overrides: str) -> DictConfig:
+    """Compose one of dsc's real configs with overrides, its outputs in output_dir, as Hydra would."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.hydra.runtime.output_dir = str(output_dir)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        del cfg.hydra
+    GlobalHydra.instance().clear()
+    return cfg
+
+
 @pytest.fixture
 def make_config(tmp_path, monkeypatch):
-    """Compose the real train config with overrides, outputs under tmp_path, as Hydra would."""
+    """Compose the train config (tiny unless tiny=False) with its outputs under tmp_path."""
     monkeypatch.setenv("HOME", str(tmp_path))  # no W&B login from the developer's netrc
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.delenv("WANDB_MODE", raising=False)
 
     def make(*overrides: str, tiny: bool = True) -> DictConfig:
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("train", overrides=[*(TINY if tiny else []), *overrides], return_hydra_config=True)
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path)
-            cfg.hydra.runtime.output_dir = str(tmp_path)
-        HydraConfig().set_config(cfg)
-        with open_dict(cfg):
-            del cfg.hydra
-        return cfg
+        return compose_config("train", tmp_path, *(TINY if tiny else []), *overrides)
 
-    yield make
-    GlobalHydra.instance().clear()
+    return make
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """last.ckpt of a tiny training run, shared by the inference tests."""
+    from dsc.train import train
+
+    output_dir = tmp_path_factory.mktemp("trained")
+    train(
+        compose_config(
+            "train", output_dir, *TINY, "trainer.max_epochs=2", "callbacks.validation_images.num_images=2"
+        )
+    )
+    return output_dir / "checkpoints" / "last.ckpt"

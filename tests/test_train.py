@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import dsc
 from dsc.train import train
@@ -40,7 +42,17 @@ def test_csv_logger_and_checkpoints(make_config, tmp_path):
 
 def test_tensorboard_logger(make_config, tmp_path):
     train(make_config("logger=tensorboard"))
-    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert any(b"val/example_0" in file.read_bytes() for file in events)  # the validation pictures
+
+
+def test_validation_pictures_are_written(make_config, tmp_path):
+    train(make_config("trainer.max_epochs=2", "callbacks.validation_images.num_images=2"))
+    for epoch in (0, 1):
+        pictures = sorted((tmp_path / "images" / f"epoch_{epoch:03d}").glob("val_*.png"))
+        assert [p.name for p in pictures] == ["val_0.png", "val_1.png"]
+    panel = np.asarray(Image.open(pictures[0]))
+    assert panel.shape == (64, 4 * 64, 3)  # image, ground truth, prediction, embedding
 
 
 def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config, tmp_path):
@@ -49,6 +61,8 @@ def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config,
     train(make_config("logger=wandb", "model.embed_dim=8"))
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert list(runs[0].glob("files/media/images/val/example_0*.png"))
+    assert list(runs[0].glob("files/media/images/mask/val/example_0*.mask.png")), "ground-truth and predicted masks"
     assert wandb.run is None
 
 

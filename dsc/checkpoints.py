@@ -1,0 +1,58 @@
+"""Loading dsc checkpoints safely (``weights_only``) and rebuilding their model from the saved config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+
+from dsc.module import DeepSpectralClustering
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by ``python -m dsc.train`` without executing pickled code.
+
+    Raises FileNotFoundError for a missing file and ValueError, naming the file, for one that is
+    corrupt, holds pickled objects (which could run code), or lacks dsc's saved config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # UnpicklingError, zip and EOF errors all mean: not a plain checkpoint
+        raise ValueError(
+            f"cannot load checkpoint {path} with weights_only=True: it is corrupt or holds pickled "
+            f"objects that could run code, and dsc does not execute them ({type(error).__name__}: {error})"
+        ) from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "dsc_config" not in checkpoint:
+        raise ValueError(
+            f"{path} is not a dsc checkpoint (no state_dict and dsc_config): train it with dsc.train"
+        )
+    return checkpoint
+
+
+def build_model(config: dict[str, Any], rounding: Any = None) -> DeepSpectralClustering:
+    """The model a run's config describes; ``rounding`` (a config or object) replaces the run's."""
+    rounding_config = config["rounding"] if rounding is None else rounding
+    return DeepSpectralClustering(
+        backbone=hydra.utils.instantiate(config["backbone"]),
+        loss=hydra.utils.instantiate(config["loss"]),
+        rounding=hydra.utils.instantiate(rounding_config),
+        optimizer=hydra.utils.instantiate(config["model"]["optimizer"]),
+        rounding_seed=config.get("seed", 0),
+        monitor=config.get("optimized_metric", "val/pairwise_fg_f1"),
+    )
+
+
+def load_model(path: str | Path, rounding: Any = None) -> tuple[DeepSpectralClustering, dict[str, Any]]:
+    """Model with the checkpoint's weights, in eval mode, and the run's config."""
+    checkpoint = load_checkpoint(path)
+    model = build_model(checkpoint["dsc_config"], rounding)
+    model.load_state_dict(checkpoint["state_dict"])
+    model.run_config = checkpoint["dsc_config"]
+    return model.eval(), checkpoint["dsc_config"]

@@ -1,0 +1,138 @@
+"""python -m dsc.predict and python -m dsc.evaluate on a checkpoint of a tiny training run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import compose_config
+from PIL import Image
+
+from dsc.checkpoints import load_checkpoint, load_model
+from dsc.data import Shapes
+from dsc.evaluate import evaluate
+from dsc.predict import predict
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "input"
+    folder.mkdir()
+    shapes = Shapes(num_images=3, seed=9)
+    for index in range(3):
+        Image.fromarray(shapes.images[index].permute(1, 2, 0).numpy()).save(folder / f"shape_{index}.jpg")
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(folder / "other_size.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return folder
+
+
+def test_predict_writes_palette_masks_and_overlays_and_skips_bad_files(
+    trained_checkpoint, image_folder, tmp_path
+):
+    output = tmp_path / "predictions"
+    cfg = compose_config(
+        "predict",
+        tmp_path / "run",
+        f"ckpt_path={trained_checkpoint}",
+        f"input={image_folder}",
+        f"output={output}",
+        "batch_size=2",
+        "device=cpu",
+    )
+    assert predict(cfg) == {"written": 4, "skipped": 2}
+    for stem, size in [("shape_0", (64, 64)), ("shape_2", (64, 64)), ("other_size", (50, 40))]:
+        mask = Image.open(output / f"{stem}.png")
+        assert mask.mode == "P" and mask.size == size
+        assert mask.getpalette()[3:6] == [128, 0, 0]  # VOC's colour of id 1
+        ids = np.asarray(mask)
+        assert (np.bincount(ids.flatten())[: ids.max() + 1] > 0).all(), "ids are consecutive from 0"
+        assert Image.open(output / f"{stem}_overlay.png").size == size
+    assert not (output / "notes.png").exists() and not (output / "broken.png").exists()
+
+
+def test_predict_a_single_image_with_another_rounding(trained_checkpoint, image_folder, tmp_path):
+    cfg = compose_config(
+        "predict",
+        tmp_path / "run",
+        f"ckpt_path={trained_checkpoint}",
+        f"input={image_folder / 'shape_1.jpg'}",
+        f"output={tmp_path / 'out'}",
+        "rounding=kwikcluster_refine",
+        "device=cpu",
+    )
+    assert predict(cfg) == {"written": 1, "skipped": 0}
+
+
+def test_evaluate_scores_the_checkpoint_with_any_rounding(trained_checkpoint, tmp_path):
+    scores = {}
+    for rounding in ("kwikcluster", "kmeans"):
+        cfg = compose_config(
+            "evaluate",
+            tmp_path / rounding,
+            f"ckpt_path={trained_checkpoint}",
+            f"rounding={rounding}",
+            "trainer.accelerator=cpu",
+            "+data.val.num_images=6",
+        )
+        scores[rounding] = evaluate(cfg)
+        written = json.loads((tmp_path / rounding / "metrics.json").read_text())
+        assert written["val/pairwise_fg_f1"] == pytest.approx(scores[rounding]["val/pairwise_fg_f1"])
+        assert "val/theorem22/ratio" in written
+
+
+def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    crafted = tmp_path / "crafted.ckpt"
+    torch.save({"state_dict": {}, "dsc_config": {}, "payload": Payload()}, crafted)
+    with pytest.raises(ValueError, match=r"crafted\.ckpt.*weights_only=True"):
+        load_checkpoint(crafted)
+    assert not marker.exists()
+    # The payload is live: unpickling without weights_only would have run it.
+    torch.load(crafted, weights_only=False)
+    assert marker.exists()
+
+
+def test_missing_corrupt_and_foreign_checkpoints_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
+        load_checkpoint(tmp_path / "nope.ckpt")
+    (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"corrupt\.ckpt"):
+        load_checkpoint(tmp_path / "corrupt.ckpt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.ckpt")
+    with pytest.raises(ValueError, match=r"foreign\.ckpt is not a dsc checkpoint"):
+        load_checkpoint(tmp_path / "foreign.ckpt")
+
+
+def test_loaded_model_reproduces_the_trained_weights(trained_checkpoint):
+    model, config = load_model(trained_checkpoint)
+    state = torch.load(trained_checkpoint, weights_only=True)["state_dict"]
+    assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
+    assert config["model"]["embed_dim"] == 16 and not model.training
+
+
+def test_predict_command_line(trained_checkpoint, image_folder, tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dsc.predict",
+            f"ckpt_path={trained_checkpoint}",
+            f"input={image_folder}",
+            f"output={tmp_path / 'cli'}",
+            "hydra.run.dir=" + str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "skipping" in result.stderr + result.stdout and "notes.txt" in result.stderr + result.stdout
+    assert len(list((tmp_path / "cli").glob("*_overlay.png"))) == 4
