@@ -62,7 +62,9 @@ def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config,
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
     assert list(runs[0].glob("files/media/images/val/example_0*.png"))
-    assert list(runs[0].glob("files/media/images/mask/val/example_0*.mask.png")), "ground-truth and predicted masks"
+    assert list(runs[0].glob("files/media/images/mask/val/example_0*.mask.png")), (
+        "ground-truth and predicted masks"
+    )
     assert wandb.run is None
 
 

@@ -23,6 +23,8 @@ import math
 import torch
 from torch import Tensor
 
+from dsc.utils.grouping import group
+
 NORMS = ("frobenius", "nuclear", "operator", "schatten")
 # Eigenvalues of ZᵀZ below this fraction of the largest are numerical zeros (float64 sums).
 _RANK_TOLERANCE = 1e-10
@@ -49,14 +51,10 @@ def _instance_sums(features: Tensor, labels: Tensor, valid: Tensor) -> tuple[Ten
     """
     batch, _, dim = features.shape
     image_index = torch.arange(batch, device=labels.device).unsqueeze(1).expand_as(labels)
-    keys = torch.stack([image_index[valid], labels[valid]])
-    instance_keys, instance_of_pixel = torch.unique(keys, dim=1, return_inverse=True)
-    image_of_instance = instance_keys[0]  # sorted: each image's instances are contiguous
-    per_image = torch.bincount(image_of_instance, minlength=batch)
-    slot = (
-        torch.arange(len(image_of_instance), device=labels.device)
-        - (per_image.cumsum(0) - per_image)[image_of_instance]
-    )
+    instance_of_pixel, image_of_instance, flat_sizes = group(image_index[valid], labels[valid])
+    per_image = torch.bincount(image_of_instance, minlength=batch)  # instances are grouped by image
+    first_of_image = per_image.cumsum(0) - per_image
+    slot = torch.arange(len(image_of_instance), device=labels.device) - first_of_image[image_of_instance]
     num_slots = max(int(per_image.max()), 1) if batch else 1
 
     flat_sums = features.new_zeros(len(image_of_instance), dim).index_add_(

@@ -12,14 +12,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dsc.utils.grouping import group
+
 COUNT_NAMES = ("true_positives", "false_positives", "false_negatives", "true_negatives")
 
 
 def _pairs_within_groups(num_images: int, image: Tensor, *keys: Tensor) -> Tensor:
     """Per image: Σ over distinct (image, *keys) groups of C(size, 2), the pairs sharing every key."""
-    groups, sizes = torch.unique(torch.stack([image, *keys]), dim=1, return_counts=True)
+    _, image_of_group, sizes = group(image, *keys)
     pairs = torch.zeros(num_images, dtype=torch.int64, device=image.device)
-    return pairs.index_add_(0, groups[0], sizes * (sizes - 1) // 2)
+    return pairs.index_add_(0, image_of_group, sizes * (sizes - 1) // 2)
 
 
 def _pair_counts_of_pixels(num_images: int, image: Tensor, preds: Tensor, target: Tensor) -> Tensor:
