@@ -43,6 +43,8 @@ def round_embeddings(
         blocks = [flat_classes == value for value in torch.unique(flat_classes)]
 
     labels = torch.full((batch, height * width), -1, dtype=torch.int64, device=rows.device)
+    if height * width == 0:
+        return labels.view(batch, height, width)
     offset = torch.zeros(batch, 1, dtype=torch.int64, device=rows.device)
     for block in blocks:
         block_labels = scheme(rows, generator=generator, mask=block)

@@ -10,6 +10,8 @@ from dsc.rounding.hashing import draw_seed
 from dsc.rounding.kwikcluster import _kwikcluster, as_batch
 from dsc.rounding.postprocess import cluster_sums, num_clusters, relabel_consecutive
 
+_MAX_GAIN_ELEMENTS = 2**26  # per chunk of pixels: 256 MiB of float32 gains
+
 
 def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10) -> Tensor:
     """Move every pixel to the cluster it agrees with most, until nothing moves or the cap.
@@ -19,16 +21,24 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     move at once, which need not lower the objective every time, so each image keeps the best
     labels seen. rows (B, N, d), labels and mask (B, N) → (B, N) labels 0..k−1 (−1 outside mask).
     """
+    if labels.shape[1] == 0:
+        return labels
     slots = num_clusters(labels)
     best_labels, best_objective = labels, squared_residual_norms(rows, labels, mask)
     squared_lengths = rows.square().sum(dim=-1)
+    batch, num_pixels, _ = rows.shape
+    chunk = max(1, _MAX_GAIN_ELEMENTS // max(batch * slots, 1))
     for _ in range(max_iterations):
         sums, sizes = cluster_sums(rows, labels, slots)
-        gain = 2.0 * rows @ sums.transpose(1, 2) - sizes.unsqueeze(1)  # (B, N, K)
-        # A pixel's own cluster without itself: subtract its own contribution 2‖v_i‖² − 1.
-        own = labels.clamp(min=0).unsqueeze(-1)
-        gain.scatter_add_(2, own, -(2.0 * squared_lengths - 1.0).unsqueeze(-1))
-        moved = torch.where(mask, gain.argmax(dim=-1), -1)
+        best = []
+        for start in range(0, num_pixels, chunk):  # bounds the (B, chunk, K) gains in memory
+            part = slice(start, start + chunk)
+            gain = 2.0 * rows[:, part] @ sums.transpose(1, 2) - sizes.unsqueeze(1)
+            # A pixel's own cluster without itself: take off its own contribution 2‖v_i‖² − 1.
+            own = labels[:, part].clamp(min=0).unsqueeze(-1)
+            gain.scatter_add_(2, own, -(2.0 * squared_lengths[:, part] - 1.0).unsqueeze(-1))
+            best.append(gain.argmax(dim=-1))
+        moved = torch.where(mask, torch.cat(best, dim=1), -1)
         if torch.equal(moved, labels):
             break
         labels = moved

@@ -1,3 +1,5 @@
+import sys
+
 import pytest
 import torch
 from conftest import noisy_clusters
@@ -46,3 +48,11 @@ def test_bad_shapes_are_reported():
         round_embeddings(torch.ones(1, 2, 4, 5), classes=torch.zeros(1, 4, 4))
     with pytest.raises(ValueError, match="min_size"):
         Rounding(min_size=-1)
+
+
+def test_empty_images_and_refine_in_small_chunks(monkeypatch):
+    assert round_embeddings(torch.ones(2, 3, 0, 5)).shape == (2, 0, 5)
+    rows, _ = noisy_clusters(batch=2, num_pixels=600, noise=0.45)
+    whole = kwikcluster_refine(rows, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(sys.modules["dsc.rounding.refine"], "_MAX_GAIN_ELEMENTS", 1000)  # tiny chunks
+    assert torch.equal(kwikcluster_refine(rows, generator=torch.Generator().manual_seed(0)), whole)
