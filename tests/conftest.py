@@ -1,16 +1,9 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from hydra_configs import compose_config
+from omegaconf import DictConfig
 
-import dsc
-from dsc.utils.schema import register_schemas
-
-CONFIG_DIR = Path(dsc.__file__).parent / "conf"
-register_schemas()
 # Small and quick: a handful of images, one short epoch.
 TINY = [
     "data.train.num_images=16",
@@ -21,21 +14,6 @@ TINY = [
     "trainer.log_every_n_steps=1",
     "trainer.accelerator=cpu",
 ]
-
-
-def compose_config(name: str, output_dir: Path, *overrides: str) -> DictConfig:
-    """Compose one of dsc's real configs with overrides, its outputs in output_dir, as Hydra would."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(name, overrides=list(overrides), return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(output_dir)
-        cfg.hydra.runtime.output_dir = str(output_dir)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        del cfg.hydra
-    GlobalHydra.instance().clear()
-    return cfg
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config
+from hydra_configs import compose_config
 from PIL import Image
 
 from dsc.checkpoints import load_checkpoint, load_model

@@ -2,7 +2,7 @@ import sys
 
 import pytest
 import torch
-from conftest import noisy_clusters
+from synthetic_clusters import noisy_clusters
 
 from dsc.rounding import Rounding, kwikcluster, kwikcluster_refine, round_embeddings
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import noisy_clusters, same_partition
+from synthetic_clusters import noisy_clusters, same_partition
 
 from dsc.rounding import kwikcluster, kwikcluster_soft
 from dsc.rounding.hashing import draw_seed, hash_keys, hash_uniform
@@ -57,8 +57,8 @@ def test_soft_variant_approaches_the_hard_threshold_for_large_power():
     assert torch.equal(hard, soft)
 
 
-def test_recovers_well_separated_clusters(clusters):
-    rows, truth = clusters
+def test_recovers_well_separated_clusters():
+    rows, truth = noisy_clusters()
     labels = kwikcluster(rows, generator=torch.Generator().manual_seed(0))
     assert all(
         same_partition(image_labels, image_truth)
@@ -66,7 +66,7 @@ def test_recovers_well_separated_clusters(clusters):
     )
 
 
-def test_batched_equals_one_image_at_a_time(clusters):
+def test_batched_equals_one_image_at_a_time():
     rows, _ = noisy_clusters(noise=0.4)
     for scheme in (kwikcluster, kwikcluster_soft):
         batched = scheme(rows, generator=torch.Generator().manual_seed(3))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import noisy_clusters, same_partition
+from synthetic_clusters import noisy_clusters, same_partition
 
 from dsc.rounding import (
     estimate_num_clusters,

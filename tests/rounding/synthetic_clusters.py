@@ -1,4 +1,5 @@
-import pytest
+"""Synthetic clustered embeddings shared by the rounding tests."""
+
 import torch
 import torch.nn.functional as F
 
@@ -15,8 +16,3 @@ def same_partition(labels, truth):
     """Equal up to renaming: (label, truth) pairs form a bijection."""
     pairs = torch.unique(torch.stack([labels.flatten(), truth.flatten()]), dim=1)
     return pairs.shape[1] == len(labels.unique()) == len(truth.unique())
-
-
-@pytest.fixture
-def clusters():
-    return noisy_clusters()
