@@ -124,7 +124,9 @@ def test_every_config_option_composes_and_instantiates(make_config):
         "experiment",
     ):
         for option in sorted((CONFIG_DIR / group).glob("*.yaml")):
-            cfg = make_config(f"{group}={option.stem}")
+            # No ImageNet weights on CI machines: FCN-8s from random weights (loading has its own tests).
+            extra = ["backbone.weights=null"] if (group, option.stem) == ("backbone", "fcn8") else []
+            cfg = make_config(f"{group}={option.stem}", *extra)
             for node in ("backbone", "loss", "rounding"):
                 assert hydra.utils.instantiate(cfg[node]) is not None, (group, option.stem, node)
 
