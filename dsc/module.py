@@ -62,16 +62,29 @@ class DeepSpectralClustering(pl.LightningModule):
         self._rounding_generator = torch.Generator()
         self.run_config: dict[str, Any] | None = None  # the Hydra config, saved in checkpoints
 
+    @property
+    def unit_embeddings(self) -> bool:
+        """Whether outputs are unit embeddings (spectral losses) or raw class scores (cross-entropy)."""
+        return getattr(self.loss, "unit_embeddings", True)
+
+    @property
+    def target(self) -> str:
+        """The batch key the loss trains against: ``instances`` or, for the semantic baseline, ``classes``."""
+        return getattr(self.loss, "target", "instances")
+
     def forward(self, images: Tensor) -> Tensor:
-        """images (B, 3, H, W) → embeddings (B, d, H, W) with unit-length pixel vectors."""
-        return F.normalize(self.backbone(images), dim=1)
+        """images (B, 3, H, W) → embeddings (B, d, H, W) with unit-length pixel vectors (or raw
+        class scores when the loss trains a semantic segmenter)."""
+        outputs = self.backbone(images)
+        return F.normalize(outputs, dim=1) if self.unit_embeddings else outputs
 
     def round(self, embeddings: Tensor) -> Tensor:
         """embeddings (B, d, H, W) → instance labels (B, H, W), with the configured rounding."""
         return self.rounding(embeddings.detach(), generator=self._rounding_generator)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss = self.loss(self(batch["image"]), batch["instances"])
+        # pixel_sample: the loss's pixels, drawn on the device by the data module when sampling.
+        loss = self.loss(self(batch["image"]), batch[self.target], pixel_sample=batch.get("pixel_sample"))
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at global step {self.global_step} "
@@ -89,7 +102,7 @@ class DeepSpectralClustering(pl.LightningModule):
         instances = batch["instances"]
         self.log(
             "val/loss",
-            self.loss(embeddings, instances, sample_size=None),
+            self.loss(embeddings, batch[self.target], sample_size=None),
             batch_size=len(instances),
             sync_dist=True,
         )
@@ -97,9 +110,10 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_scores.update(preds, instances)
         # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
         self.val_semantic_oracle.update(batch["classes"], instances)
-        images_with_pixels = (instances != VOID).flatten(1).any(dim=1).sum()
-        self.val_network_loss.update(spectral_loss(embeddings, instances, VOID), images_with_pixels)
-        self.val_rounded_loss.update(partition_loss(preds, instances, VOID), images_with_pixels)
+        if self.unit_embeddings:
+            images_with_pixels = (instances != VOID).flatten(1).any(dim=1).sum()
+            self.val_network_loss.update(spectral_loss(embeddings, instances, VOID), images_with_pixels)
+            self.val_rounded_loss.update(partition_loss(preds, instances, VOID), images_with_pixels)
         return {"preds": preds, "embeddings": embeddings}
 
     def on_validation_epoch_end(self) -> None:
@@ -110,17 +124,18 @@ class DeepSpectralClustering(pl.LightningModule):
             for name, value in metric.compute().items():
                 self.log(prefix + name, value.float(), prog_bar=prefix + name == self.monitor)
             metric.reset()
-        network, rounded = self.val_network_loss.compute(), self.val_rounded_loss.compute()
-        self.log_dict(
-            {
-                "val/theorem22/network_loss": network,
-                "val/theorem22/rounded_loss": rounded,
-                # How much rounding costs; Theorem 2.2 bounds KwikCluster's by 6 in expectation.
-                "val/theorem22/ratio": rounded / network.clamp(min=1e-12),
-            }
-        )
-        self.val_network_loss.reset()
-        self.val_rounded_loss.reset()
+        if self.unit_embeddings:
+            network, rounded = self.val_network_loss.compute(), self.val_rounded_loss.compute()
+            self.log_dict(
+                {
+                    "val/theorem22/network_loss": network,
+                    "val/theorem22/rounded_loss": rounded,
+                    # How much rounding costs; Theorem 2.2 bounds KwikCluster's by 6 in expectation.
+                    "val/theorem22/ratio": rounded / network.clamp(min=1e-12),
+                }
+            )
+            self.val_network_loss.reset()
+            self.val_rounded_loss.reset()
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from dsc.data.labels import VOID
+from dsc.data.transforms import pad_collate
+from dsc.losses.sampling import sample_pixels
 
 
 class InstanceDataModule(pl.LightningDataModule):
     """Wraps a training and a validation dataset whose items are dicts with ``image`` (3, H, W)
     float, ``instances`` (H, W) int64 and ``classes`` (H, W) int64 (0 background, 255 void).
 
-    Batches reach the model as the same dict with a leading batch dimension.
+    Batches reach the model as the same dict with a leading batch dimension; items of different
+    sizes are padded (void labels). With ``sample_size`` set, each training batch also carries
+    ``pixel_sample`` (B, sample_size): the spectral loss's pixels, drawn after the batch reached the
+    device (``uniform`` or ``balanced`` ``sampling``), so CPU workers only decode and augment.
     """
 
     def __init__(
@@ -21,8 +30,12 @@ class InstanceDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 0,
+        sample_size: int | None = None,
+        sampling: str = "uniform",
     ) -> None:
         super().__init__()
+        self.sample_size = sample_size
+        self.sampling = sampling
         self.train_dataset = train
         self.val_dataset = val
         self.batch_size = batch_size
@@ -38,6 +51,7 @@ class InstanceDataModule(pl.LightningDataModule):
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             drop_last=shuffle and len(dataset) > batch_size,
+            collate_fn=pad_collate,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -45,3 +59,8 @@ class InstanceDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
+        if self.sample_size is not None and self.trainer is not None and self.trainer.training:
+            batch["pixel_sample"] = sample_pixels(batch["instances"], self.sample_size, self.sampling, VOID)
+        return batch

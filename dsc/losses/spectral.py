@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor
 
+from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.utils.grouping import group
 
 NORMS = ("frobenius", "nuclear", "operator", "schatten")
@@ -141,17 +142,6 @@ def schatten_order(norm: str, p: float | None) -> float | None:
     return float(p)
 
 
-def _sample_valid_pixels(valid: Tensor, sample_size: int, generator: torch.Generator | None) -> Tensor:
-    """Draw ``sample_size`` pixel indices per image, uniformly with replacement among valid pixels.
-
-    valid: (B, n) bool. Returns (B, m) int64 on ``valid``'s device; rows of images without a valid
-    pixel hold arbitrary indices (the caller drops those images).
-    """
-    weights = valid.to(torch.float32)
-    weights[~valid.any(dim=1)] = 1.0  # multinomial rejects all-zero rows
-    return torch.multinomial(weights, sample_size, replacement=True, generator=generator)
-
-
 def spectral_loss(
     embeddings: Tensor,
     labels: Tensor,
@@ -160,6 +150,8 @@ def spectral_loss(
     *,
     norm: str = "frobenius",
     p: float | None = None,
+    sampling: str = "uniform",
+    pixel_sample: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Mean over images of a unitarily invariant norm of R = F Fᵀ − A, the paper's spectral loss.
@@ -174,6 +166,9 @@ def spectral_loss(
         uniformly with replacement and evaluates the norm on the m × m sampled residual (n → m).
         For ``"frobenius"`` the pairs of a draw with itself are left out, which makes the estimate
         unbiased (each ordered pair of distinct draws is uniform over all n² pixel pairs).
+    sampling: how ``sample_size`` pixels are drawn, ``uniform`` or ``balanced`` (see ``sample_pixels``).
+    pixel_sample: (B, m) flat pixel indices drawn beforehand (the data module draws them on the
+        GPU); when given, they are the sample and ``sample_size`` is m.
     generator: random source for the sample, on the embeddings' device.
 
     Returns a scalar. Images without valid pixels are skipped; if no image has one, the result is a
@@ -184,10 +179,13 @@ def spectral_loss(
     valid = flat_labels != ignore_index
     num_valid = valid.sum(dim=1)
 
-    if sample_size is not None:
+    if pixel_sample is not None or sample_size is not None:
+        if pixel_sample is None:
+            pixel_sample = sample_pixels(flat_labels, sample_size, sampling, ignore_index, generator)
+        picks = pixel_sample
+        sample_size = picks.shape[1]
         if sample_size < 2:
             raise ValueError(f"sample_size must be at least 2 (or None for exact), got {sample_size}")
-        picks = _sample_valid_pixels(valid, sample_size, generator)
         features = features.gather(1, picks.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
         flat_labels = flat_labels.gather(1, picks)
         has_pixels = num_valid > 0
@@ -219,6 +217,8 @@ def spectral_loss(
 class SpectralLoss:
     """``spectral_loss`` with its options fixed and checked up front: what ``loss=`` configs build.
 
+    It trains unit embeddings (``unit_embeddings``) towards the instance map (``target``).
+
     Calling it with (embeddings, labels) evaluates the loss; keyword overrides (for example
     ``sample_size=None`` for an exact validation loss) replace the fixed options for that call.
     """
@@ -229,11 +229,23 @@ class SpectralLoss:
         p: float | None = None,
         sample_size: int | None = None,
         ignore_index: int = 255,
+        sampling: str = "uniform",
     ) -> None:
         schatten_order(norm, p)
         if sample_size is not None and sample_size < 2:
             raise ValueError(f"sample_size must be at least 2 (or None for exact), got {sample_size}")
-        self.options = {"norm": norm, "p": p, "sample_size": sample_size, "ignore_index": ignore_index}
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        self.options = {
+            "norm": norm,
+            "p": p,
+            "sample_size": sample_size,
+            "ignore_index": ignore_index,
+            "sampling": sampling,
+        }
+
+    target = "instances"
+    unit_embeddings = True
 
     def __call__(self, embeddings: Tensor, labels: Tensor, **overrides) -> Tensor:
         return spectral_loss(embeddings, labels, **(self.options | overrides))

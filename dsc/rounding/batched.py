@@ -86,4 +86,16 @@ class Rounding:
         )
 
 
-__all__ = ["Rounding", "num_clusters", "round_embeddings"]
+class ClassArgmax:
+    """The semantic baseline's "rounding": each pixel's highest-scoring class, so the partition
+    has one segment per predicted class. (B, C, H, W) scores → (B, H, W) labels."""
+
+    semantic_blocking = False
+
+    def __call__(
+        self, scores: Tensor, classes: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        return scores.argmax(dim=1)
+
+
+__all__ = ["ClassArgmax", "Rounding", "num_clusters", "round_embeddings"]

@@ -40,6 +40,7 @@ class SpectralLossSchema:
     p: float | None = None
     sample_size: int | None = None
     ignore_index: int = 255
+    sampling: str = "uniform"
 
 
 @dataclasses.dataclass

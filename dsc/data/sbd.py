@@ -1,0 +1,81 @@
+"""The Semantic Boundaries Dataset (Hariharan et al., 2011): FCN's training set for VOC.
+
+Reads ``benchmark_RELEASE/dataset`` as distributed: ``img/*.jpg``, ``inst/*.mat`` (GTinst),
+``cls/*.mat`` (GTcls) and ``train.txt`` / ``val.txt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from scipy.io import loadmat
+from torch.utils.data import Dataset
+
+from dsc.data.voc import Item, check_sizes, read_image
+
+SBD_DOWNLOAD = (
+    "download benchmark.tgz (http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/"
+    "benchmark.tgz), extract it and pass data.root=<dir>/benchmark_RELEASE/dataset"
+)
+
+
+def read_mat_segmentation(path: Path, struct: str) -> torch.Tensor:
+    """The ``Segmentation`` map of an SBD .mat file's ``GTinst`` / ``GTcls`` struct, (H, W) int64."""
+    try:
+        record = loadmat(str(path), squeeze_me=True, struct_as_record=False)[struct]
+        return torch.from_numpy(record.Segmentation.astype("int64"))
+    except (OSError, ValueError, KeyError, AttributeError) as error:
+        raise OSError(f"cannot read {struct}.Segmentation from {path} ({error}): {SBD_DOWNLOAD}") from error
+
+
+class SBDInstances(Dataset):
+    """SBD images with instance and class maps, as ``VOCInstances`` items (SBD has no void band).
+
+    exclude_ids_file: a list of image ids to drop, e.g. VOC 2012's
+        ``ImageSets/Segmentation/val.txt`` so that training never sees VOC validation images.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        transform: Callable[[Item], Item] | None = None,
+        exclude_ids_file: str | Path | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"SBD root {self.root} does not exist: {SBD_DOWNLOAD}")
+        for folder in ("img", "inst", "cls"):
+            if not (self.root / folder).is_dir():
+                raise FileNotFoundError(f"SBD root {self.root} has no {folder}/: {SBD_DOWNLOAD}")
+        split_file = self.root / f"{split}.txt"
+        if not split_file.is_file():
+            raise FileNotFoundError(
+                f"SBD split file {split_file} does not exist (splits: train, val): {SBD_DOWNLOAD}"
+            )
+        ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        if exclude_ids_file is not None:
+            exclude_path = Path(exclude_ids_file)
+            if not exclude_path.is_file():
+                raise FileNotFoundError(f"exclude_ids_file {exclude_path} does not exist")
+            excluded = {line.strip() for line in exclude_path.read_text().splitlines()}
+            ids = [image_id for image_id in ids if image_id not in excluded]
+        if not ids:
+            raise ValueError(f"no SBD images left in {split_file}")
+        self.ids = ids
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Item:
+        image_id = self.ids[index]
+        item = {
+            "image": read_image(self.root / "img" / f"{image_id}.jpg", SBD_DOWNLOAD),
+            "instances": read_mat_segmentation(self.root / "inst" / f"{image_id}.mat", "GTinst"),
+            "classes": read_mat_segmentation(self.root / "cls" / f"{image_id}.mat", "GTcls"),
+        }
+        check_sizes(item, image_id)
+        return self.transform(item) if self.transform else item
