@@ -22,23 +22,36 @@ log = logging.getLogger(__name__)
 register_schemas()
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Validate the checkpoint's model; returns the ``val/…`` metrics."""
-    model, run_config = load_model(cfg.ckpt_path, rounding=cfg.get("rounding"))
-    pl.seed_everything(cfg.seed, workers=True)
-    # data=<option> replaces the run's data; data.<key>=<value> adjusts it.
+def score_checkpoint(
+    ckpt_path: str,
+    trainer_config: DictConfig,
+    rounding: DictConfig | None = None,
+    data: DictConfig | None = None,
+    split: str = "val",
+    seed: int = 0,
+) -> dict[str, float]:
+    """Validate a checkpoint's model on ``split`` of its data (adjusted by ``data``, see above)."""
+    model, run_config = load_model(ckpt_path, rounding=rounding)
+    pl.seed_everything(seed, workers=True)
     data_config = OmegaConf.create(run_config["data"])
-    if cfg.get("data"):
-        data_config = cfg.data if "_target_" in cfg.data else OmegaConf.merge(data_config, cfg.data)
-    datamodule = hydra.utils.instantiate(data_config)
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=None)
-    trainer.validate(model, datamodule=datamodule, verbose=False)
-    metrics = {
-        name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")
-    }
-    if trainer.is_global_zero:
-        log.info("metrics of %s:\n%s", cfg.ckpt_path, format_metrics_table(metrics))
-        write_metrics(metrics, Path(cfg.paths.output_dir) / "metrics.json")
+    if data:
+        data_config = data if "_target_" in data else OmegaConf.merge(data_config, data)
+    if split != "val":
+        if "split" not in data_config.val:
+            raise ValueError(f"split={split}: these data ({data_config.val._target_}) have no splits")
+        data_config.val.split = split
+    trainer: pl.Trainer = hydra.utils.instantiate(trainer_config, logger=False, callbacks=None)
+    trainer.validate(model, datamodule=hydra.utils.instantiate(data_config), verbose=False)
+    return {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Validate the checkpoint's model; returns the ``val/…`` metrics and writes metrics.json."""
+    metrics = score_checkpoint(
+        cfg.ckpt_path, cfg.trainer, cfg.get("rounding"), cfg.get("data"), cfg.split, cfg.seed
+    )
+    log.info("metrics of %s on %s:\n%s", cfg.ckpt_path, cfg.split, format_metrics_table(metrics))
+    write_metrics(metrics, Path(cfg.paths.output_dir) / "metrics.json")
     return metrics
 
 

@@ -56,6 +56,8 @@ class DeepSpectralClustering(pl.LightningModule):
         self.monitor = monitor
         self.val_scores = PairwiseScores(ignore_index=VOID)
         self.val_semantic_oracle = PairwiseScores(ignore_index=VOID)
+        # A semantic segmenter is also scored against the class partition (Table 1's "Semantic").
+        self.val_class_partition = PairwiseScores(ignore_index=VOID)
         # Theorem 2.2: the rounded partition's loss beside the network's, both squared Frobenius / n².
         self.val_network_loss = MeanMetric()
         self.val_rounded_loss = MeanMetric()
@@ -110,6 +112,8 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_scores.update(preds, instances)
         # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
         self.val_semantic_oracle.update(batch["classes"], instances)
+        if self.target == "classes":
+            self.val_class_partition.update(preds, batch["classes"])
         if self.unit_embeddings:
             images_with_pixels = (instances != VOID).flatten(1).any(dim=1).sum()
             self.val_network_loss.update(spectral_loss(embeddings, instances, VOID), images_with_pixels)
@@ -117,10 +121,13 @@ class DeepSpectralClustering(pl.LightningModule):
         return {"preds": preds, "embeddings": embeddings}
 
     def on_validation_epoch_end(self) -> None:
-        for prefix, metric in (
+        metrics = [
             ("val/pairwise_", self.val_scores),
             ("val/semantic_oracle/pairwise_", self.val_semantic_oracle),
-        ):
+        ]
+        if self.target == "classes":
+            metrics.append(("val/class_partition/pairwise_", self.val_class_partition))
+        for prefix, metric in metrics:
             for name, value in metric.compute().items():
                 self.log(prefix + name, value.float(), prog_bar=prefix + name == self.monitor)
             metric.reset()

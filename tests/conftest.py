@@ -1,19 +1,8 @@
 from pathlib import Path
 
 import pytest
-from hydra_configs import compose_config
+from hydra_configs import TINY, compose_config
 from omegaconf import DictConfig
-
-# Small and quick: a handful of images, one short epoch.
-TINY = [
-    "data.train.num_images=16",
-    "data.val.num_images=6",
-    "data.batch_size=4",
-    "data.val_batch_size=3",
-    "trainer.max_epochs=1",
-    "trainer.log_every_n_steps=1",
-    "trainer.accelerator=cpu",
-]
 
 
 @pytest.fixture

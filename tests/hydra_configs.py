@@ -12,6 +12,16 @@ from dsc.utils.schema import register_schemas
 
 CONFIG_DIR = Path(dsc.__file__).parent / "conf"
 register_schemas()
+# Small and quick: a handful of images, one short epoch.
+TINY = [
+    "data.train.num_images=16",
+    "data.val.num_images=6",
+    "data.batch_size=4",
+    "data.val_batch_size=3",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.accelerator=cpu",
+]
 
 
 def compose_config(name: str, output_dir: Path, *overrides: str) -> DictConfig:

@@ -125,8 +125,11 @@ def test_every_config_option_composes_and_instantiates(make_config):
     ):
         for option in sorted((CONFIG_DIR / group).glob("*.yaml")):
             # No ImageNet weights on CI machines: FCN-8s from random weights (loading has its own tests).
-            extra = ["backbone.weights=null"] if (group, option.stem) == ("backbone", "fcn8") else []
-            cfg = make_config(f"{group}={option.stem}", *extra)
+            # The tiny overrides resize the built-in shapes; other data have no such keys.
+            tiny = group not in ("data", "experiment") or option.stem.startswith("shapes")
+            cfg = make_config(f"{group}={option.stem}", tiny=tiny)
+            if cfg.backbone.get("weights") == "imagenet":
+                cfg.backbone.weights = None  # no ImageNet file on CI; loading has its own tests
             for node in ("backbone", "loss", "rounding"):
                 assert hydra.utils.instantiate(cfg[node]) is not None, (group, option.stem, node)
 
@@ -182,3 +185,29 @@ def test_main_job_with_defaults_separates_instances(tmp_path):
     assert metrics["val/semantic_oracle/pairwise_fg_f1"] <= 0.75
     assert metrics["val/pairwise_f1"] > metrics["val/semantic_oracle/pairwise_f1"]
     assert "fg semantic oracle" in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_fcn8_trains_on_the_official_voc_sample(make_config, tmp_path):
+    """FCN-8s (random weights: CI has no ImageNet file) on the real VOC image, augmented."""
+    voc = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc" / "VOCdevkit" / "VOC2012"
+    if not voc.is_dir():
+        pytest.skip("needs ../shared/data/voc beside the checkout")
+    cfg = make_config(
+        "data=voc",
+        f"paths.voc_root={voc}",
+        "data.train.transform.crop_size=64",
+        "data.num_workers=0",
+        "data.val.split=train",
+        "backbone=fcn8",
+        "backbone.weights=null",
+        "model.embed_dim=21",
+        "loss.sample_size=256",
+        "loss.sampling=balanced",
+        "debug=fdr",
+        tiny=False,
+    )
+    _, metrics = train(cfg)
+    assert 0.0 <= metrics["val/pairwise_fg_f1"] <= 1.0
+    # A dog and a chair: two classes, one instance each, so the class partition separates them.
+    assert metrics["val/semantic_oracle/pairwise_fg_f1"] == 1.0

@@ -2,6 +2,19 @@
 
 from dsc.data.datamodule import InstanceDataModule
 from dsc.data.labels import BACKGROUND, VOID
+from dsc.data.sbd import SBDInstances
 from dsc.data.shapes import Shapes
+from dsc.data.transforms import RandomScaleCropFlip, pad_collate
+from dsc.data.voc import VOC_CLASSES, VOCInstances
 
-__all__ = ["BACKGROUND", "VOID", "InstanceDataModule", "Shapes"]
+__all__ = [
+    "BACKGROUND",
+    "VOC_CLASSES",
+    "VOID",
+    "InstanceDataModule",
+    "RandomScaleCropFlip",
+    "SBDInstances",
+    "Shapes",
+    "VOCInstances",
+    "pad_collate",
+]

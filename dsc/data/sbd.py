@@ -11,13 +11,14 @@ from pathlib import Path
 
 import torch
 from scipy.io import loadmat
+from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 
 from dsc.data.voc import Item, check_sizes, read_image
 
 SBD_DOWNLOAD = (
     "download benchmark.tgz (http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/"
-    "benchmark.tgz), extract it and pass data.root=<dir>/benchmark_RELEASE/dataset"
+    "benchmark.tgz), extract it into $DSC_DATA (or pass paths.sbd_root=<dir>/benchmark_RELEASE/dataset)"
 )
 
 
@@ -26,7 +27,7 @@ def read_mat_segmentation(path: Path, struct: str) -> torch.Tensor:
     try:
         record = loadmat(str(path), squeeze_me=True, struct_as_record=False)[struct]
         return torch.from_numpy(record.Segmentation.astype("int64"))
-    except (OSError, ValueError, KeyError, AttributeError) as error:
+    except (OSError, ValueError, KeyError, AttributeError, MatReadError) as error:
         raise OSError(f"cannot read {struct}.Segmentation from {path} ({error}): {SBD_DOWNLOAD}") from error
 
 

@@ -18,7 +18,7 @@ VOC_CLASSES = (
 )  # fmt: skip
 VOC_DOWNLOAD = (
     "download VOCtrainval_11-May-2012.tar (http://host.robots.ox.ac.uk/pascal/VOC/voc2012/), "
-    "extract it and pass data.root=<dir>/VOCdevkit/VOC2012"
+    "extract it into $DSC_DATA (or pass paths.voc_root=<dir>/VOCdevkit/VOC2012)"
 )
 Item = dict[str, Tensor]
 

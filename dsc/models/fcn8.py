@@ -78,9 +78,14 @@ class FCN8s(nn.Module):
         self.reset_head()
 
     def reset_head(self) -> None:
-        """The original initialisation: zero score layers, bilinear up-sampling."""
+        """Bilinear up-sampling, as the original. Score layers: zero for the semantic network (as the
+        original); small random weights for embeddings, because F = 0 is a stationary point of the
+        spectral loss (its gradient 4 (F Fᵀ − A) F vanishes there), so zero scores would never train."""
         for score in (self.score_fr, self.score_pool4, self.score_pool3):
-            nn.init.zeros_(score.weight)
+            if isinstance(self.normalize, UnitNormalize):
+                nn.init.normal_(score.weight, std=0.01)
+            else:
+                nn.init.zeros_(score.weight)
             nn.init.zeros_(score.bias)
         for upscore in (self.upscore2, self.upscore_pool4, self.upscore8):
             upscore.weight.data.copy_(bilinear_kernel(upscore.in_channels, upscore.kernel_size[0]))

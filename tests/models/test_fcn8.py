@@ -32,7 +32,6 @@ def test_spectral_fcn8s_has_exactly_the_semantic_fcn8s_parameter_count():
 def test_output_has_input_size_and_unit_rows(height, width):
     torch.manual_seed(0)
     model = FCN8s(out_channels=5).eval()
-    torch.nn.init.normal_(model.score_fr.weight)  # score layers start at zero, as in the original
     out = model(torch.rand(2, 3, height, width))
     assert out.shape == (2, 5, height, width)
     torch.testing.assert_close(out.norm(dim=1), torch.ones(2, height, width))
@@ -93,3 +92,17 @@ def test_torchvision_weights_are_copied_where_shapes_match(tmp_path):
     assert own["classifier.high_classifier.weight"].shape[0] == 4
     with pytest.raises(FileNotFoundError, match=r"nowhere\.pth"):
         TorchvisionSegmentation("lraspp_mobilenet_v3_large", weights_path=str(tmp_path / "nowhere.pth"))
+
+
+def test_spectral_head_starts_off_the_stationary_point_and_semantic_head_at_zero():
+    """F = 0 has zero spectral-loss gradient: the embedding network must not start there."""
+    from dsc.losses import spectral_loss
+
+    torch.manual_seed(0)
+    spectral = FCN8s(out_channels=4)
+    embeddings = spectral(torch.rand(1, 3, 24, 24))
+    loss = spectral_loss(embeddings, torch.randint(0, 3, (1, 24, 24)))
+    loss.backward()
+    assert spectral.score_fr.weight.grad.abs().sum() > 0
+    semantic = FCN8s(out_channels=4, unit_normalize=False)
+    assert not semantic.score_fr.weight.any() and not semantic(torch.rand(1, 3, 8, 8)).any()

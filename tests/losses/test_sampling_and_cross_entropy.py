@@ -1,0 +1,64 @@
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dsc.data import VOID, InstanceDataModule, Shapes
+from dsc.losses import SemanticCrossEntropy, sample_pixels, spectral_loss
+
+
+def labels_with_sizes():
+    labels = torch.cat([torch.zeros(900), torch.ones(90), torch.full((10,), 2), torch.full((200,), VOID)])
+    return labels.long().view(1, 1200)
+
+
+def test_uniform_sampling_draws_valid_pixels_in_proportion():
+    picks = sample_pixels(labels_with_sizes(), 20000, generator=torch.Generator().manual_seed(0))
+    drawn = labels_with_sizes()[0, picks[0]]
+    assert (drawn != VOID).all()
+    assert abs((drawn == 0).float().mean() - 0.9) < 0.01
+
+
+def test_balanced_sampling_sees_every_instance_equally():
+    picks = sample_pixels(labels_with_sizes(), 30000, "balanced", generator=torch.Generator().manual_seed(0))
+    shares = torch.bincount(labels_with_sizes()[0, picks[0]], minlength=3).float() / 30000
+    torch.testing.assert_close(shares, torch.full((3,), 1 / 3), atol=0.015, rtol=0)
+
+
+def test_sampling_arguments_and_all_void_images():
+    all_void = torch.full((2, 50), VOID)
+    assert sample_pixels(all_void, 8).shape == (2, 8)
+    with pytest.raises(ValueError, match="sampling must be"):
+        sample_pixels(labels_with_sizes(), 8, "stratified")
+
+
+def test_given_pixel_sample_is_the_sample():
+    embeddings = F.normalize(torch.randn(2, 4, 6, 5, dtype=torch.float64), dim=1)
+    labels = torch.randint(0, 3, (2, 6, 5))
+    picks = sample_pixels(labels, 16, generator=torch.Generator().manual_seed(3))
+    drawn = spectral_loss(embeddings, labels, sample_size=16, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(spectral_loss(embeddings, labels, pixel_sample=picks), drawn)
+
+
+def test_cross_entropy_matches_torch_and_is_zero_on_void():
+    logits = torch.randn(2, 21, 5, 7, requires_grad=True)
+    classes = torch.randint(0, 21, (2, 5, 7))
+    classes[0, :2] = VOID
+    loss = SemanticCrossEntropy()(logits, classes, sample_size=None)
+    torch.testing.assert_close(loss, F.cross_entropy(logits, classes, ignore_index=VOID))
+    empty = SemanticCrossEntropy()(logits, torch.full_like(classes, VOID))
+    empty.backward()
+    assert empty.item() == 0.0 and torch.isfinite(logits.grad).all()
+
+
+def test_datamodule_draws_the_pixel_sample_after_transfer_in_training_only():
+    datamodule = InstanceDataModule(Shapes(4, seed=0), Shapes(2, seed=1), batch_size=4, sample_size=32)
+    batch = next(iter(datamodule.train_dataloader()))
+    datamodule.trainer = SimpleNamespace(training=True)
+    sampled = datamodule.on_after_batch_transfer(dict(batch), 0)
+    assert sampled["pixel_sample"].shape == (4, 32)
+    flat = batch["instances"].flatten(1)
+    assert (flat.gather(1, sampled["pixel_sample"]) != VOID).all()
+    datamodule.trainer = SimpleNamespace(training=False)
+    assert "pixel_sample" not in datamodule.on_after_batch_transfer(dict(batch), 0)
