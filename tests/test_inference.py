@@ -136,3 +136,11 @@ def test_predict_command_line(trained_checkpoint, image_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "skipping" in result.stderr + result.stdout and "notes.txt" in result.stderr + result.stdout
     assert len(list((tmp_path / "cli").glob("*_overlay.png"))) == 4
+
+
+def test_evaluate_composes_with_an_experiment(tmp_path):
+    cfg = compose_config(
+        "evaluate", tmp_path, "experiment=voc_fcn8_spectral", "ckpt_path=run.ckpt", "split=train"
+    )
+    assert cfg.data.train._target_ == "dsc.data.SBDInstances" and cfg.rounding.scheme.threshold == 0.5
+    assert cfg.trainer.precision == "bf16-mixed"
