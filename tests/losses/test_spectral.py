@@ -16,19 +16,19 @@ def random_batch(batch=3, dim=5, height=6, width=7, instances=4, void_fraction=0
     return embeddings, labels
 
 
-def brute_force_loss(embeddings, labels):
-    """Mean over images with valid pixels of ‖F Fᵀ − A‖²_F / n², with explicit n × n matrices."""
-    per_image = []
+def explicit_residuals(embeddings, labels):
+    """(R, n) per image with valid pixels: the explicit n × n residual F Fᵀ − A and n."""
     for image_embeddings, image_labels in zip(embeddings, labels, strict=True):
         valid = image_labels.flatten() != VOID
-        if not valid.any():
-            continue
-        features = image_embeddings.flatten(1).T[valid]
-        ids = image_labels.flatten()[valid]
-        adjacency = (ids[:, None] == ids[None, :]).to(features.dtype)
-        residual = features @ features.T - adjacency
-        per_image.append(residual.square().sum() / valid.sum() ** 2)
-    return torch.stack(per_image).mean()
+        if valid.any():
+            features = image_embeddings.flatten(1).T[valid]
+            ids = image_labels.flatten()[valid]
+            yield features @ features.T - (ids[:, None] == ids[None, :]).to(features.dtype), valid.sum()
+
+
+def brute_force_loss(embeddings, labels):
+    """Mean over images with valid pixels of ‖F Fᵀ − A‖²_F / n², with explicit n × n matrices."""
+    return torch.stack([r.square().sum() / n**2 for r, n in explicit_residuals(embeddings, labels)]).mean()
 
 
 @pytest.mark.parametrize("dim,instances,void_fraction", [(1, 1, 0.0), (3, 2, 0.3), (5, 4, 0.2), (21, 9, 0.5)])
@@ -133,20 +133,14 @@ def test_shape_mismatch_is_reported():
 def brute_force_norm_loss(embeddings, labels, norm, p=None):
     """Mean over images of the norm of the explicit n × n residual, scaled by 1/n."""
     per_image = []
-    for image_embeddings, image_labels in zip(embeddings, labels, strict=True):
-        valid = image_labels.flatten() != VOID
-        if not valid.any():
-            continue
-        features = image_embeddings.flatten(1).T[valid]
-        ids = image_labels.flatten()[valid]
-        residual = features @ features.T - (ids[:, None] == ids[None, :]).to(features.dtype)
+    for residual, n in explicit_residuals(embeddings, labels):
         if norm == "nuclear":
             value = torch.linalg.matrix_norm(residual, ord="nuc")
         elif norm == "operator":
             value = torch.linalg.matrix_norm(residual, ord=2)
         else:
             value = torch.linalg.svdvals(residual).pow(p).sum().pow(1 / p)
-        per_image.append(value / valid.sum())
+        per_image.append(value / n)
     return torch.stack(per_image).mean()
 
 
