@@ -46,6 +46,7 @@ def build_model(config: dict[str, Any], rounding: Any = None) -> DeepSpectralClu
         optimizer=hydra.utils.instantiate(config["model"]["optimizer"]),
         rounding_seed=config.get("seed", 0),
         monitor=config.get("optimized_metric", "val/pairwise_fg_f1"),
+        unseen_classes=config["data"].get("exclude_classes"),
     )
 
 

@@ -29,6 +29,9 @@ class DeepSpectralClustering(pl.LightningModule):
         ``dsc.rounding.Rounding``.
     optimizer / scheduler: partials taking the parameters / the optimizer (``scheduler`` optional).
     rounding_seed: seeds the rounding at the start of every validation, so epochs are comparable.
+    unseen_classes: class ids left out of training (``data.exclude_classes``). Validation then also
+        scores ``val/unseen/…`` over background and unseen-class pixels and ``val/seen/…`` over
+        background and seen-class pixels (their ``fg_`` scores: over the objects alone).
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class DeepSpectralClustering(pl.LightningModule):
         scheduler: Callable[..., Any] | None = None,
         rounding_seed: int = 0,
         monitor: str = "val/pairwise_fg_f1",
+        unseen_classes: list[int] | None = None,
     ) -> None:
         super().__init__()
         if getattr(rounding, "semantic_blocking", False):
@@ -58,6 +62,9 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_semantic_oracle = PairwiseScores(ignore_index=VOID)
         # A semantic segmenter is also scored against the class partition (Table 1's "Semantic").
         self.val_class_partition = PairwiseScores(ignore_index=VOID)
+        self.unseen_classes = torch.tensor(list(unseen_classes or []), dtype=torch.int64)
+        self.val_unseen = PairwiseScores(ignore_index=VOID)
+        self.val_seen = PairwiseScores(ignore_index=VOID)
         # Theorem 2.2: the rounded partition's loss beside the network's, both squared Frobenius / n².
         self.val_network_loss = MeanMetric()
         self.val_rounded_loss = MeanMetric()
@@ -114,6 +121,12 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_semantic_oracle.update(batch["classes"], instances)
         if self.target == "classes":
             self.val_class_partition.update(preds, batch["classes"])
+        if len(self.unseen_classes):
+            classes = batch["classes"]
+            unseen = torch.isin(classes, self.unseen_classes.to(classes.device))
+            seen = (classes != 0) & (classes != VOID) & ~unseen
+            self.val_unseen.update(preds, instances.masked_fill(seen, VOID))
+            self.val_seen.update(preds, instances.masked_fill(unseen, VOID))
         if self.unit_embeddings:
             images_with_pixels = (instances != VOID).flatten(1).any(dim=1).sum()
             self.val_network_loss.update(spectral_loss(embeddings, instances, VOID), images_with_pixels)
@@ -127,6 +140,8 @@ class DeepSpectralClustering(pl.LightningModule):
         ]
         if self.target == "classes":
             metrics.append(("val/class_partition/pairwise_", self.val_class_partition))
+        if len(self.unseen_classes):
+            metrics += [("val/unseen/pairwise_", self.val_unseen), ("val/seen/pairwise_", self.val_seen)]
         for prefix, metric in metrics:
             for name, value in metric.compute().items():
                 self.log(prefix + name, value.float(), prog_bar=prefix + name == self.monitor)

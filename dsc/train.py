@@ -36,6 +36,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         scheduler=hydra.utils.instantiate(cfg.model.scheduler),
         rounding_seed=cfg.seed,
         monitor=cfg.optimized_metric,
+        unseen_classes=cfg.data.get("exclude_classes"),
     )
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)

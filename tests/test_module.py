@@ -64,3 +64,24 @@ def test_non_finite_loss_names_the_step():
             parameter.fill_(float("nan"))
     with pytest.raises(FloatingPointError, match="global step 0"):
         module.training_step(awkward_batch(), 0)
+
+
+def test_unseen_classes_are_scored_apart():
+    from dsc.metrics import PairwiseScores
+
+    module = DeepSpectralClustering(
+        backbone=SmallFCN(out_channels=4, width=4),
+        loss=functools.partial(spectral_loss, sample_size=None),
+        rounding=Rounding(),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        unseen_classes=[2],
+    )
+    instances = torch.tensor([[[0, 0, 1, 1], [2, 2, 3, 3], [0, 4, 4, VOID]]])
+    classes = torch.tensor([[[0, 0, 1, 1], [2, 2, 2, 2], [0, 1, 1, VOID]]])
+    batch = {"image": torch.rand(1, 3, 3, 4), "instances": instances, "classes": classes}
+    preds = module.validation_step(batch, 0)["preds"]
+    expected_unseen, expected_seen = PairwiseScores(), PairwiseScores()
+    expected_unseen.update(preds, instances.masked_fill((classes == 1), VOID))
+    expected_seen.update(preds, instances.masked_fill((classes == 2), VOID))
+    assert torch.equal(module.val_unseen.counts, expected_unseen.counts)
+    assert torch.equal(module.val_seen.counts, expected_seen.counts)

@@ -1,6 +1,8 @@
 """Instance segmentation data in PASCAL VOC's conventions (0 background, 255 void)."""
 
-from dsc.data.datamodule import InstanceDataModule
+from dsc.data.cityscapes import CityscapesInstances
+from dsc.data.coco import COCOInstances
+from dsc.data.datamodule import InstanceDataModule, WithoutClasses
 from dsc.data.labels import BACKGROUND, VOID
 from dsc.data.sbd import SBDInstances
 from dsc.data.shapes import Shapes
@@ -11,10 +13,13 @@ __all__ = [
     "BACKGROUND",
     "VOC_CLASSES",
     "VOID",
+    "COCOInstances",
+    "CityscapesInstances",
     "InstanceDataModule",
     "RandomScaleCropFlip",
     "SBDInstances",
     "Shapes",
     "VOCInstances",
+    "WithoutClasses",
     "pad_collate",
 ]

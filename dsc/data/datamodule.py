@@ -6,11 +6,31 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from dsc.data.labels import VOID
 from dsc.data.transforms import pad_collate
 from dsc.losses.sampling import sample_pixels
+
+
+class WithoutClasses(Dataset):
+    """A dataset whose items have every pixel of ``classes`` void, in both maps: the classes are
+    never seen in training (for generalisation to unseen classes, paper Section 2)."""
+
+    def __init__(self, dataset: Dataset, classes: list[int]) -> None:
+        self.dataset = dataset
+        self.classes = torch.tensor(classes, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = dict(self.dataset[index])
+        hidden = torch.isin(item["classes"], self.classes)
+        item["instances"] = item["instances"].masked_fill(hidden, VOID)
+        item["classes"] = item["classes"].masked_fill(hidden, VOID)
+        return item
 
 
 class InstanceDataModule(pl.LightningDataModule):
@@ -21,6 +41,7 @@ class InstanceDataModule(pl.LightningDataModule):
     sizes are padded (void labels). With ``sample_size`` set, each training batch also carries
     ``pixel_sample`` (B, sample_size): the spectral loss's pixels, drawn after the batch reached the
     device (``uniform`` or ``balanced`` ``sampling``), so CPU workers only decode and augment.
+    ``exclude_classes``: class ids made void in training images only; validation keeps them.
     """
 
     def __init__(
@@ -32,8 +53,11 @@ class InstanceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         sample_size: int | None = None,
         sampling: str = "uniform",
+        exclude_classes: list[int] | None = None,
     ) -> None:
         super().__init__()
+        if exclude_classes:
+            train = WithoutClasses(train, list(exclude_classes))
         self.sample_size = sample_size
         self.sampling = sampling
         self.train_dataset = train

@@ -1,0 +1,103 @@
+"""Cityscapes instance segmentation from ``gtFine/*_instanceIds.png`` and ``leftImg8bit`` images.
+
+A pixel value v of an instanceIds map is a label id (v < 1000) or class·1000 + instance (v ≥ 1000).
+As in the Cityscapes instance evaluation, only the eight classes that have instances and are not
+ignored in evaluation count as objects: person, rider, car, truck, bus, train, motorcycle, bicycle.
+* their pixels with an instance number (v ≥ 1000) are instances 1..k, classes 1..8;
+* their pixels without one (crowd groups such as "cargroup") are void (255);
+* classes ignored in evaluation (unlabeled, ego vehicle, …, caravan, trailer, license plate) are void;
+* every other ("stuff") class is background (0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from dsc.data.labels import VOID
+from dsc.data.voc import Item, check_sizes, read_image
+
+CITYSCAPES_DOWNLOAD = (
+    "log in at https://www.cityscapes-dataset.com/downloads/, download gtFine_trainvaltest.zip and "
+    "leftImg8bit_trainvaltest.zip, extract both into $DSC_DATA/cityscapes "
+    "(or pass paths.cityscapes_root=<dir>)"
+)
+# Cityscapes label ids of the evaluated instance classes, in order: they become classes 1..8.
+INSTANCE_LABEL_IDS = (24, 25, 26, 27, 28, 31, 32, 33)
+CLASS_NAMES = ("background", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+# Label ids ignored in evaluation (cityscapesscripts' labels.py): void in dsc.
+IGNORED_LABEL_IDS = (0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30, -1)
+
+
+def instance_maps(instance_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) instanceIds values → int64 instance map (0, 1..k, 255) and class map (0..8, 255)."""
+    values = instance_ids.astype(np.int64)
+    label = np.where(values >= 1000, values // 1000, values)
+    klass = np.zeros_like(values)
+    for index, label_id in enumerate(INSTANCE_LABEL_IDS, start=1):
+        klass[label == label_id] = index
+    void = np.isin(label, IGNORED_LABEL_IDS) | ((klass > 0) & (values < 1000))
+    instances = np.zeros_like(values)
+    objects = (klass > 0) & ~void
+    ids, inverse = np.unique(values[objects], return_inverse=True)
+    if len(ids) > VOID - 1:
+        raise ValueError(f"{len(ids)} instances in one image: more than {VOID - 1} ids fit")
+    instances[objects] = inverse + 1
+    instances[void] = VOID
+    klass[void] = VOID
+    return instances, klass
+
+
+class CityscapesInstances(Dataset):
+    """Cityscapes ``split`` (train, val) images with instance and class maps (see module docstring).
+
+    root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
+    """
+
+    class_names = CLASS_NAMES
+
+    def __init__(
+        self, root: str | Path, split: str = "train", transform: Callable[[Item], Item] | None = None
+    ):
+        self.root = Path(root)
+        for folder in ("leftImg8bit", "gtFine"):
+            if not (self.root / folder / split).is_dir():
+                raise FileNotFoundError(
+                    f"Cityscapes root {self.root} has no {folder}/{split}/: {CITYSCAPES_DOWNLOAD}"
+                )
+        self.label_files = sorted((self.root / "gtFine" / split).glob("*/*_gtFine_instanceIds.png"))
+        if not self.label_files:
+            raise FileNotFoundError(
+                f"no *_gtFine_instanceIds.png under {self.root / 'gtFine' / split}: {CITYSCAPES_DOWNLOAD}"
+            )
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.label_files)
+
+    def __getitem__(self, index: int) -> Item:
+        label_file = self.label_files[index]
+        stem = label_file.name.removesuffix("_gtFine_instanceIds.png")
+        image_file = (
+            self.root / "leftImg8bit" / self.split / label_file.parent.name / f"{stem}_leftImg8bit.png"
+        )
+        image = read_image(image_file, f"the file is missing or corrupt; {CITYSCAPES_DOWNLOAD}")
+        try:
+            with Image.open(label_file) as label_image:
+                values = np.asarray(label_image)
+        except OSError as error:
+            raise OSError(f"cannot read {label_file} ({error}): {CITYSCAPES_DOWNLOAD}") from error
+        instances, classes = instance_maps(values)
+        item = {
+            "image": image,
+            "instances": torch.from_numpy(instances),
+            "classes": torch.from_numpy(classes),
+        }
+        check_sizes(item, stem)
+        return self.transform(item) if self.transform else item

@@ -1,0 +1,107 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+
+from dsc.data import VOID, CityscapesInstances, COCOInstances, Shapes, WithoutClasses
+from dsc.data.cityscapes import instance_maps
+
+SHARED_COCO = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco"
+needs_coco = pytest.mark.skipif(
+    not SHARED_COCO.is_dir(), reason="needs ../shared/data/coco beside the checkout"
+)
+
+
+@pytest.fixture(scope="module")
+def coco():
+    return COCOInstances(SHARED_COCO / "images", SHARED_COCO / "annotations.json")
+
+
+@needs_coco
+def test_coco_instances_follow_the_documented_rules(coco):
+    reference = COCO(str(SHARED_COCO / "annotations.json"))
+    categories = sorted(reference.getCatIds())
+    assert len(coco.class_names) == 81 and coco.class_names[categories.index(44) + 1] == "bottle"
+    for index, image_id in enumerate(coco.image_ids):
+        item = coco[index]
+        instances, classes = item["instances"].numpy(), item["classes"].numpy()
+        annotations = reference.loadAnns(reference.getAnnIds(imgIds=image_id))
+        masks = {a["id"]: reference.annToMask(a).astype(bool) for a in annotations}
+        crowd = np.zeros_like(instances, dtype=bool)
+        for a in annotations:
+            if a["iscrowd"]:
+                crowd |= masks[a["id"]]
+        assert (instances[crowd] == VOID).all() and (classes[crowd] == VOID).all()
+        # Independent painting: each pixel goes to the smallest object covering it.
+        owner_area = np.full(instances.shape, np.inf)
+        owner_class = np.zeros(instances.shape, dtype=np.int64)
+        for a in (a for a in annotations if not a["iscrowd"]):
+            smaller = masks[a["id"]] & (a["area"] < owner_area)
+            owner_area[smaller] = a["area"]
+            owner_class[smaller] = categories.index(a["category_id"]) + 1
+        valid = ~crowd
+        np.testing.assert_array_equal(classes[valid], owner_class[valid])
+        objects = set(np.unique(instances[valid & (instances > 0)]).tolist())
+        assert objects == set(range(1, len(objects) + 1)), "ids are consecutive"
+        for instance in objects:
+            assert len(np.unique(classes[instances == instance])) == 1
+    assert any((coco[i]["instances"] == VOID).any() for i in range(len(coco))), "the crowd RLE became void"
+
+
+def test_coco_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"instances_val2017\.json does not exist.*cocodataset"):
+        COCOInstances(tmp_path, tmp_path / "instances_val2017.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"broken\.json"):
+        COCOInstances(tmp_path, tmp_path / "broken.json")
+    annotations = json.loads((SHARED_COCO / "annotations.json").read_text()) if SHARED_COCO.is_dir() else None
+    if annotations:
+        (tmp_path / "a.json").write_text(json.dumps(annotations))
+        with pytest.raises(OSError, match=r"cannot read image .*\.jpg"):
+            COCOInstances(tmp_path, tmp_path / "a.json")[1]
+
+
+def test_cityscapes_rules_on_label_values():
+    values = np.array(
+        [[7, 23, 26000, 26001], [24000, 26, 1, 29000], [26000, 24000, 33002, 0]], dtype=np.uint16
+    )
+    instances, classes = instance_maps(values)
+    assert instances.tolist() == [[0, 0, 2, 3], [1, VOID, VOID, VOID], [2, 1, 4, VOID]]
+    assert classes.tolist() == [[0, 0, 3, 3], [1, VOID, VOID, VOID], [3, 1, 8, VOID]]
+
+
+def test_cityscapes_tree(tmp_path):
+    values = np.full((40, 60), 7, dtype=np.uint16)  # road
+    values[5:20, 5:25] = 26000  # a car
+    values[10:30, 30:40] = 24001  # a person
+    values[0:3, :] = 1  # ego vehicle: void
+    for split in ("train", "val"):
+        (tmp_path / "gtFine" / split / "aachen").mkdir(parents=True)
+        (tmp_path / "leftImg8bit" / split / "aachen").mkdir(parents=True)
+        Image.fromarray(values).save(
+            tmp_path / "gtFine" / split / "aachen" / "aachen_000000_000019_gtFine_instanceIds.png"
+        )
+        Image.fromarray(np.zeros((40, 60, 3), dtype=np.uint8)).save(
+            tmp_path / "leftImg8bit" / split / "aachen" / "aachen_000000_000019_leftImg8bit.png"
+        )
+    item = CityscapesInstances(tmp_path, "val")[0]
+    assert item["image"].shape == (3, 40, 60)
+    assert sorted(item["instances"].unique().tolist()) == [0, 1, 2, VOID]
+    assert (item["classes"][5:20, 5:25] == 3).all() and (item["classes"][10:30, 30:40] == 1).all()
+    with pytest.raises(FileNotFoundError, match=r"has no leftImg8bit/test/.*cityscapes-dataset"):
+        CityscapesInstances(tmp_path, "test")
+
+
+def test_excluded_classes_are_void_in_training_items_only():
+    shapes = Shapes(8, seed=3)
+    hidden = WithoutClasses(shapes, [2])
+    for index in range(8):
+        original, item = shapes[index], hidden[index]
+        was_hidden = original["classes"] == 2
+        assert (item["instances"][was_hidden] == VOID).all() and (item["classes"][was_hidden] == VOID).all()
+        assert torch.equal(item["instances"][~was_hidden], original["instances"][~was_hidden])
+    assert sum(int((shapes[i]["classes"] == 2).sum()) for i in range(8)) > 0, "the test hides something"
