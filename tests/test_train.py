@@ -74,6 +74,14 @@ def test_sampled_loss_and_experiments_train(make_config):
         assert 0.0 <= optimized <= 1.0
 
 
+def test_training_without_a_class_scores_it_apart(make_config, tmp_path):
+    _, metrics = train(make_config("data.exclude_classes=[2]", "data.train.num_images=24"))
+    for group in ("unseen", "seen"):
+        assert 0.0 <= metrics[f"val/{group}/pairwise_fg_f1"] <= 1.0
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert "val/unseen/pairwise_fg_f1" in written
+
+
 def test_diverging_training_stops_naming_the_step(make_config):
     cfg = make_config(
         "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=1e30", "model.scheduler=null"

@@ -15,13 +15,21 @@ COLUMNS = (
 )
 
 
+UNSEEN_COLUMNS = (
+    ("fg unseen classes", "val/unseen/pairwise_fg_"),
+    ("fg seen classes", "val/seen/pairwise_fg_"),
+)
+
+
 def format_metrics_table(metrics: Mapping[str, float]) -> str:
     """Pairwise scores of the rounded instances beside those of the ground-truth semantic
-    partition, over all valid pairs and over foreground pairs; missing entries show as '-'."""
-    width = max(len(title) for title, _ in COLUMNS) + 2
-    lines = ["".ljust(10) + "".join(title.rjust(width) for title, _ in COLUMNS)]
+    partition, over all valid pairs and over foreground pairs (and, after training without some
+    classes, over their objects and the others'); missing entries show as '-'."""
+    columns = COLUMNS + (UNSEEN_COLUMNS if any(k.startswith("val/unseen/") for k in metrics) else ())
+    width = max(len(title) for title, _ in columns) + 2
+    lines = ["".ljust(10) + "".join(title.rjust(width) for title, _ in columns)]
     for score in SCORES:
-        cells = (metrics.get(prefix + score) for _, prefix in COLUMNS)
+        cells = (metrics.get(prefix + score) for _, prefix in columns)
         lines.append(
             score.ljust(10) + "".join(("-" if c is None else f"{c:.4f}").rjust(width) for c in cells)
         )

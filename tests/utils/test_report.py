@@ -23,3 +23,9 @@ def test_table_places_each_metric_in_its_row_and_column():
 def test_metrics_json_round_trips(tmp_path):
     write_metrics({"b": 1.0, "a": 0.5}, tmp_path / "run" / "metrics.json")
     assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == {"a": 0.5, "b": 1.0}
+
+
+def test_unseen_columns_appear_only_after_training_without_classes():
+    assert "unseen" not in format_metrics_table({"val/pairwise_f1": 0.5})
+    header = format_metrics_table({"val/unseen/pairwise_fg_f1": 0.25}).splitlines()[0]
+    assert "fg unseen classes" in header and "fg seen classes" in header
