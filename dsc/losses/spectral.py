@@ -61,9 +61,10 @@ def _instance_sums(features: Tensor, labels: Tensor, valid: Tensor) -> tuple[Ten
     flat_sums = features.new_zeros(len(image_of_instance), dim).index_add_(
         0, instance_of_pixel, features[valid]
     )
-    flat_sizes = torch.bincount(instance_of_pixel, minlength=len(image_of_instance)).to(features.dtype)
     sums = features.new_zeros(batch, num_slots, dim).index_put_((image_of_instance, slot), flat_sums)
-    sizes = features.new_zeros(batch, num_slots).index_put_((image_of_instance, slot), flat_sizes)
+    sizes = features.new_zeros(batch, num_slots).index_put_(
+        (image_of_instance, slot), flat_sizes.to(features.dtype)
+    )
     return sums, sizes
 
 
