@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import hydra
 import torch
 
 from dsc.module import DeepSpectralClustering
@@ -36,24 +35,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def build_model(config: dict[str, Any], rounding: Any = None) -> DeepSpectralClustering:
-    """The model a run's config describes; ``rounding`` (a config or object) replaces the run's."""
-    rounding_config = config["rounding"] if rounding is None else rounding
-    return DeepSpectralClustering(
-        backbone=hydra.utils.instantiate(config["backbone"]),
-        loss=hydra.utils.instantiate(config["loss"]),
-        rounding=hydra.utils.instantiate(rounding_config),
-        optimizer=hydra.utils.instantiate(config["model"]["optimizer"]),
-        rounding_seed=config.get("seed", 0),
-        monitor=config.get("optimized_metric", "val/pairwise_fg_f1"),
-        unseen_classes=config["data"].get("exclude_classes"),
-    )
-
-
 def load_model(path: str | Path, rounding: Any = None) -> tuple[DeepSpectralClustering, dict[str, Any]]:
     """Model with the checkpoint's weights, in eval mode, and the run's config."""
     checkpoint = load_checkpoint(path)
-    model = build_model(checkpoint["dsc_config"], rounding)
+    model = DeepSpectralClustering.from_config(checkpoint["dsc_config"], rounding)
     model.load_state_dict(checkpoint["state_dict"])
     model.run_config = checkpoint["dsc_config"]
     return model.eval(), checkpoint["dsc_config"]

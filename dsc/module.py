@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import hydra
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -70,6 +71,22 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_rounded_loss = MeanMetric()
         self._rounding_generator = torch.Generator()
         self.run_config: dict[str, Any] | None = None  # the Hydra config, saved in checkpoints
+
+    @classmethod
+    def from_config(cls, config: Any, rounding: Any = None) -> DeepSpectralClustering:
+        """The model a run's config describes (a composed DictConfig or the dict saved in a
+        checkpoint); ``rounding`` (a config or object) replaces the run's own."""
+        instantiate = hydra.utils.instantiate
+        return cls(
+            backbone=instantiate(config["backbone"]),
+            loss=instantiate(config["loss"]),
+            rounding=instantiate(config["rounding"] if rounding is None else rounding),
+            optimizer=instantiate(config["model"]["optimizer"]),
+            scheduler=instantiate(config["model"].get("scheduler")),
+            rounding_seed=config.get("seed", 0),
+            monitor=config.get("optimized_metric", "val/pairwise_fg_f1"),
+            unseen_classes=config["data"].get("exclude_classes"),
+        )
 
     @property
     def unit_embeddings(self) -> bool:

@@ -28,16 +28,7 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Run one training job; returns (the value of ``cfg.optimized_metric``, all final metrics)."""
     pl.seed_everything(cfg.seed, workers=True)
 
-    model = DeepSpectralClustering(
-        backbone=hydra.utils.instantiate(cfg.backbone),
-        loss=hydra.utils.instantiate(cfg.loss),
-        rounding=hydra.utils.instantiate(cfg.rounding),
-        optimizer=hydra.utils.instantiate(cfg.model.optimizer),
-        scheduler=hydra.utils.instantiate(cfg.model.scheduler),
-        rounding_seed=cfg.seed,
-        monitor=cfg.optimized_metric,
-        unseen_classes=cfg.data.get("exclude_classes"),
-    )
+    model = DeepSpectralClustering.from_config(cfg)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
 
