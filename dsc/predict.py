@@ -11,14 +11,14 @@ import logging
 from pathlib import Path
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dsc.checkpoints import load_model
+from dsc.data.voc import read_image
 from dsc.visualize import order_by_size, overlay, voc_palette
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,9 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[Path, torch.Tensor | str]:
         path = self.paths[index]
         try:
-            with Image.open(path) as image:
-                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError, ValueError) as error:
-            return path, f"{type(error).__name__}: {error}"
-        return path, torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+            return path, read_image(path, "skipped")
+        except OSError as error:
+            return path, str(error)
 
 
 def _output_stems(paths: list[Path]) -> dict[Path, str]:
@@ -97,7 +95,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         readable = []
         for path, item in chunk:
             if isinstance(item, str):
-                log.warning("skipping %s: not a readable image (%s)", path, item)
+                log.warning("skipping %s: not a readable image (%s)", path.name, item)
                 skipped += 1
             else:
                 readable.append((path, item))
