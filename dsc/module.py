@@ -29,7 +29,8 @@ class DeepSpectralClustering(pl.LightningModule):
     rounding: ``(embeddings (B, d, H, W), generator=...) → labels (B, H, W)``, e.g.
         ``dsc.rounding.Rounding``.
     optimizer / scheduler: partials taking the parameters / the optimizer (``scheduler`` optional).
-    rounding_seed: seeds the rounding at the start of every validation, so epochs are comparable.
+    rounding_seed: seeds the rounding of every validation batch, so an image's partition depends
+        neither on the epoch nor on the batch it is in, nor on how DDP splits the images.
     unseen_classes: class ids left out of training (``data.exclude_classes``). Validation then also
         scores ``val/unseen/…`` over background and unseen-class pixels and ``val/seen/…`` over
         background and seen-class pixels (their ``fg_`` scores: over the objects alone).
@@ -67,6 +68,7 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_unseen = PairwiseScores(ignore_index=VOID)
         self.val_seen = PairwiseScores(ignore_index=VOID)
         # Theorem 2.2: the rounded partition's loss beside the network's, both squared Frobenius / n².
+        self.val_loss = MeanMetric()
         self.val_network_loss = MeanMetric()
         self.val_rounded_loss = MeanMetric()
         self._rounding_generator = torch.Generator()
@@ -117,21 +119,17 @@ class DeepSpectralClustering(pl.LightningModule):
                 f"(epoch {self.current_epoch}, batch {batch_idx}): lower the learning rate "
                 "(model.optimizer.lr) or check the input data"
             )
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        # The mean over processes: with DDP, the loss of the whole batch.
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]), sync_dist=True)
         return loss
-
-    def on_validation_epoch_start(self) -> None:
-        self._rounding_generator.manual_seed(self.rounding_seed)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         embeddings = self(batch["image"])
         instances = batch["instances"]
-        self.log(
-            "val/loss",
-            self.loss(embeddings, batch[self.target], sample_size=None),
-            batch_size=len(instances),
-            sync_dist=True,
-        )
+        # A metric, not a synced log call: validation ranks may run different numbers of batches.
+        self.val_loss.update(self.loss(embeddings, batch[self.target], sample_size=None), len(instances))
+        self.log("val/loss", self.val_loss)
+        self._rounding_generator.manual_seed(self.rounding_seed)
         preds = self.round(embeddings)
         self.val_scores.update(preds, instances)
         # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
@@ -188,3 +186,22 @@ class DeepSpectralClustering(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.run_config is not None:
             checkpoint["dsc_config"] = self.run_config
+        # torch's random state (dropout): a run resumed from here continues as it would have.
+        checkpoint["dsc_rng_state"] = {
+            "cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
+        wandb_ids = [logger.version for logger in self.loggers if type(logger).__name__ == "WandbLogger"]
+        if wandb_ids:
+            checkpoint["dsc_wandb_run_id"] = wandb_ids[0]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("dsc_rng_state")
+        if state is not None and self._trainer is not None:
+            torch.set_rng_state(state["cpu"])
+            if (
+                state["cuda"]
+                and torch.cuda.is_available()
+                and len(state["cuda"]) == torch.cuda.device_count()
+            ):
+                torch.cuda.set_rng_state_all(state["cuda"])

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from dsc.data.labels import VOID
 from dsc.data.transforms import pad_collate
@@ -42,6 +45,14 @@ class InstanceDataModule(pl.LightningDataModule):
     ``pixel_sample`` (B, sample_size): the spectral loss's pixels, drawn after the batch reached the
     device (``uniform`` or ``balanced`` ``sampling``), so CPU workers only decode and augment.
     ``exclude_classes``: class ids made void in training images only; validation keeps them.
+
+    Distributed and resumable: the training order is a permutation drawn from ``seed`` and the
+    epoch, split between processes, so N processes with batch size b see, step by step, the same
+    images as one process with batch size N·b. Validation images are split without the padding
+    duplicates of Lightning's default sampler, so every image counts once. Pixel samples depend on
+    (``seed``, process rank, batch number) only: each rank draws different pixels, and a resumed run
+    draws the same ones as an uninterrupted run. The loaders save their position in checkpoints
+    (torchdata's ``StatefulDataLoader``), so a run resumed mid-epoch continues with the next batch.
     """
 
     def __init__(
@@ -54,6 +65,7 @@ class InstanceDataModule(pl.LightningDataModule):
         sample_size: int | None = None,
         sampling: str = "uniform",
         exclude_classes: list[int] | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if exclude_classes:
@@ -65,26 +77,69 @@ class InstanceDataModule(pl.LightningDataModule):
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
+        self.seed = seed
+        self._sample_generators: dict[torch.device, torch.Generator] = {}
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
+    def _processes(self) -> tuple[int, int]:
+        """(number of processes, this process's rank) of the trainer; (1, 0) without one."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def _loader(
+        self, dataset: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool = False
+    ) -> StatefulDataLoader:
+        return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            drop_last=shuffle and len(dataset) > batch_size,
+            drop_last=drop_last,
             collate_fn=pad_collate,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.batch_size, shuffle=True)
+    def train_dataloader(self) -> StatefulDataLoader:
+        processes, rank = self._processes()
+        # A DistributedSampler also with one process, so the order does not depend on their number
+        # (Lightning keeps a DistributedSampler it is given and calls its set_epoch).
+        order = DistributedSampler(self.train_dataset, processes, rank, shuffle=True, seed=self.seed)
+        # Lightning sets the epoch again before each epoch, but a run resumed mid-epoch has its
+        # iterator (fast-forwarded from the checkpoint) made before that: give it the right epoch.
+        order.set_epoch(self.trainer.current_epoch if self.trainer is not None else 0)
+        # Drop a last short batch, unless it is the only one.
+        return self._loader(
+            self.train_dataset, self.batch_size, order, drop_last=order.num_samples > self.batch_size
+        )
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, self.val_batch_size, shuffle=False)
+    def val_dataloader(self) -> StatefulDataLoader:
+        processes, rank = self._processes()
+        split = (
+            UnrepeatedDistributedSampler(self.val_dataset, processes, rank, shuffle=False)
+            if processes > 1
+            else None
+        )
+        return self._loader(self.val_dataset, self.val_batch_size, split)
 
     def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
         if self.sample_size is not None and self.trainer is not None and self.trainer.training:
-            batch["pixel_sample"] = sample_pixels(batch["instances"], self.sample_size, self.sampling, VOID)
+            batch["pixel_sample"] = sample_pixels(
+                batch["instances"],
+                self.sample_size,
+                self.sampling,
+                VOID,
+                generator=self._sample_generator(batch),
+            )
         return batch
+
+    def _sample_generator(self, batch: dict[str, Any]) -> torch.Generator:
+        """A generator on the batch's device seeded from (seed, rank, number of this batch in the run)."""
+        device = batch["instances"].device
+        generator = self._sample_generators.get(device)
+        if generator is None:
+            generator = self._sample_generators[device] = torch.Generator(device)
+        batch_number = self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
+        entropy = [self.seed, self.trainer.global_rank, batch_number]
+        generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
+        return generator

@@ -1,10 +1,8 @@
-from types import SimpleNamespace
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from dsc.data import VOID, InstanceDataModule, Shapes
+from dsc.data import VOID
 from dsc.losses import SemanticCrossEntropy, sample_pixels, spectral_loss
 
 
@@ -50,15 +48,3 @@ def test_cross_entropy_matches_torch_and_is_zero_on_void():
     empty = SemanticCrossEntropy()(logits, torch.full_like(classes, VOID))
     empty.backward()
     assert empty.item() == 0.0 and torch.isfinite(logits.grad).all()
-
-
-def test_datamodule_draws_the_pixel_sample_after_transfer_in_training_only():
-    datamodule = InstanceDataModule(Shapes(4, seed=0), Shapes(2, seed=1), batch_size=4, sample_size=32)
-    batch = next(iter(datamodule.train_dataloader()))
-    datamodule.trainer = SimpleNamespace(training=True)
-    sampled = datamodule.on_after_batch_transfer(dict(batch), 0)
-    assert sampled["pixel_sample"].shape == (4, 32)
-    flat = batch["instances"].flatten(1)
-    assert (flat.gather(1, sampled["pixel_sample"]) != VOID).all()
-    datamodule.trainer = SimpleNamespace(training=False)
-    assert "pixel_sample" not in datamodule.on_after_batch_transfer(dict(batch), 0)
