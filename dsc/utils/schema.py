@@ -66,6 +66,7 @@ class TrainSchema:
     callbacks: Any = None
     logger: Any = None
     paths: Any = None
+    hparams_search: Any = None
 
 
 def register_schemas() -> None:

@@ -12,15 +12,28 @@ import hydra
 from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
+WANDB_LOGGER = "dsc.utils.loggers.wandb_logger"
 Result = TypeVar("Result")
 
 
-def instantiate_all(group: DictConfig | None) -> list[Any]:
+def instantiate_all(group: DictConfig | None, resumed_wandb_id: str | None = None) -> list[Any]:
     """Instantiate every entry with a ``_target_`` of a config group such as ``callbacks`` or
-    ``logger`` (a mapping of names to configs); ``None`` or empty gives an empty list."""
+    ``logger`` (a mapping of names to configs); ``None`` or empty gives an empty list.
+
+    resumed_wandb_id: the W&B run a resumed training continues; W&B loggers without an ``id`` of
+    their own log into it (``resume="allow"``).
+    """
     if not group:
         return []
-    return [hydra.utils.instantiate(entry) for entry in group.values() if entry and "_target_" in entry]
+    objects = []
+    for entry in group.values():
+        if not entry or "_target_" not in entry:
+            continue
+        extra = {}
+        if resumed_wandb_id and entry["_target_"] == WANDB_LOGGER and not entry.get("id"):
+            extra = {"id": resumed_wandb_id, "resume": "allow"}
+        objects.append(hydra.utils.instantiate(entry, **extra))
+    return objects
 
 
 def _finish_wandb(failed: bool) -> None:
