@@ -34,6 +34,8 @@ class DeepSpectralClustering(pl.LightningModule):
     unseen_classes: class ids left out of training (``data.exclude_classes``). Validation then also
         scores ``val/unseen/…`` over background and unseen-class pixels and ``val/seen/…`` over
         background and seen-class pixels (their ``fg_`` scores: over the objects alone).
+    channels_last: run the backbone in channels-last memory format (faster convolutions on GPUs).
+    compile: ``torch.compile`` the backbone.
     """
 
     def __init__(
@@ -46,6 +48,8 @@ class DeepSpectralClustering(pl.LightningModule):
         rounding_seed: int = 0,
         monitor: str = "val/pairwise_fg_f1",
         unseen_classes: list[int] | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         if getattr(rounding, "semantic_blocking", False):
@@ -54,6 +58,11 @@ class DeepSpectralClustering(pl.LightningModule):
                 "head: pass a class map to dsc.rounding.Rounding from Python, or set it to false"
             )
         self.backbone = backbone
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            self.backbone.compile()  # in place: parameter names and checkpoints stay the same
         self.loss = loss
         self.rounding = rounding
         self.optimizer_factory = optimizer
@@ -88,6 +97,8 @@ class DeepSpectralClustering(pl.LightningModule):
             rounding_seed=config.get("seed", 0),
             monitor=config.get("optimized_metric", "val/pairwise_fg_f1"),
             unseen_classes=config["data"].get("exclude_classes"),
+            channels_last=config["model"].get("channels_last", False),
+            compile=config["model"].get("compile", False),
         )
 
     @property
@@ -103,20 +114,36 @@ class DeepSpectralClustering(pl.LightningModule):
     def forward(self, images: Tensor) -> Tensor:
         """images (B, 3, H, W) → embeddings (B, d, H, W) with unit-length pixel vectors (or raw
         class scores when the loss trains a semantic segmenter)."""
-        outputs = self.backbone(images)
+        outputs = self.raw_outputs(images)
         return F.normalize(outputs, dim=1) if self.unit_embeddings else outputs
+
+    def raw_outputs(self, images: Tensor) -> Tensor:
+        """The backbone's outputs (B, d, H, W) before normalisation."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
 
     def round(self, embeddings: Tensor) -> Tensor:
         """embeddings (B, d, H, W) → instance labels (B, H, W), with the configured rounding."""
         return self.rounding(embeddings.detach(), generator=self._rounding_generator)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        outputs = self.raw_outputs(batch["image"])
         # pixel_sample: the loss's pixels, drawn on the device by the data module when sampling.
-        loss = self.loss(self(batch["image"]), batch[self.target], pixel_sample=batch.get("pixel_sample"))
-        if not torch.isfinite(loss):
+        # Spectral losses take the raw outputs and normalise only what they need (fused on GPUs).
+        from_raw_outputs = getattr(self.loss, "from_raw_outputs", None)
+        if from_raw_outputs is not None and self.unit_embeddings:
+            loss = from_raw_outputs(outputs, batch[self.target], pixel_sample=batch.get("pixel_sample"))
+        else:
+            outputs = F.normalize(outputs, dim=1) if self.unit_embeddings else outputs
+            loss = self.loss(outputs, batch[self.target], pixel_sample=batch.get("pixel_sample"))
+        # Checked when the loss is logged anyway: a check every step would wait for the GPU each step.
+        check_every = max(self._trainer.log_every_n_steps, 1) if self._trainer is not None else 1
+        if self.global_step % check_every == 0 and not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}): lower the learning rate "
+                f"(epoch {self.current_epoch}, batch {batch_idx}; checked every "
+                f"trainer.log_every_n_steps steps): lower the learning rate "
                 "(model.optimizer.lr) or check the input data"
             )
         # The mean over processes: with DDP, the loss of the whole batch.

@@ -1,3 +1,12 @@
+import os
+
+import torch
+
+# Without a GPU, Triton's interpreter runs the fused kernels on the CPU (dsc/losses/fused.py); it
+# must be chosen before the kernels are defined, so before dsc is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from pathlib import Path
 
 import pytest

@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor
 
+from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.utils.grouping import group
 
@@ -222,6 +223,8 @@ class SpectralLoss:
 
     Calling it with (embeddings, labels) evaluates the loss; keyword overrides (for example
     ``sample_size=None`` for an exact validation loss) replace the fixed options for that call.
+    ``from_raw_outputs`` takes the network's outputs before normalisation (what training uses);
+    ``fused`` lets it use the Triton kernels of ``dsc.losses.fused`` on GPUs.
     """
 
     def __init__(
@@ -231,8 +234,10 @@ class SpectralLoss:
         sample_size: int | None = None,
         ignore_index: int = 255,
         sampling: str = "uniform",
+        fused: bool = True,
     ) -> None:
         schatten_order(norm, p)
+        self.fused = fused
         if sample_size is not None and sample_size < 2:
             raise ValueError(f"sample_size must be at least 2 (or None for exact), got {sample_size}")
         if sampling not in SAMPLINGS:
@@ -250,6 +255,34 @@ class SpectralLoss:
 
     def __call__(self, embeddings: Tensor, labels: Tensor, **overrides) -> Tensor:
         return spectral_loss(embeddings, labels, **(self.options | overrides))
+
+    def from_raw_outputs(self, outputs: Tensor, labels: Tensor, **overrides) -> Tensor:
+        """The loss of ``F.normalize(outputs, dim=1)`` from the network's raw (B, d, H, W) outputs,
+        normalising no more than it needs: the exact squared Frobenius loss on a GPU runs as two
+        fused Triton passes (``dsc.losses.fused``, unless ``fused=False``); a sampled loss
+        normalises the sampled pixels only. Same value and gradients as the plain path."""
+        options = self.options | overrides
+        pixel_sample = options.pop("pixel_sample", None)
+        generator = options.pop("generator", None)
+        if pixel_sample is None and options["sample_size"] is not None:
+            pixel_sample = sample_pixels(
+                labels.flatten(1),
+                options["sample_size"],
+                options["sampling"],
+                options["ignore_index"],
+                generator,
+            )
+        if pixel_sample is None:
+            if options["norm"] == "frobenius" and self.fused and fused_kernels_available(outputs):
+                return fused_spectral_frobenius(outputs, labels, options["ignore_index"])
+            return spectral_loss(torch.nn.functional.normalize(outputs, dim=1), labels, **options)
+        batch, dim = outputs.shape[:2]
+        rows = outputs.flatten(2).gather(2, pixel_sample.unsqueeze(1).expand(-1, dim, -1)).unsqueeze(2)
+        sampled_labels = labels.flatten(1).gather(1, pixel_sample).unsqueeze(1)  # (B, 1, m)
+        positions = torch.arange(pixel_sample.shape[1], device=pixel_sample.device).expand(batch, -1)
+        return spectral_loss(
+            torch.nn.functional.normalize(rows, dim=1), sampled_labels, **options, pixel_sample=positions
+        )
 
     def __repr__(self) -> str:
         return f"SpectralLoss({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"

@@ -41,11 +41,14 @@ class SpectralLossSchema:
     sample_size: int | None = None
     ignore_index: int = 255
     sampling: str = "uniform"
+    fused: bool = True
 
 
 @dataclasses.dataclass
 class ModelSchema:
     embed_dim: int = 16
+    channels_last: bool = False
+    compile: bool = False
     optimizer: Any = None
     scheduler: Any = None
 
