@@ -18,7 +18,7 @@ from common import print_table
 from torch.utils.data import DataLoader
 
 from dsc.data import RandomScaleCropFlip, VOCInstances, pad_collate
-from dsc.losses import sample_pixels, spectral_loss
+from dsc.losses import SpectralLoss, sample_pixels
 from dsc.models import fcn8s
 
 
@@ -46,7 +46,13 @@ def main() -> None:
         dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers, collate_fn=pad_collate,
         drop_last=False, persistent_workers=args.workers > 0, pin_memory=device.type == "cuda",
     )  # fmt: skip
-    model = fcn8s(args.embed_dim, weights="imagenet" if args.weights else None, weights_path=args.weights)
+    model = fcn8s(
+        args.embed_dim,
+        unit_normalize=False,
+        weights="imagenet" if args.weights else None,
+        weights_path=args.weights,
+    )
+    spectral = SpectralLoss()  # from raw outputs, as training_step: fused Triton passes on CUDA
     model = model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_bf16)
@@ -59,8 +65,7 @@ def main() -> None:
         instances = batch["instances"].to(device, non_blocking=True)
         pixels = None if args.sample_size is None else sample_pixels(instances, args.sample_size)
         with autocast:
-            embeddings = model(images)
-        loss = spectral_loss(embeddings.float(), instances, pixel_sample=pixels)
+            loss = spectral.from_raw_outputs(model(images), instances, pixel_sample=pixels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -14,6 +14,11 @@ from pytorch_lightning.utilities import rank_zero_only
 from dsc.visualize import embedding_rgb, order_by_size, overlay, to_uint8_image
 
 
+def images_in_batch(batch: dict[str, Any]) -> int:
+    """The number of images of a batch (``batch_size_fn`` of Lightning's ``ThroughputMonitor``)."""
+    return len(batch["image"])
+
+
 class ValidationImages(pl.Callback):
     """Show a few validation images each ``every_n_epochs`` epochs: the image, ground-truth and
     predicted instances overlaid, and the embedding's top three principal directions as RGB.

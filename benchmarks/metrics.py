@@ -1,0 +1,73 @@
+"""Milliseconds to score predicted partitions pairwise, side by side on the same labels:
+
+* scikit-learn: ``sklearn.metrics.cluster.pair_confusion_matrix`` per image on the CPU (NumPy);
+* dsc: ``dsc.metrics.pair_counts`` on the whole batch, on each device (contingency tables, O(n)).
+
+It checks that both give the same pair counts, then prints the table.
+
+    python benchmarks/metrics.py [--batch 16] [--size 512] [--device all|cpu|cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+from common import devices, print_table, shapes_embeddings, time_ms
+from sklearn.metrics.cluster import pair_confusion_matrix
+
+from dsc.metrics import pair_counts
+from dsc.rounding import kwikcluster
+
+VOID = 255
+
+
+def sklearn_counts(preds: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """(tp, fp, fn, tn) over unordered pairs of non-void pixels, summed over images."""
+    total = np.zeros(4, dtype=np.int64)
+    for image_preds, image_target in zip(preds, target, strict=True):
+        keep = image_target != VOID
+        (tn, fp), (fn, tp) = pair_confusion_matrix(image_target[keep], image_preds[keep]) // 2
+        total += [tp, fp, fn, tn]
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--device", default="all")
+    args = parser.parse_args()
+
+    embeddings, target = shapes_embeddings(args.batch, args.size, 21, noise=0.4)
+    target[:, :4] = VOID
+    preds = kwikcluster(embeddings.flatten(2).transpose(1, 2), generator=torch.Generator().manual_seed(0))
+    preds = preds.view_as(target)
+    flat_preds, flat_target = preds.flatten(1).numpy(), target.flatten(1).numpy()
+    expected = sklearn_counts(flat_preds, flat_target)
+
+    cpu = torch.device("cpu")
+    rows = [
+        [
+            "scikit-learn, per image",
+            "cpu",
+            f"{time_ms(lambda: sklearn_counts(flat_preds, flat_target), cpu):.1f}",
+        ]
+    ]
+    for device in devices(args.device):
+        on_device = preds.to(device), target.to(device)
+        counts = pair_counts(*on_device, VOID)[0].cpu().numpy()  # row 0: all pairs (row 1: foreground)
+        if not np.array_equal(counts, expected):
+            raise AssertionError(f"dsc counts {counts} differ from scikit-learn's {expected} on {device}")
+        milliseconds = time_ms(lambda on_device=on_device: pair_counts(*on_device, VOID), device, repeats=9)
+        rows.append(["dsc pair_counts, batched", device.type, f"{milliseconds:.2f}"])
+    sklearn_ms = float(rows[0][2])
+    for row in rows:
+        row.append(f"{sklearn_ms / float(row[2]):.1f}")
+    print(f"pairwise metrics of {args.batch} partitions of {args.size}² pixels (same counts, checked)")
+    print_table(["implementation", "device", "ms", "speed-up vs sklearn"], rows)
+
+
+if __name__ == "__main__":
+    main()
