@@ -44,13 +44,24 @@ class UnitNormalize(nn.Module):
 class FCN8s(nn.Module):
     """FCN-8s ending in ``out_channels`` maps: (B, 3, H, W) images in [0, 1] → (B, out_channels, H, W).
 
-    unit_normalize: end with ``UnitNormalize`` (the paper's embedding network); False gives the
-        semantic FCN-8s, whose outputs are class scores for a softmax / cross-entropy.
+    unit_normalize: end with ``UnitNormalize`` (the paper's embedding network); False gives raw
+        outputs: class scores for a softmax, or embeddings that the caller normalises
+        (``DeepSpectralClustering`` does, fusing it into the loss in training).
+    score_init: ``random`` (small random score layers, for embeddings: F = 0 is a stationary point
+        of the spectral loss) or ``zero`` (the original semantic FCN-8s); None picks ``random`` with
+        ``unit_normalize`` and ``zero`` without.
     Images are normalised with ImageNet's mean and standard deviation inside the network.
     """
 
-    def __init__(self, out_channels: int = 21, unit_normalize: bool = True) -> None:
+    def __init__(
+        self, out_channels: int = 21, unit_normalize: bool = True, score_init: str | None = None
+    ) -> None:
         super().__init__()
+        if score_init is None:
+            score_init = "random" if unit_normalize else "zero"
+        if score_init not in ("random", "zero"):
+            raise ValueError(f"score_init must be random or zero, got {score_init!r}")
+        self.score_init = score_init
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         layers: list[nn.Module] = []
@@ -78,11 +89,11 @@ class FCN8s(nn.Module):
         self.reset_head()
 
     def reset_head(self) -> None:
-        """Bilinear up-sampling, as the original. Score layers: zero for the semantic network (as the
-        original); small random weights for embeddings, because F = 0 is a stationary point of the
-        spectral loss (its gradient 4 (F Fᵀ − A) F vanishes there), so zero scores would never train."""
+        """Bilinear up-sampling, as the original. Score layers (``score_init``): zero for the semantic
+        network (as the original); small random weights for embeddings, because F = 0 is a stationary
+        point of the spectral loss (its gradient 4 (F Fᵀ − A) F vanishes there): zero would never train."""
         for score in (self.score_fr, self.score_pool4, self.score_pool3):
-            if isinstance(self.normalize, UnitNormalize):
+            if self.score_init == "random":
                 nn.init.normal_(score.weight, std=0.01)
             else:
                 nn.init.zeros_(score.weight)
@@ -158,10 +169,11 @@ def fcn8s(
     unit_normalize: bool = True,
     weights: str | None = None,
     weights_path: str | None = None,
+    score_init: str | None = None,
 ) -> FCN8s:
     """Build FCN-8s for Hydra: ``weights=imagenet`` loads VGG16's ImageNet weights (see
     ``load_vgg16_weights``), ``weights=None`` starts from random convolutions."""
-    model = FCN8s(out_channels, unit_normalize)
+    model = FCN8s(out_channels, unit_normalize, score_init)
     if weights == "imagenet":
         load_vgg16_weights(model, weights_path)
     elif weights is not None:

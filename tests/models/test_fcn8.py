@@ -106,3 +106,15 @@ def test_spectral_head_starts_off_the_stationary_point_and_semantic_head_at_zero
     assert spectral.score_fr.weight.grad.abs().sum() > 0
     semantic = FCN8s(out_channels=4, unit_normalize=False)
     assert not semantic.score_fr.weight.any() and not semantic(torch.rand(1, 3, 8, 8)).any()
+
+
+def test_configured_backbones_start_off_the_stationary_point_and_the_semantic_baseline_at_zero(tmp_path):
+    """The configs leave normalisation to the module (raw outputs), yet the spectral FCN-8s must not
+    start with zero scores; the semantic experiment keeps the original zero initialisation."""
+    from hydra.utils import instantiate
+    from hydra_configs import compose_config
+
+    spectral = compose_config("train", tmp_path, "backbone=fcn8", "backbone.weights=null")
+    semantic = compose_config("train", tmp_path, "experiment=voc_fcn8_semantic", "backbone.weights=null")
+    assert instantiate(spectral.backbone).score_fr.weight.abs().sum() > 0
+    assert not instantiate(semantic.backbone).score_fr.weight.any()
