@@ -130,3 +130,29 @@ def test_ddp_children_rerun_the_job_not_the_sweep():
         "hydra/job_logging=disabled",
     ]
     assert _child_hydra_overrides(hydra_overrides) == ["hydra.job.chdir=false", "hydra/job_logging=disabled"]
+
+
+def test_lightning_joins_the_slurm_tasks_of_a_job_into_one_ddp_run(make_config, monkeypatch):
+    """What srun sets for task 5 of a 2-node × 4-task job, as hydra/launcher=slurm asks for it."""
+    import hydra
+    from pytorch_lightning.plugins.environments import SLURMEnvironment
+
+    slurm = {
+        "SLURM_JOB_ID": "1234",
+        "SLURM_JOB_NAME": "train",
+        "SLURM_NTASKS": "8",
+        "SLURM_NTASKS_PER_NODE": "4",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+        "SLURM_NODELIST": "gpu[01-02]",
+    }
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    cfg = make_config(
+        "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "trainer.sync_batchnorm=false"
+    )
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=False)
+    environment = trainer.strategy.cluster_environment
+    assert isinstance(environment, SLURMEnvironment) and environment.creates_processes_externally
+    assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (8, 5, 1, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,9 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from dsc.data.labels import VOID
 from dsc.data.transforms import pad_collate
 from dsc.losses.sampling import sample_pixels
+
+# torchdata 0.11 calls a torch function that torch 2.14 deprecates, once per loader: not ours to fix.
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 
 class WithoutClasses(Dataset):
@@ -115,6 +119,11 @@ class InstanceDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> StatefulDataLoader:
         processes, rank = self._processes()
+        if processes > len(self.val_dataset) > 0:
+            raise ValueError(
+                f"the validation set has {len(self.val_dataset)} images, fewer than the {processes} "
+                "processes that share it: validate on more images or with fewer devices"
+            )
         split = (
             UnrepeatedDistributedSampler(self.val_dataset, processes, rank, shuffle=False)
             if processes > 1

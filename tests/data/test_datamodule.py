@@ -2,6 +2,7 @@
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from dsc.data import VOID, InstanceDataModule, Shapes
@@ -78,3 +79,9 @@ def test_pixel_sample_is_drawn_after_transfer_in_training_only():
     assert (flat.gather(1, sampled["pixel_sample"]) != VOID).all()
     datamodule.trainer.training = False
     assert "pixel_sample" not in datamodule.on_after_batch_transfer(dict(batch), 0)
+
+
+def test_a_validation_set_smaller_than_the_number_of_processes_is_refused():
+    dataset = Shapes(1, 16)
+    with pytest.raises(ValueError, match="1 images, fewer than the 2 processes"):
+        with_trainer(InstanceDataModule(dataset, dataset), rank=1).val_dataloader()
