@@ -20,6 +20,7 @@ the tests' reference. ``TRITON_INTERPRET=1`` runs these kernels on the CPU (slow
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 from torch import Tensor
@@ -58,9 +59,10 @@ if triton is not None:
         pixels = start + tl.arange(0, BLOCK_N)
         channels = tl.arange(0, BLOCK_D)
         in_image = pixels < num_pixels
+        image = image.to(tl.int64)  # offsets of large batches exceed 2³¹
         labels = tl.load(labels_ptr + image * num_pixels + pixels, mask=in_image, other=ignore_index)
         valid = in_image & (labels != ignore_index) & (labels >= 0) & (labels < max_instances)
-        offsets = image * stride_b + pixels[:, None] * stride_p + channels[None, :] * stride_c
+        offsets = image * stride_b + pixels[:, None].to(tl.int64) * stride_p + channels[None, :] * stride_c
         mask = valid[:, None] & (channels[None, :] < dim)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         norm = tl.sqrt(tl.sum(x * x, axis=1))
@@ -173,6 +175,7 @@ class _NormalizedGramAndSums(torch.autograd.Function):
         _gram_and_sums_kernel[(batch, programs)](
             outputs, labels, gram, sums, sizes, num_pixels, dim, stride_b, stride_c, stride_p, ignore_index,
             triton.cdiv(blocks, programs), max_instances=max_instances, BLOCK_N=_BLOCK_N, BLOCK_D=block_d,
+            num_warps=8,
         )  # fmt: skip
         ctx.save_for_backward(outputs, labels)
         ctx.options = (ignore_index, max_instances, block_d)
@@ -215,3 +218,47 @@ def fused_spectral_frobenius(
     has_pixels = pixels > 0
     per_image = torch.where(has_pixels, squared / pixels.clamp(min=1).square(), 0.0)
     return per_image.sum() / has_pixels.sum().clamp(min=1)
+
+
+_SELF_CHECKS: dict[str, bool] = {}
+
+
+def fused_kernels_work(device: torch.device) -> bool:
+    """Whether the kernels compile and agree with the plain loss on ``device``: checked once per
+    device on a small input (value and gradient, float64 reference), so that a Triton or driver
+    problem falls back to plain torch with a warning instead of failing or corrupting training."""
+    key = str(device)
+    if key not in _SELF_CHECKS:
+        _SELF_CHECKS[key] = _self_check(device)
+    return _SELF_CHECKS[key]
+
+
+def _self_check(device: torch.device) -> bool:
+    from dsc.losses.spectral import spectral_loss  # spectral imports this module
+
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(2, 21, 17, 19, generator=generator)
+    labels = torch.randint(0, 5, (2, 17, 19), generator=generator)
+    labels[:, :3] = 255
+    reference = outputs.double().requires_grad_()
+    expected = spectral_loss(torch.nn.functional.normalize(reference, dim=1), labels, 255)
+    expected.backward()
+    try:
+        x = outputs.to(device).requires_grad_()
+        loss = fused_spectral_frobenius(x, labels.to(device))
+        loss.backward()
+        gradient_error = (x.grad.cpu().double() - reference.grad).abs().max() / reference.grad.abs().max()
+        agrees = abs(loss.item() - expected.item()) <= 1e-2 * expected.item() and gradient_error <= 2e-2
+        problem = (
+            "" if agrees else f"loss {loss.item()} vs {expected.item()}, gradient error {gradient_error:.2e}"
+        )
+    except Exception as error:  # a compilation or launch failure
+        agrees, problem = False, f"{type(error).__name__}: {error}"
+    if not agrees:
+        warnings.warn(
+            f"the fused Triton spectral loss failed its check on {device} ({problem}); using the plain "
+            "torch loss instead (loss.fused=false silences this)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return agrees

@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
+from dsc.losses.fused import fused_kernels_available, fused_kernels_work, fused_spectral_frobenius
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.utils.grouping import group
 
@@ -273,7 +273,8 @@ class SpectralLoss:
                 generator,
             )
         if pixel_sample is None:
-            if options["norm"] == "frobenius" and self.fused and fused_kernels_available(outputs):
+            fused = self.fused and options["norm"] == "frobenius" and fused_kernels_available(outputs)
+            if fused and fused_kernels_work(outputs.device):
                 return fused_spectral_frobenius(outputs, labels, options["ignore_index"])
             return spectral_loss(torch.nn.functional.normalize(outputs, dim=1), labels, **options)
         batch, dim = outputs.shape[:2]

@@ -118,3 +118,16 @@ def test_loss_from_raw_outputs_equals_the_loss_of_normalised_outputs(sample_size
     y = outputs.clone().requires_grad_()
     loss_fn(F.normalize(y, dim=1), labels, pixel_sample=pixel_sample).backward()
     torch.testing.assert_close(x.grad, y.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_self_check_accepts_the_kernels_and_refuses_a_broken_one(monkeypatch):
+    from dsc.losses import fused as fused_module
+
+    assert fused_module._self_check(torch.device(DEVICE))
+
+    def broken(outputs, labels, *args):
+        return 2 * fused_module.normalized_gram_and_sums(outputs, labels)[0].square().sum()
+
+    monkeypatch.setattr(fused_module, "fused_spectral_frobenius", broken)
+    with pytest.warns(RuntimeWarning, match="failed its check"):
+        assert not fused_module._self_check(torch.device(DEVICE))
