@@ -254,7 +254,9 @@ class SpectralLoss:
     unit_embeddings = True
 
     def __call__(self, embeddings: Tensor, labels: Tensor, **overrides) -> Tensor:
-        return spectral_loss(embeddings, labels, **(self.options | overrides))
+        # In float32 also under bf16 autocast: the closed form subtracts sums of up to n² terms.
+        with torch.autocast(embeddings.device.type, enabled=False):
+            return spectral_loss(embeddings.float(), labels, **(self.options | overrides))
 
     def from_raw_outputs(self, outputs: Tensor, labels: Tensor, **overrides) -> Tensor:
         """The loss of ``F.normalize(outputs, dim=1)`` from the network's raw (B, d, H, W) outputs,
@@ -275,14 +277,17 @@ class SpectralLoss:
         if pixel_sample is None:
             fused = self.fused and options["norm"] == "frobenius" and fused_kernels_available(outputs)
             if fused and fused_kernels_work(outputs.device):
-                return fused_spectral_frobenius(outputs, labels, options["ignore_index"])
-            return spectral_loss(torch.nn.functional.normalize(outputs, dim=1), labels, **options)
+                return fused_spectral_frobenius(outputs, labels, options["ignore_index"])  # float32 inside
+            return self(torch.nn.functional.normalize(outputs.float(), dim=1), labels, **options)
         batch, dim = outputs.shape[:2]
         rows = outputs.flatten(2).gather(2, pixel_sample.unsqueeze(1).expand(-1, dim, -1)).unsqueeze(2)
         sampled_labels = labels.flatten(1).gather(1, pixel_sample).unsqueeze(1)  # (B, 1, m)
         positions = torch.arange(pixel_sample.shape[1], device=pixel_sample.device).expand(batch, -1)
-        return spectral_loss(
-            torch.nn.functional.normalize(rows, dim=1), sampled_labels, **options, pixel_sample=positions
+        return self(
+            torch.nn.functional.normalize(rows.float(), dim=1),
+            sampled_labels,
+            **options,
+            pixel_sample=positions,
         )
 
     def __repr__(self) -> str:

@@ -131,3 +131,13 @@ def test_self_check_accepts_the_kernels_and_refuses_a_broken_one(monkeypatch):
     monkeypatch.setattr(fused_module, "fused_spectral_frobenius", broken)
     with pytest.warns(RuntimeWarning, match="failed its check"):
         assert not fused_module._self_check(torch.device(DEVICE))
+
+
+def test_loss_is_computed_in_float32_under_bfloat16_autocast():
+    outputs, labels = random_case(2, 8, 10, 12, 4, seed=3)
+    outputs = outputs.bfloat16()
+    expected = spectral_loss(F.normalize(outputs.double(), dim=1), labels, 255)
+    with torch.autocast(DEVICE, dtype=torch.bfloat16):
+        loss = SpectralLoss(fused=False).from_raw_outputs(outputs, labels)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
