@@ -171,7 +171,9 @@ class DeepSpectralClustering(pl.LightningModule):
             self.val_seen.update(preds, instances.masked_fill(unseen, VOID))
         if self.unit_embeddings:
             images_with_pixels = (instances != VOID).flatten(1).any(dim=1).sum()
-            self.val_network_loss.update(spectral_loss(embeddings, instances, VOID), images_with_pixels)
+            with torch.autocast(embeddings.device.type, enabled=False):  # float32 also under bf16-mixed
+                network_loss = spectral_loss(embeddings.float(), instances, VOID)
+            self.val_network_loss.update(network_loss, images_with_pixels)
             self.val_rounded_loss.update(partition_loss(preds, instances, VOID), images_with_pixels)
         return {"preds": preds, "embeddings": embeddings}
 
