@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from dsc.checkpoints import resume_path, wandb_run_id
 from dsc.module import DeepSpectralClustering
 from dsc.utils.distributed import ddp_job, use_job_directories_for_ddp
+from dsc.utils.loggers import keep_csv_history
 from dsc.utils.report import format_metrics_table, write_metrics
 from dsc.utils.schema import register_schemas
 from dsc.utils.task import instantiate_all, task_wrapper
@@ -46,6 +47,8 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         callbacks=instantiate_all(cfg.get("callbacks")),
         logger=instantiate_all(cfg.get("logger"), resumed_wandb_id=wandb_run_id(ckpt_path)),
     )
+    if ckpt_path is not None and trainer.is_global_zero:
+        keep_csv_history(trainer.loggers)
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
 

@@ -73,6 +73,11 @@ def test_killed_run_resumes_to_the_same_metrics_and_wandb_run(tmp_path):
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-6, abs=1e-9), name
 
+    # The CSV log of the first part is kept beside the new one.
+    (kept,) = (killed / "csv").glob("metrics.before_resume_*.csv")
+    with kept.open() as handle:
+        assert "0" in {row["epoch"] for row in csv.DictReader(handle)}  # rows flushed before the kill
+
     # Both parts of the killed run logged into one W&B run.
     runs = sorted(killed.glob("wandb/offline-run-*"))
     assert len(runs) == 2

@@ -6,6 +6,8 @@ import logging
 import netrc
 import os
 import socket
+import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -65,3 +67,17 @@ def wandb_logger(mode: str = "auto", **kwargs: Any):
     from pytorch_lightning.loggers import WandbLogger
 
     return WandbLogger(offline=wandb_mode(mode) == "offline", **kwargs)
+
+
+def keep_csv_history(loggers: list[Any]) -> None:
+    """Before a resumed run logs into its old directory, move each CSV logger's ``metrics.csv`` to
+    ``metrics.before_resume_<time>.csv``: Lightning's CSV writer would delete it."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            metrics_file = Path(logger.log_dir) / "metrics.csv"
+            if metrics_file.is_file():
+                kept = metrics_file.with_name(f"metrics.before_resume_{time.strftime('%Y%m%d-%H%M%S')}.csv")
+                metrics_file.rename(kept)
+                log.info("resuming: the CSV log so far is kept in %s", kept)
