@@ -149,6 +149,14 @@ def test_lightning_joins_the_slurm_tasks_of_a_job_into_one_ddp_run(make_config, 
     }
     for name, value in slurm.items():
         monkeypatch.setenv(name, value)
+    # Building the trainer makes this process "rank 5" for Lightning's rank-zero-only helpers:
+    # restore them afterwards, or later tests in this process would log nothing.
+    from lightning_fabric.utilities import rank_zero as fabric_rank_zero
+    from lightning_utilities.core import rank_zero as utilities_rank_zero
+    from pytorch_lightning.utilities import rank_zero as lightning_rank_zero
+
+    for module in (fabric_rank_zero, utilities_rank_zero, lightning_rank_zero):
+        monkeypatch.setattr(module.rank_zero_only, "rank", module.rank_zero_only.rank)
     cfg = make_config(
         "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2", "trainer.sync_batchnorm=false"
     )
@@ -156,3 +164,4 @@ def test_lightning_joins_the_slurm_tasks_of_a_job_into_one_ddp_run(make_config, 
     environment = trainer.strategy.cluster_environment
     assert isinstance(environment, SLURMEnvironment) and environment.creates_processes_externally
     assert (trainer.world_size, trainer.global_rank, trainer.local_rank, trainer.node_rank) == (8, 5, 1, 1)
+    assert lightning_rank_zero.rank_zero_only.rank == 5
