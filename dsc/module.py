@@ -10,6 +10,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -220,7 +221,7 @@ class DeepSpectralClustering(pl.LightningModule):
             "cpu": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
         }
-        wandb_ids = [logger.version for logger in self.loggers if type(logger).__name__ == "WandbLogger"]
+        wandb_ids = [logger.version for logger in self.loggers if isinstance(logger, WandbLogger)]
         if wandb_ids:
             checkpoint["dsc_wandb_run_id"] = wandb_ids[0]
 
