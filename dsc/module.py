@@ -27,8 +27,8 @@ class DeepSpectralClustering(pl.LightningModule):
     backbone: any network (B, 3, H, W) → (B, d, H, W).
     loss: ``(embeddings, labels, **overrides) → scalar``, e.g. ``dsc.losses.SpectralLoss``;
         validation calls it with ``sample_size=None`` (over all pixels).
-    rounding: ``(embeddings (B, d, H, W), generator=...) → labels (B, H, W)``, e.g.
-        ``dsc.rounding.Rounding``.
+    rounding: ``(embeddings (B, d, H, W), generator=..., image_area=...) → labels (B, H, W)``,
+        e.g. ``dsc.rounding.Rounding``.
     optimizer / scheduler: partials taking the parameters / the optimizer (``scheduler`` optional).
     rounding_seed: seeds the rounding of every validation batch, so an image's partition depends
         neither on the epoch nor on the batch it is in, nor on how DDP splits the images.
@@ -124,9 +124,10 @@ class DeepSpectralClustering(pl.LightningModule):
             images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
-    def round(self, embeddings: Tensor) -> Tensor:
-        """embeddings (B, d, H, W) → instance labels (B, H, W), with the configured rounding."""
-        return self.rounding(embeddings.detach(), generator=self._rounding_generator)
+    def round(self, embeddings: Tensor, image_area: Tensor | None = None) -> Tensor:
+        """embeddings (B, d, H, W) → instance labels (B, H, W), with the configured rounding;
+        ``image_area`` (B, H, W), False on a batch's padding, leaves the padding out (label −1)."""
+        return self.rounding(embeddings.detach(), generator=self._rounding_generator, image_area=image_area)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         outputs = self.raw_outputs(batch["image"])
@@ -158,7 +159,7 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_loss.update(self.loss(embeddings, batch[self.target], sample_size=None), len(instances))
         self.log("val/loss", self.val_loss)
         self._rounding_generator.manual_seed(self.rounding_seed)
-        preds = self.round(embeddings)
+        preds = self.round(embeddings, batch.get("image_area"))
         self.val_scores.update(preds, instances)
         # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
         self.val_semantic_oracle.update(batch["classes"], instances)

@@ -15,7 +15,8 @@ LABEL_KEYS = ("instances", "classes")
 
 
 def _pad(item: Item, height: int, width: int) -> Item:
-    """Pad on the bottom and right to at least (height, width): image with 0, labels with void."""
+    """Pad on the bottom and right to at least (height, width): image with 0, labels with void,
+    ``image_area`` (if present) with False."""
     pad_h, pad_w = max(height - item["image"].shape[-2], 0), max(width - item["image"].shape[-1], 0)
     if pad_h == 0 and pad_w == 0:
         return item
@@ -23,6 +24,8 @@ def _pad(item: Item, height: int, width: int) -> Item:
     padded["image"] = F.pad(item["image"], (0, pad_w, 0, pad_h), value=0.0)
     for key in LABEL_KEYS:
         padded[key] = F.pad(item[key], (0, pad_w, 0, pad_h), value=VOID)
+    if "image_area" in item:
+        padded["image_area"] = F.pad(item["image_area"], (0, pad_w, 0, pad_h), value=False)
     return padded
 
 
@@ -62,8 +65,13 @@ class RandomScaleCropFlip:
 
 
 def pad_collate(items: list[Item]) -> Item:
-    """Batch items of different sizes: pad each to the largest height and width (void labels)."""
+    """Batch items of different sizes: pad each to the largest height and width (void labels).
+    The batch also holds ``image_area`` (B, H, W) bool, False on the padding, which rounding
+    leaves out so that an image's partition does not depend on the batch it is in."""
     height = max(item["image"].shape[-2] for item in items)
     width = max(item["image"].shape[-1] for item in items)
-    padded = [_pad(item, height, width) for item in items]
+    with_area = [
+        {**item, "image_area": torch.ones(item["image"].shape[-2:], dtype=torch.bool)} for item in items
+    ]
+    padded = [_pad(item, height, width) for item in with_area]
     return {key: torch.stack([item[key] for item in padded]) for key in padded[0]}

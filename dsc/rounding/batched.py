@@ -8,10 +8,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dsc.rounding.hashing import position_ids
 from dsc.rounding.kwikcluster import kwikcluster
 from dsc.rounding.postprocess import merge_small_clusters, num_clusters
 
-Scheme = Callable[..., Tensor]  # (rows (B, N, d), generator=..., mask=...) → (B, N) labels
+Scheme = Callable[..., Tensor]  # (rows (B, N, d), generator=, mask=, pixel_ids=) → (B, N) labels
 
 
 def round_embeddings(
@@ -20,13 +21,18 @@ def round_embeddings(
     classes: Tensor | None = None,
     min_size: int = 0,
     generator: torch.Generator | None = None,
+    image_area: Tensor | None = None,
 ) -> Tensor:
     """Round every image of a batch with one batched call of ``scheme`` per semantic block.
 
     embeddings: (B, d, H, W), unit pixel vectors. classes: optional (B, H, W) class map; when given,
         pixels are clustered only with pixels of their own class (semantic blocking).
     min_size: clusters smaller than this many pixels merge into their best neighbour (0: off).
-    Returns (B, H, W) int64 labels 0..k−1 per image.
+    image_area: optional (B, H, W) bool, False on the padding of images smaller than the batch
+        (``pad_collate``'s ``image_area``); padding is left out (label −1). With it, an image gets the
+        same partition whatever batch it is padded into: the random order hashes each pixel's
+        (row, column), not its index in the padded batch.
+    Returns (B, H, W) int64 labels 0..k−1 per image (−1 on padding).
     """
     if embeddings.dim() != 4:
         raise ValueError(f"expected (B, d, H, W) embeddings, got shape {tuple(embeddings.shape)}")
@@ -41,13 +47,17 @@ def round_embeddings(
             )
         flat_classes = classes.flatten(1).to(rows.device)
         blocks = [flat_classes == value for value in torch.unique(flat_classes)]
+    if image_area is not None:
+        inside = image_area.reshape(batch, height * width).to(rows.device)
+        blocks = [block & inside for block in blocks]
+    pixel_ids = position_ids(height, width, rows.device)
 
     labels = torch.full((batch, height * width), -1, dtype=torch.int64, device=rows.device)
     if height * width == 0:
         return labels.view(batch, height, width)
     offset = torch.zeros(batch, 1, dtype=torch.int64, device=rows.device)
     for block in blocks:
-        block_labels = scheme(rows, generator=generator, mask=block)
+        block_labels = scheme(rows, generator=generator, mask=block, pixel_ids=pixel_ids)
         block_labels = merge_small_clusters(rows, block_labels, min_size) if min_size > 1 else block_labels
         labels = torch.where(block, block_labels + offset, labels)
         offset = offset + block_labels.amax(dim=1, keepdim=True).clamp(min=-1) + 1
@@ -71,7 +81,11 @@ class Rounding:
         self.min_size = min_size
 
     def __call__(
-        self, embeddings: Tensor, classes: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        embeddings: Tensor,
+        classes: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
     ) -> Tensor:
         if self.semantic_blocking and classes is None:
             raise ValueError(
@@ -83,6 +97,7 @@ class Rounding:
             classes=classes if self.semantic_blocking else None,
             min_size=self.min_size,
             generator=generator,
+            image_area=image_area,
         )
 
 
@@ -93,7 +108,11 @@ class ClassArgmax:
     semantic_blocking = False
 
     def __call__(
-        self, scores: Tensor, classes: Tensor | None = None, generator: torch.Generator | None = None
+        self,
+        scores: Tensor,
+        classes: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
     ) -> Tensor:
         return scores.argmax(dim=1)
 

@@ -16,6 +16,7 @@ def kwikcluster_best(
     threshold: float = 0.5,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
+    pixel_ids: Tensor | None = None,
 ) -> Tensor:
     """Run KwikCluster ``runs`` times with different orders and keep, per image, the labels that
     minimise ℓ(V̂V̂ᵀ, V_rV_rᵀ) = ‖V̂V̂ᵀ − A_r‖²_F, computed in O(N·d²) without N² pairs.
@@ -29,7 +30,7 @@ def kwikcluster_best(
     best_labels, best_objective = None, None
     for run in range(runs):
         run_seed = int(mix32(torch.tensor(seed + run)))
-        labels = _kwikcluster(rows, mask, threshold, run_seed, soft_power=None)
+        labels = _kwikcluster(rows, mask, threshold, run_seed, None, pixel_ids)
         objective = squared_residual_norms(rows, labels, mask)
         if best_labels is None:
             best_labels, best_objective = labels, objective

@@ -23,16 +23,33 @@ def mix32(values: Tensor) -> Tensor:
     return (values >> 16) ^ values
 
 
-def hash_keys(seed: int, stream: int, num_pixels: int, device: torch.device) -> Tensor:
-    """(1, num_pixels) int64 keys in [0, 2³²), a pure function of (seed, stream, pixel)."""
-    pixel = torch.arange(num_pixels, device=device, dtype=torch.int64).unsqueeze(0)
+def hash_keys(seed: int, stream: int, pixels: int | Tensor, device: torch.device) -> Tensor:
+    """int64 keys in [0, 2³²), a pure function of (seed, stream, pixel id).
+
+    pixels: a number N of pixels, whose ids are 0..N−1, giving (1, N) keys; or a tensor of int64
+    pixel ids (such as ``position_ids``), giving keys of its shape (with a leading 1 for 1-D ids).
+    """
+    if isinstance(pixels, Tensor):
+        pixel = pixels.to(device=device, dtype=torch.int64)
+        pixel = pixel.unsqueeze(0) if pixel.dim() == 1 else pixel
+    else:
+        pixel = torch.arange(pixels, device=device, dtype=torch.int64).unsqueeze(0)
     stream_key = mix32(mix32(torch.tensor(seed, device=device)) ^ stream)
     return mix32(stream_key ^ pixel)
 
 
-def hash_uniform(seed: int, stream: int, num_pixels: int, device: torch.device) -> Tensor:
-    """(1, num_pixels) float64 uniform in [0, 1), from ``hash_keys``."""
-    return hash_keys(seed, stream, num_pixels, device).double() / 2.0**32
+def hash_uniform(seed: int, stream: int, pixels: int | Tensor, device: torch.device) -> Tensor:
+    """float64 uniform in [0, 1) for each pixel, from ``hash_keys`` (same ``pixels`` argument)."""
+    return hash_keys(seed, stream, pixels, device).double() / 2.0**32
+
+
+def position_ids(height: int, width: int, device: torch.device) -> Tensor:
+    """(H·W,) int64 ids of the pixels of an H × W grid, row-major, that depend on (row, column)
+    only, not on the grid's width: a pixel keeps its id, and so its random priority, when its image
+    is padded into a wider batch. Rows and columns below 2¹⁶."""
+    rows = torch.arange(height, device=device, dtype=torch.int64).unsqueeze(1)
+    columns = torch.arange(width, device=device, dtype=torch.int64).unsqueeze(0)
+    return ((rows << 16) | columns).flatten()
 
 
 def draw_seed(generator: torch.Generator | None = None) -> int:

@@ -30,13 +30,15 @@ def kmeans(
     max_iterations: int = 20,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
+    pixel_ids: Tensor | None = None,
 ) -> Tensor:
     """Spherical k-means: assign each row to the centroid of largest inner product, centroids the
     normalised cluster means. k is ``num_clusters`` or, if None, ``estimate_num_clusters`` (at most
     d). Centroids start at a random pixel (hashed from ``generator``) and then, one at a time, the
     pixel least similar to all chosen so far.
 
-    rows: (N, d) or (B, N, d); mask: pixels to cluster. Returns (N,) or (B, N) labels 0..k−1.
+    rows: (N, d) or (B, N, d); mask: pixels to cluster; pixel_ids: as for ``kwikcluster``.
+    Returns (N,) or (B, N) labels 0..k−1.
     """
     rows, mask, unbatched = as_batch(rows, mask)
     batch, num_pixels, _ = rows.shape
@@ -51,7 +53,8 @@ def kmeans(
     slot_used = torch.arange(slots, device=rows.device).unsqueeze(0) < clusters_per_image.unsqueeze(1)
 
     # Farthest-point initialisation.
-    priority = torch.where(mask, hash_keys(draw_seed(generator), 0, num_pixels, rows.device), 2**33)
+    pixels = num_pixels if pixel_ids is None else pixel_ids
+    priority = torch.where(mask, hash_keys(draw_seed(generator), 0, pixels, rows.device), 2**33)
     chosen = [priority.argmin(dim=1)]
     closest = torch.full((batch, num_pixels), float("-inf"), device=rows.device, dtype=rows.dtype)
     for _ in range(1, slots):

@@ -37,13 +37,22 @@ def as_batch(rows: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, bool]:
     return rows, mask, unbatched
 
 
-def _kwikcluster(rows: Tensor, mask: Tensor, threshold: float, seed: int, soft_power: float | None) -> Tensor:
-    """Batched KwikCluster on (B, N, d) rows; pixels outside ``mask`` get label −1."""
+def _kwikcluster(
+    rows: Tensor,
+    mask: Tensor,
+    threshold: float,
+    seed: int,
+    soft_power: float | None,
+    pixel_ids: Tensor | None = None,
+) -> Tensor:
+    """Batched KwikCluster on (B, N, d) rows; pixels outside ``mask`` get label −1. The visiting
+    order hashes ``pixel_ids`` (default: the pixel's index 0..N−1)."""
     batch, num_pixels, _ = rows.shape
     labels = torch.full((batch, num_pixels), -1, dtype=torch.int64, device=rows.device)
     if num_pixels == 0:
         return labels
-    priority = hash_keys(seed, 0, num_pixels, rows.device)
+    pixels = num_pixels if pixel_ids is None else pixel_ids
+    priority = hash_keys(seed, 0, pixels, rows.device)
     unclustered = mask.clone()
     next_label = torch.zeros(batch, dtype=torch.int64, device=rows.device)
     step = 0
@@ -59,7 +68,7 @@ def _kwikcluster(rows: Tensor, mask: Tensor, threshold: float, seed: int, soft_p
             # logistic of p · log(x / (1 − x)) so that large p does not underflow.
             x = similarity.double().clamp(0.0, 1.0)
             probability = torch.sigmoid(soft_power * (torch.log(x) - torch.log1p(-x)))
-            joins = hash_uniform(seed, step + 1, num_pixels, rows.device) < probability
+            joins = hash_uniform(seed, step + 1, pixels, rows.device) < probability
         joins &= unclustered
         joins.scatter_(1, pivot.unsqueeze(1), True)
         joins &= active
@@ -75,6 +84,7 @@ def kwikcluster(
     threshold: float = 0.5,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
+    pixel_ids: Tensor | None = None,
 ) -> Tensor:
     """Cluster rows by KwikCluster in inner-product space.
 
@@ -85,11 +95,13 @@ def kwikcluster(
         similarity lies within float rounding of the threshold), and the same labels for an image
         whether it is rounded alone or in a batch.
     mask: (N,) or (B, N) bool, the pixels to cluster; the others get label −1.
+    pixel_ids: (N,) or (B, N) int64 ids that the visiting order hashes instead of the pixel indices
+        (``dsc.rounding.hashing.position_ids`` keeps an image's order when it is padded into a batch).
 
     Returns (N,) or (B, N) int64 labels 0..k−1 per image, numbered in the order pivots were visited.
     """
     rows, mask, unbatched = as_batch(rows, mask)
-    labels = _kwikcluster(rows, mask, threshold, draw_seed(generator), soft_power=None)
+    labels = _kwikcluster(rows, mask, threshold, draw_seed(generator), None, pixel_ids)
     return labels.squeeze(0) if unbatched else labels
 
 
@@ -98,15 +110,16 @@ def kwikcluster_soft(
     power: float = 10.0,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
+    pixel_ids: Tensor | None = None,
 ) -> Tensor:
     """The authors' soft KwikCluster: a pixel of similarity x to the pivot joins with probability
     x^p / (x^p + (1 − x)^p) (x clamped to [0, 1]; ½ at x = ½, a hard threshold as p → ∞).
 
-    Shapes, ``generator`` and ``mask`` as for ``kwikcluster``; the coins are hashed, so CPU and
-    GPU agree for one seed.
+    Shapes, ``generator``, ``mask`` and ``pixel_ids`` as for ``kwikcluster``; the coins are hashed,
+    so CPU and GPU agree for one seed.
     """
     if power <= 0:
         raise ValueError(f"power must be positive, got {power}")
     rows, mask, unbatched = as_batch(rows, mask)
-    labels = _kwikcluster(rows, mask, 0.5, draw_seed(generator), soft_power=power)
+    labels = _kwikcluster(rows, mask, 0.5, draw_seed(generator), power, pixel_ids)
     return labels.squeeze(0) if unbatched else labels

@@ -30,6 +30,9 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     chunk = max(1, _MAX_GAIN_ELEMENTS // max(batch * slots, 1))
     for _ in range(max_iterations):
         sums, sizes = cluster_sums(rows, labels, slots)
+        # Only an image's own clusters: the batch's spare slots would be new, empty clusters that
+        # a pixel could move into in a batch but not alone.
+        own_slots = torch.arange(slots, device=labels.device) <= labels.amax(dim=1, keepdim=True)
         best = []
         for start in range(0, num_pixels, chunk):  # bounds the (B, chunk, K) gains in memory
             part = slice(start, start + chunk)
@@ -37,6 +40,7 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
             # A pixel's own cluster without itself: take off its own contribution 2‖v_i‖² − 1.
             own = labels[:, part].clamp(min=0).unsqueeze(-1)
             gain.scatter_add_(2, own, -(2.0 * squared_lengths[:, part] - 1.0).unsqueeze(-1))
+            gain.masked_fill_(~own_slots.unsqueeze(1), float("-inf"))
             best.append(gain.argmax(dim=-1))
         moved = torch.where(mask, torch.cat(best, dim=1), -1)
         if torch.equal(moved, labels):
@@ -55,6 +59,7 @@ def kwikcluster_refine(
     max_iterations: int = 10,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
+    pixel_ids: Tensor | None = None,
 ) -> Tensor:
     """KwikCluster, then ``refine`` to a fixed point or ``max_iterations`` sweeps.
 
@@ -62,6 +67,6 @@ def kwikcluster_refine(
     the objective ‖V̂V̂ᵀ − A_r‖²_F.
     """
     rows, mask, unbatched = as_batch(rows, mask)
-    labels = _kwikcluster(rows, mask, threshold, draw_seed(generator), soft_power=None)
+    labels = _kwikcluster(rows, mask, threshold, draw_seed(generator), None, pixel_ids)
     labels = refine(rows, labels, mask, max_iterations)
     return labels.squeeze(0) if unbatched else labels

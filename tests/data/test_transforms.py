@@ -43,3 +43,7 @@ def test_pad_collate_batches_mixed_sizes():
     batch = pad_collate([blocky_item(30, 40), blocky_item(50, 20)])
     assert batch["image"].shape == (2, 3, 50, 40)
     assert (batch["instances"][0, 30:] == VOID).all() and (batch["instances"][1, :, 20:] == VOID).all()
+    # image_area marks each image's own pixels, for rounding to leave the padding out.
+    assert batch["image_area"].dtype == torch.bool and batch["image_area"].shape == (2, 50, 40)
+    assert batch["image_area"][0, :30].all() and not batch["image_area"][0, 30:].any()
+    assert batch["image_area"][1, :, :20].all() and not batch["image_area"][1, :, 20:].any()

@@ -5,6 +5,7 @@ import torch
 from synthetic_clusters import noisy_clusters
 
 from dsc.rounding import Rounding, kwikcluster, kwikcluster_refine, round_embeddings
+from dsc.rounding.hashing import position_ids
 
 
 def as_maps(rows, height=20, width=30):
@@ -15,7 +16,37 @@ def test_round_embeddings_matches_the_scheme_on_rows():
     rows, _ = noisy_clusters(batch=3, num_pixels=600, noise=0.3)
     labels = round_embeddings(as_maps(rows), kwikcluster, generator=torch.Generator().manual_seed(1))
     assert labels.shape == (3, 20, 30)
-    assert torch.equal(labels.flatten(1), kwikcluster(rows, generator=torch.Generator().manual_seed(1)))
+    on_rows = kwikcluster(
+        rows, generator=torch.Generator().manual_seed(1), pixel_ids=position_ids(20, 30, "cpu")
+    )
+    assert torch.equal(labels.flatten(1), on_rows)
+
+
+@pytest.mark.parametrize("scheme", [kwikcluster, kwikcluster_refine])
+def test_an_image_keeps_its_partition_when_padded_into_a_batch(scheme):
+    """With the padding marked (pad_collate's image_area), neither the batch's size nor what the
+    network makes of the padding changes an image's partition: DDP splits and batch sizes agree."""
+    rows, _ = noisy_clusters(batch=2, num_pixels=600, noise=0.35)
+    small, large = as_maps(rows)[:1, :, :15, :20], as_maps(rows)[1:]  # 15 × 20 and 20 × 30
+    alone = round_embeddings(small, scheme, generator=torch.Generator().manual_seed(4))
+    padded = torch.nn.functional.pad(small, (0, 10, 0, 5), value=0.0)
+    padded[:, 0, 15:, :] = 1.0  # padding that looks like one more object
+    area = torch.zeros(2, 20, 30, dtype=torch.bool)
+    area[0, :15, :20] = True
+    area[1] = True
+    batched = round_embeddings(
+        torch.cat([padded, large]), scheme, generator=torch.Generator().manual_seed(4), image_area=area
+    )
+    assert same_partition(batched[0, :15, :20], alone[0])  # refine numbers clusters per batch
+    if scheme is kwikcluster:
+        assert torch.equal(batched[0, :15, :20], alone[0])
+    assert (batched[0][~area[0]] == -1).all()
+
+
+def same_partition(first: torch.Tensor, second: torch.Tensor) -> bool:
+    """Whether two label maps group the pixels alike (a bijection between their labels)."""
+    pairs = torch.stack([first.flatten(), second.flatten()], dim=1).unique(dim=0)
+    return len(pairs) == len(first.unique()) == len(second.unique())
 
 
 def test_semantic_blocking_never_mixes_classes():
