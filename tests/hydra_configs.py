@@ -1,5 +1,9 @@
-"""Composing dsc's real Hydra configs in tests, as the entry points would."""
+"""Composing dsc's real Hydra configs in tests, as the entry points would, and running
+``python -m dsc.train`` as a user does."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -37,3 +41,26 @@ def compose_config(name: str, output_dir: Path, *overrides: str) -> DictConfig:
         del cfg.hydra
     GlobalHydra.instance().clear()
     return cfg
+
+
+def run_dsc_train(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    """``python -m dsc.train *args`` in a subprocess, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "dsc.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def offline_environment(home: Path, *python_path: Path) -> dict[str, str]:
+    """This process's environment with HOME at ``home``, W&B offline and without a login, and
+    ``python_path`` put first on PYTHONPATH."""
+    env = {**os.environ, "HOME": str(home), "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    env.pop("WANDB_API_KEY", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [*map(str, python_path), env.get("PYTHONPATH")]))
+    return env

@@ -2,13 +2,10 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra_configs import compose_config
+from hydra_configs import compose_config, offline_environment, run_dsc_train
 
 from dsc.train import train
 
@@ -27,13 +24,9 @@ SETUP = [
 ]
 
 
-def run_dsc_train(output_dir: Path, *overrides: str, home: Path, multirun: bool = False) -> None:
+def run_in(output_dir: Path, *overrides: str, home: Path) -> None:
     """``python -m dsc.train`` in a subprocess, as a user runs it, offline and without a W&B login."""
-    env = {**os.environ, "HOME": str(home), "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    env.pop("WANDB_API_KEY", None)
-    directory = f"hydra.sweep.dir={output_dir}" if multirun else f"hydra.run.dir={output_dir}"
-    command = [sys.executable, "-m", "dsc.train", *(["-m"] if multirun else []), *overrides, directory]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = run_dsc_train(*overrides, f"hydra.run.dir={output_dir}", env=offline_environment(home))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
 
@@ -51,7 +44,7 @@ def test_two_processes_match_one(tmp_path, make_config):
     single_dir.mkdir()
     train(compose_config("train", single_dir, *SETUP, "data.batch_size=4"))
     # Two processes with half the batch each see, step by step, the same images as one.
-    run_dsc_train(
+    run_in(
         ddp_dir,
         *SETUP,
         "data.batch_size=2",

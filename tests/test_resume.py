@@ -1,13 +1,12 @@
 """A run killed mid-epoch and resumed with ckpt_path=last ends as the uninterrupted run."""
 
 import csv
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from hydra_configs import offline_environment, run_dsc_train
 
 # 16 training images in batches of 4: 4 steps per epoch, 8 in all; last.ckpt every 2 steps.
 SETUP = [
@@ -24,15 +23,12 @@ SETUP = [
     "callbacks.validation_images.num_images=1",
     "logger=many",
 ]
-TESTS = Path(__file__).parent
 
 
 def run(output_dir: Path, *overrides: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HOME": str(home), "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    env.pop("WANDB_API_KEY", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "dsc.train", *SETUP, *overrides, f"hydra.run.dir={output_dir}"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    # The tests folder on the path: the kill switch callback lives there.
+    env = offline_environment(home, Path(__file__).parent)
+    return run_dsc_train(*SETUP, *overrides, f"hydra.run.dir={output_dir}", env=env)
 
 
 def last_validation(run_dir: Path) -> dict[str, float]:

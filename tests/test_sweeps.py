@@ -1,16 +1,14 @@
 """Hydra multiruns (basic grid, with DDP; Optuna) and the SLURM launcher's config."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra_configs import CONFIG_DIR
+from hydra_configs import CONFIG_DIR, offline_environment, run_dsc_train
 
 from dsc.utils.distributed import _child_hydra_overrides, _config_flags
 
@@ -30,10 +28,7 @@ TINY_JOB = [
 
 def run_multirun(cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``python -m dsc.train -m …`` from cwd, offline and without a W&B login."""
-    env = {**os.environ, "HOME": str(cwd), "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    env.pop("WANDB_API_KEY", None)
-    command = [sys.executable, "-m", "dsc.train", "-m", *overrides, "hydra.sweep.dir=sweep"]
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = run_dsc_train("-m", *overrides, "hydra.sweep.dir=sweep", cwd=cwd, env=offline_environment(cwd))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return result
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra_configs import run_dsc_train
 from PIL import Image
 
 import dsc
@@ -90,17 +91,6 @@ def test_diverging_training_stops_naming_the_step(make_config):
         train(cfg)
 
 
-def run_module(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
-    return subprocess.run(
-        [sys.executable, "-m", "dsc.train", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.mark.parametrize(
     "override,message",
     [
@@ -112,7 +102,7 @@ def run_module(*args: str, cwd: Path, env: dict | None = None, timeout: int = 30
     ],
 )
 def test_bad_overrides_give_hydras_error(override, message, tmp_path):
-    result = run_module(override, "hydra.run.dir=.", cwd=tmp_path)
+    result = run_dsc_train(override, "hydra.run.dir=.", cwd=tmp_path)
     assert result.returncode != 0
     assert message in result.stderr + result.stdout
 
@@ -175,7 +165,7 @@ def test_configs_are_found_after_a_plain_install_from_any_directory(tmp_path):
         text=True,
     )
     assert where.stdout.startswith(str(site))
-    result = run_module(
+    result = run_dsc_train(
         "debug=fdr", "data.train.num_images=8", "data.val.num_images=4", cwd=elsewhere, env=env
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -185,7 +175,7 @@ def test_configs_are_found_after_a_plain_install_from_any_directory(tmp_path):
 @pytest.mark.slow
 def test_main_job_with_defaults_separates_instances(tmp_path):
     """`python -m dsc.train` as a user runs it: the issue's quality bar on the built-in data."""
-    result = run_module(cwd=tmp_path, timeout=1200)
+    result = run_dsc_train(cwd=tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = tmp_path.glob("logs/train/runs/*/metrics.json")
     metrics = json.loads(metrics_file.read_text())
