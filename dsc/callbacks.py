@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,9 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from dsc.visualize import embedding_rgb, order_by_size, overlay, to_uint8_image
+
+log = logging.getLogger(__name__)
+LAST_CHECKPOINT = "last.ckpt"
 
 
 def images_in_batch(batch: dict[str, Any]) -> int:
@@ -77,3 +82,69 @@ class ValidationImages(pl.Callback):
                 logger.experiment.add_image(
                     f"val/example_{index}", panel, trainer.global_step, dataformats="HWC"
                 )
+
+
+class LastCheckpoint(pl.Callback):
+    """The run's one resumable state, ``<dirpath>/last.ckpt``, always the newest.
+
+    Written every ``every_n_train_steps`` optimizer steps, after every validation of ``fit``, at the
+    end of training, and when training stops early: on SIGTERM (Lightning stops at the next batch),
+    SIGINT or any other exception, so that ``ckpt_path=last`` continues from where the run stopped.
+    A run stopped by an exception resumes after the batch it failed on. Each write goes to a
+    temporary file that is then renamed, so a run killed while writing keeps the previous
+    ``last.ckpt`` whole. Nothing is written with non-finite weights (``DeepSpectralClustering``
+    refuses to save them).
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int = 100) -> None:
+        if every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be at least 1, got {every_n_train_steps}")
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / LAST_CHECKPOINT
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Write ``last.ckpt`` (all processes must call this; rank zero writes); not in fast_dev_run."""
+        if trainer.fast_dev_run:
+            return
+        temporary = self.path.with_name(f".{LAST_CHECKPOINT}.partial")
+        trainer.save_checkpoint(temporary)  # ends with a barrier: every rank waits for the write
+        if trainer.is_global_zero:
+            os.replace(temporary, self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        if step != self._saved_step and (step % self.every_n_train_steps == 0 or trainer.received_sigterm):
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:
+            self.save(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn != "fit" or isinstance(exception, FloatingPointError):
+            return  # not training, or diverged: the last finite state stays last.ckpt
+        if trainer.world_size > 1 and not trainer.received_sigterm:
+            # The other processes are not here to save with this one (SIGTERM reaches them all).
+            log.warning(
+                "training failed in one of %d processes; last.ckpt is not updated", trainer.world_size
+            )
+            return
+        if trainer.global_step == self._saved_step:
+            return
+        try:
+            self.save(trainer)
+            log.warning("training stopped (%s): saved %s", type(exception).__name__, self.path)
+        except Exception as error:  # never hide the exception that stopped training
+            log.error("training stopped and %s could not be updated: %s", self.path, error)

@@ -1,17 +1,14 @@
-"""Loading dsc checkpoints safely (``weights_only``), rebuilding their model from the saved config,
-and finding the checkpoint and W&B run a resumed run continues."""
+"""Loading dsc checkpoints safely (``weights_only``) and rebuilding their model from the saved
+config (for ``dsc.predict``, ``dsc.evaluate`` and ``dsc.table1``; resuming is ``dsc.resume``'s)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dsc.module import DeepSpectralClustering
-
-log = logging.getLogger(__name__)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -46,33 +43,3 @@ def load_model(path: str | Path, rounding: Any = None) -> tuple[DeepSpectralClus
     model.load_state_dict(checkpoint["state_dict"])
     model.run_config = checkpoint["dsc_config"]
     return model.eval(), checkpoint["dsc_config"]
-
-
-def resume_path(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
-    """The checkpoint ``dsc.train`` resumes from: ``ckpt_path`` itself, or for ``last`` the run's
-    ``checkpoint_dir/last.ckpt`` when it exists (a first start, or a requeued job that had not yet
-    saved one, then starts from scratch). A named file that is missing raises, naming it."""
-    if ckpt_path is None:
-        return None
-    if ckpt_path == "last":
-        last = checkpoint_dir / "last.ckpt"
-        if last.is_file():
-            log.info("resuming from %s", last)
-            return str(last)
-        log.info("ckpt_path=last: no %s yet, starting from scratch", last)
-        return None
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(
-            f"ckpt_path={ckpt_path} does not exist: give a .ckpt file, or ckpt_path=last with the "
-            "interrupted run's directory (hydra.run.dir=<run dir>) to resume its checkpoints/last.ckpt"
-        )
-    return ckpt_path
-
-
-def wandb_run_id(ckpt_path: str | None) -> str | None:
-    """The W&B run id saved in a checkpoint by ``DeepSpectralClustering`` (None without one), so a
-    resumed run logs into the same W&B run. Memory-maps the file: the weights are not read."""
-    if ckpt_path is None:
-        return None
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    return checkpoint.get("dsc_wandb_run_id")

@@ -82,7 +82,12 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_network_loss = MeanMetric()
         self.val_rounded_loss = MeanMetric()
         self._rounding_generator = torch.Generator()
+        # The first optimizer step whose loss was not finite (−1: none yet) and that loss, kept on
+        # the loss's device so that recording them costs no synchronisation (see check_finite).
+        self.register_buffer("_nonfinite_step", torch.tensor(-1, dtype=torch.int64), persistent=False)
+        self.register_buffer("_nonfinite_loss", torch.tensor(0.0), persistent=False)
         self.run_config: dict[str, Any] | None = None  # the Hydra config, saved in checkpoints
+        self.run_overrides: list[str] | None = None  # its command-line overrides, for resuming
 
     @classmethod
     def from_config(cls, config: Any, rounding: Any = None) -> DeepSpectralClustering:
@@ -139,18 +144,36 @@ class DeepSpectralClustering(pl.LightningModule):
         else:
             outputs = F.normalize(outputs, dim=1) if self.unit_embeddings else outputs
             loss = self.loss(outputs, batch[self.target], pixel_sample=batch.get("pixel_sample"))
-        # Checked when the loss is logged anyway: a check every step would wait for the GPU each step.
-        check_every = max(self._trainer.log_every_n_steps, 1) if self._trainer is not None else 1
-        if self.global_step % check_every == 0 and not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"training loss is {loss.item()} at global step {self.global_step} "
-                f"(epoch {self.current_epoch}, batch {batch_idx}; checked every "
-                f"trainer.log_every_n_steps steps): lower the learning rate "
-                "(model.optimizer.lr) or check the input data"
-            )
+        self._remember_nonfinite(loss)
+        # Read when the loss is logged anyway: reading it every step would wait for the GPU each step.
+        if self._trainer is None or self.global_step % max(self._trainer.log_every_n_steps, 1) == 0:
+            self.check_finite()
         # The mean over processes: with DDP, the loss of the whole batch.
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]), sync_dist=True)
         return loss
+
+    def _remember_nonfinite(self, loss: Tensor) -> None:
+        first = ~torch.isfinite(loss.detach()) & (self._nonfinite_step < 0)
+        self._nonfinite_step.copy_(torch.where(first, self.global_step, self._nonfinite_step))
+        self._nonfinite_loss.copy_(torch.where(first, loss.detach().float(), self._nonfinite_loss))
+
+    def check_finite(self) -> None:
+        """Raise ``FloatingPointError`` if a training loss so far was NaN or infinite, naming the
+        first such step (one host synchronisation)."""
+        step = int(self._nonfinite_step)
+        if step < 0:
+            return
+        learning_rate = ""
+        if self._trainer is not None and self._trainer.optimizers:
+            learning_rate = f" (now {self._trainer.optimizers[0].param_groups[0]['lr']:g})"
+        raise FloatingPointError(
+            f"training loss is {float(self._nonfinite_loss)} at global step {step} "
+            f"(found at step {self.global_step}; checked every trainer.log_every_n_steps steps and "
+            "before every checkpoint). No checkpoint was written after it: checkpoints/last.ckpt holds "
+            "the last finite weights. The usual cause is a learning rate too high for the loss and "
+            f"batch size: start a new run with a lower model.optimizer.lr{learning_rate}. If the loss "
+            "turns non-finite at the same step whatever the rate, check the images of that step."
+        )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
         embeddings = self(batch["image"])
@@ -215,8 +238,24 @@ class DeepSpectralClustering(pl.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never a checkpoint of diverged weights: resuming from it could only fail.
+        self.check_finite()
+        weights = [t for t in checkpoint["state_dict"].values() if t.is_floating_point()]
+        if weights and not bool(torch.stack([torch.isfinite(t).all() for t in weights]).all()):
+            names = [
+                n
+                for n, t in checkpoint["state_dict"].items()
+                if t.is_floating_point() and not t.isfinite().all()
+            ]
+            raise FloatingPointError(
+                f"the weights are not finite at global step {self.global_step} ({', '.join(names[:3])}"
+                f"{', …' if len(names) > 3 else ''}): no checkpoint is written. Lower "
+                "model.optimizer.lr in a new run, or resume from the last checkpoint with ckpt_path=last"
+            )
         if self.run_config is not None:
             checkpoint["dsc_config"] = self.run_config
+        if self.run_overrides is not None:
+            checkpoint["dsc_overrides"] = list(self.run_overrides)
         # torch's random state (dropout): a run resumed from here continues as it would have.
         checkpoint["dsc_rng_state"] = {
             "cpu": torch.get_rng_state(),

@@ -12,11 +12,19 @@ from pathlib import Path
 
 import hydra
 import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from dsc.checkpoints import resume_path, wandb_run_id
 from dsc.module import DeepSpectralClustering
-from dsc.utils.distributed import ddp_job, use_job_directories_for_ddp
+from dsc.resume import (
+    check_fresh_run_directory,
+    register_resolvers,
+    resume_path,
+    resumed_config,
+    wandb_run_id,
+)
+from dsc.utils.distributed import ddp_job, is_first_process, use_job_directories_for_ddp
 from dsc.utils.loggers import keep_csv_history
 from dsc.utils.report import format_metrics_table, write_metrics
 from dsc.utils.schema import register_schemas
@@ -24,6 +32,7 @@ from dsc.utils.task import instantiate_all, task_wrapper
 
 log = logging.getLogger(__name__)
 register_schemas()
+register_resolvers()
 use_job_directories_for_ddp()
 
 
@@ -35,19 +44,27 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
 
 def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
+    overrides = list(HydraConfig.get().overrides.task)
+    if ckpt_path is not None:
+        cfg, overrides = resumed_config(cfg, ckpt_path)
+    elif is_first_process() and cfg.get("ckpt_path") is None:
+        check_fresh_run_directory(output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
     model = DeepSpectralClustering.from_config(cfg)
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    model.run_overrides = overrides
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
 
-    ckpt_path = resume_path(cfg.get("ckpt_path"), Path(cfg.paths.output_dir) / "checkpoints")
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
+        sync_batchnorm=cfg.trainer.get("sync_batchnorm", False) and _gpus_requested(cfg.trainer.accelerator),
         callbacks=instantiate_all(cfg.get("callbacks")),
         logger=instantiate_all(cfg.get("logger"), resumed_wandb_id=wandb_run_id(ckpt_path)),
     )
-    if ckpt_path is not None and trainer.is_global_zero:
+    if cfg.get("ckpt_path") is not None and trainer.is_global_zero:
         keep_csv_history(trainer.loggers)
     for logger in trainer.loggers:
         logger.log_hyperparams(model.run_config)
@@ -66,8 +83,17 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
     if trainer.is_global_zero:
         log.info("final validation metrics (%s):\n%s", best or "last weights", format_metrics_table(metrics))
-        write_metrics(metrics, Path(cfg.paths.output_dir) / "metrics.json")
+        write_metrics(metrics, output_dir / "metrics.json")
     return metrics.get(cfg.optimized_metric), metrics
+
+
+def _gpus_requested(accelerator: str) -> bool:
+    """Whether the trainer runs on GPUs; torch's SyncBatchNorm (``trainer=ddp``) works there only,
+    so on CPUs each process normalises its own batch (``backbone.norm=group`` needs no syncing)."""
+    on_gpus = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    if not on_gpus:
+        log.info("trainer.sync_batchnorm is off: torch's SyncBatchNorm needs GPUs")
+    return on_gpus
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

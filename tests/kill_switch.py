@@ -1,4 +1,4 @@
-"""A callback that kills its own process, as a cluster or a crash would (for the resume test)."""
+"""A callback that stops its own process as a cluster, a user or a crash would (for the resume tests)."""
 
 import os
 import signal
@@ -6,12 +6,19 @@ import signal
 import pytorch_lightning as pl
 
 
-class KillAtStep(pl.Callback):
-    """SIGKILL the process when training reaches ``step`` optimizer steps: nothing is saved."""
+class StopAtStep(pl.Callback):
+    """When training reaches ``step`` optimizer steps, stop the process ``how``: ``SIGKILL`` (nothing
+    can be saved), ``SIGTERM`` (a cluster's time limit), ``SIGINT`` (Ctrl+C) or ``error`` (an exception). A resumed run (``ckpt_path`` given) is not stopped."""
 
-    def __init__(self, step: int) -> None:
+    def __init__(self, step: int, how: str = "SIGKILL") -> None:
+        if how not in ("SIGKILL", "SIGTERM", "SIGINT", "error"):
+            raise ValueError(f"unknown way to stop: {how}")
         self.step = step
+        self.how = how
 
     def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if trainer.global_step != self.step or trainer.ckpt_path is not None:
+            return
+        if self.how == "error":
+            raise RuntimeError(f"failure injected at step {self.step}")
+        os.kill(os.getpid(), getattr(signal, self.how))

@@ -69,10 +69,12 @@ def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config,
     assert wandb.run is None
 
 
-def test_sampled_loss_and_experiments_train(make_config):
-    for overrides in (["loss.sample_size=64"], ["experiment=shapes_sampled"], ["experiment=shapes_exact"]):
-        optimized, _ = train(make_config(*overrides, "debug=fdr"))
-        assert 0.0 <= optimized <= 1.0
+@pytest.mark.parametrize(
+    "overrides", [["loss.sample_size=64"], ["experiment=shapes_sampled"], ["experiment=shapes_exact"]]
+)
+def test_sampled_loss_and_experiments_train(make_config, overrides):
+    optimized, _ = train(make_config(*overrides, "debug=fdr"))
+    assert 0.0 <= optimized <= 1.0
 
 
 def test_training_without_a_class_scores_it_apart(make_config, tmp_path):
@@ -81,6 +83,38 @@ def test_training_without_a_class_scores_it_apart(make_config, tmp_path):
         assert 0.0 <= metrics[f"val/{group}/pairwise_fg_f1"] <= 1.0
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert "val/unseen/pairwise_fg_f1" in written
+
+
+def test_one_last_ckpt_always_the_newest_state(make_config, tmp_path):
+    # 4 steps an epoch, 8 in all: last.ckpt at steps 3, 4 (after validation), 6, 8 and after training.
+    train(make_config("trainer.max_epochs=2", "callbacks.last_checkpoint.every_n_train_steps=3"))
+    names = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert [name for name in names if name.startswith("last")] == ["last.ckpt"]
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 8 and last["epoch"] == 1
+
+
+def test_diverging_run_writes_no_checkpoint_after_the_loss_turns_non_finite(make_config, tmp_path):
+    # A checkpoint every step, the loss read every 10: the check before each save stops the run.
+    cfg = make_config(
+        "model.optimizer._target_=torch.optim.SGD",
+        "model.optimizer.lr=1e30",
+        "model.scheduler=null",
+        "trainer.log_every_n_steps=10",
+        "callbacks.last_checkpoint.every_n_train_steps=1",
+    )
+    with pytest.raises(FloatingPointError, match=r"global step 1 .*last\.ckpt holds the last finite"):
+        train(cfg)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 1
+    assert all(torch.isfinite(weights).all() for weights in last["state_dict"].values())
+
+
+def test_ddp_on_cpus_trains_without_sync_batchnorm(make_config):
+    _, metrics = train(
+        make_config("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=1", "debug=fdr")
+    )
+    assert 0.0 <= metrics["val/pairwise_fg_f1"] <= 1.0
 
 
 def test_diverging_training_stops_naming_the_step(make_config):

@@ -85,6 +85,12 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def is_first_process() -> bool:
+    """Whether this is the first process of a run (rank zero), before a trainer exists: the others
+    are started by Lightning's launcher (``LOCAL_RANK``), torchrun (``RANK``) or SLURM (``SLURM_PROCID``)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID"))
+
+
 def use_job_directories_for_ddp() -> None:
     """Make Lightning's subprocess launcher start DDP processes with ``hydra_child_command``."""
     from pytorch_lightning.strategies.launchers import subprocess_script

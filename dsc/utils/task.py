@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import hydra
 from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger(__name__)
 WANDB_LOGGER = "dsc.utils.loggers.wandb_logger"
@@ -46,17 +48,35 @@ def _finish_wandb(failed: bool) -> None:
 
 def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Result]:
     """Run a task, log its failure with the output directory, and always finish the W&B run, so
-    that a crash or a multirun job does not leave a run open."""
+    that a crash or a multirun job does not leave a run open.
+
+    Exit codes tell the truth: SIGTERM (a cluster's time limit or ``scancel``) exits with 143 and
+    SIGINT (Ctrl+C) with 130, as a shell reports them, after ``LastCheckpoint`` saved the newest
+    state; Lightning would exit with 0 after SIGTERM and 1 after SIGINT.
+    """
 
     @functools.wraps(task)
     def wrapped(cfg: DictConfig) -> Result:
         failed = True
+        output_dir = cfg.paths.get("output_dir")
+        resume = f"resume with `ckpt_path=last hydra.run.dir={output_dir}`"
         try:
             result = task(cfg)
             failed = False
             return result
+        except SIGTERMException as stop:
+            log.error("stopped by SIGTERM; %s", resume)
+            raise SystemExit(128 + signal.SIGTERM) from stop
+        except KeyboardInterrupt as stop:
+            log.error("stopped by SIGINT; %s", resume)
+            raise SystemExit(128 + signal.SIGINT) from stop
+        except SystemExit as stop:
+            if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) after Ctrl+C
+                log.error("stopped by SIGINT; %s", resume)
+                raise SystemExit(128 + signal.SIGINT) from stop
+            raise
         except Exception:
-            log.exception("task failed; its outputs are in %s", cfg.paths.get("output_dir"))
+            log.exception("task failed; its outputs are in %s", output_dir)
             raise
         finally:
             _finish_wandb(failed)

@@ -1,0 +1,211 @@
+"""Continuing a run: which checkpoint ``ckpt_path`` names, whether it is intact, and the config a
+resumed run trains with.
+
+A run directory holds one run. A fresh start in a directory that already holds a run's
+checkpoints or logs is refused (the earlier run's logs would be deleted and its checkpoints mixed
+with the new run's). ``ckpt_path=last`` continues the run with its recorded overrides (saved in each
+checkpoint as ``dsc_overrides``), the new command line's on top; overrides that change the
+network, its optimizer and schedule, the loss, the data or the seed are refused, naming the keys.
+Hydra's record of the first start, ``.hydra/``, is kept; later starts in the same directory are
+recorded in ``.hydra/<date>_<time>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dsc.callbacks import LAST_CHECKPOINT
+
+log = logging.getLogger(__name__)
+
+# What makes a run this run: a resumed run may change anything else (trainer, loggers, callbacks,
+# rounding), but not these config sections.
+RUN_IDENTITY = ("seed", "backbone", "model", "loss", "data")
+# Keys inside them that do not change what is trained: speed, and where the data are mounted.
+MAY_CHANGE_ON_RESUME = ("model.compile", "model.channels_last", "data.num_workers", "data.val_batch_size")
+_LOCATION_SUFFIXES = ("root", "_dir", "_file")
+# Left behind by a run in its directory (Hydra's own .hydra/ and <task>.log are written first).
+RUN_OUTPUTS = ("checkpoints", "metrics.json", "csv", "tensorboard", "wandb", "images")
+RECORD_DIR = ".hydra"
+
+
+def record_subdir(output_dir: str) -> str:
+    """Where Hydra records a start in ``output_dir`` (the ``hydra.output_subdir`` resolver): ``.hydra``
+    the first time, ``.hydra/<date>_<time>`` after that, so that the first record is never replaced."""
+    if not (Path(output_dir) / RECORD_DIR / "config.yaml").exists():
+        return RECORD_DIR
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    candidate, number = f"{RECORD_DIR}/{stamp}", 1
+    while (Path(output_dir) / candidate).exists():
+        number += 1
+        candidate = f"{RECORD_DIR}/{stamp}_{number}"
+    return candidate
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("dsc_record_subdir"):
+        OmegaConf.register_new_resolver("dsc_record_subdir", record_subdir, use_cache=True)
+
+
+def check_fresh_run_directory(output_dir: Path) -> None:
+    """Refuse to start a new run where another run has left checkpoints or logs."""
+    found = sorted(name for name in RUN_OUTPUTS if (output_dir / name).exists())
+    if found:
+        raise FileExistsError(
+            f"run directory {output_dir} already holds a run ({', '.join(found)}); a new run there would "
+            f"delete its logs and mix checkpoints. Resume it with `ckpt_path=last "
+            f"hydra.run.dir={output_dir}`, or start afresh in a new directory: leave hydra.run.dir unset "
+            "(a new timestamped one) or name an empty one"
+        )
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be resumed from (unreadable, not dsc's, non-finite weights), or None."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # truncated zip, EOF, pickled code: all unreadable for dsc
+        return f"cannot be read ({type(error).__name__}: {error}); it may be truncated"
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        return "is not a Lightning checkpoint (no state_dict)"
+    for name, tensor in checkpoint["state_dict"].items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"holds non-finite weights ({name}): it was written after training diverged"
+    return None
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise ValueError naming ``path`` and the intact checkpoints beside it if it cannot be resumed."""
+    problem = _checkpoint_problem(path)
+    if problem is None:
+        return
+    others = sorted(p for p in path.parent.glob("*.ckpt") if p != path)
+    intact = [str(p) for p in others if _checkpoint_problem(p) is None]
+    alternatives = (
+        f"intact checkpoints in {path.parent}: {', '.join(intact)}; resume from one with ckpt_path=<file>"
+        if intact
+        else f"no intact checkpoint in {path.parent}: start a new run"
+    )
+    raise ValueError(f"checkpoint {path} {problem}. {alternatives}")
+
+
+def resume_path(ckpt_path: str | None, checkpoint_dir: Path) -> Path | None:
+    """The checkpoint ``dsc.train`` resumes from, checked to be intact: ``ckpt_path`` itself, or for
+    ``last`` the run's ``checkpoint_dir/last.ckpt`` when it exists (a first start, or a requeued job
+    that had not yet saved one, then starts from scratch). A named file that is missing raises."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        path = checkpoint_dir / LAST_CHECKPOINT
+        if not path.is_file():
+            log.info("ckpt_path=last: no %s yet, starting from scratch", path)
+            return None
+    else:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path={ckpt_path} does not exist: give a .ckpt file, or ckpt_path=last with the "
+                "interrupted run's directory (hydra.run.dir=<run dir>) to resume its checkpoints/last.ckpt"
+            )
+    check_checkpoint(path)
+    log.info("resuming from %s", path)
+    return path
+
+
+def wandb_run_id(ckpt_path: Path | None) -> str | None:
+    """The W&B run id saved in a checkpoint by ``DeepSpectralClustering`` (None without one), so a
+    resumed run logs into the same W&B run. Memory-maps the file: the weights are not read."""
+    if ckpt_path is None:
+        return None
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    return checkpoint.get("dsc_wandb_run_id")
+
+
+def merge_overrides(recorded: Sequence[str], current: Sequence[str]) -> list[str]:
+    """The recorded overrides, then the current ones; a current override replaces a recorded one of
+    the same key and kind (``key=``, ``+key=``, ``~key``), so Hydra sees each once."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+
+    def identity(line: str) -> tuple[Any, ...]:
+        (override,) = parser.parse_overrides([line])
+        return override.key_or_group, override.package, override.type
+
+    current_keys = {identity(line) for line in current}
+    return [line for line in recorded if identity(line) not in current_keys] + list(current)
+
+
+def _flatten(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat or {prefix: {}}
+    return {prefix: node}
+
+
+def identity_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``key: recorded → current`` for every key of ``RUN_IDENTITY`` that differs (both resolved)."""
+    old = _flatten({k: recorded.get(k) for k in RUN_IDENTITY}, "")
+    new = _flatten({k: current.get(k) for k in RUN_IDENTITY}, "")
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        if key.startswith(MAY_CHANGE_ON_RESUME) or key.rsplit(".", 1)[-1].endswith(_LOCATION_SUFFIXES):
+            continue
+        missing = "(unset)"
+        if old.get(key, missing) != new.get(key, missing):
+            changes.append(f"{key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}")
+    return changes
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside the entry point: its own search path
+        return compose(config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(Path(__file__).parent / "conf"), version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def resumed_config(cfg: DictConfig, checkpoint_path: Path) -> tuple[DictConfig, list[str]]:
+    """The config and overrides a run resumed from ``checkpoint_path`` trains with: the checkpoint's
+    recorded overrides with this command's on top. Raises ValueError naming the keys when the result
+    changes the run's identity (``RUN_IDENTITY``) against the checkpoint's recorded config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+    hydra_config = HydraConfig.get()
+    current = list(hydra_config.overrides.task)
+    recorded = checkpoint.get("dsc_overrides")
+    if recorded is None:  # written by a dsc that did not record them: compare only
+        resumed, overrides = cfg, current
+    else:
+        overrides = merge_overrides(recorded, current)
+        resumed = _compose(hydra_config.job.config_name, overrides)
+        added = [line for line in overrides if line not in current]
+        if added:
+            log.info("resuming with the run's recorded overrides: %s", " ".join(added))
+    recorded_config = checkpoint.get("dsc_config")
+    if recorded_config is not None:
+        changes = identity_changes(recorded_config, OmegaConf.to_container(resumed, resolve=True))
+        if changes:
+            hint = ""
+            if any(change.startswith("model.scheduler.T_max") for change in changes):
+                hint = (
+                    " (trainer.max_epochs sets the cosine schedule's T_max: a resumed run cannot "
+                    "stretch its learning-rate schedule; train longer in a new run)"
+                )
+            raise ValueError(
+                f"resuming {checkpoint_path} would change the run: {'; '.join(changes)}{hint}. A resumed "
+                "run keeps its network, optimizer, schedule, loss, data and seed: drop the overrides that "
+                "change them, or start a new run in a new directory"
+            )
+    return resumed, overrides
