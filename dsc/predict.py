@@ -1,8 +1,13 @@
 """Instance masks for new images: ``python -m dsc.predict ckpt_path=… input=DIR_OR_IMAGE output=DIR``.
 
 Writes, per image, ``<name>.png`` (instance ids in VOC's palette format: 0 the largest segment,
-1 the next, …; segments beyond 254 share id 255) and ``<name>_overlay.png``. Files that are not
-readable images are reported and skipped; the rest are still written.
+1 the next, …) and ``<name>_overlay.png``. An image with more than 255 segments, more than a
+palette holds, gets a 16-bit greyscale ``<name>.png`` of the same ids instead, with a warning.
+Images are read upright (EXIF orientation) and at their precision (8- and 16-bit, grey, palette,
+RGB, RGBA over black). Files that are not readable images are reported and skipped.
+
+Nothing is overwritten unless ``overwrite=true``, and an input never: outputs that exist or that
+would replace an input are listed before any work is done.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
@@ -48,7 +54,7 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int) -> tuple[Path, torch.Tensor | str]:
         path = self.paths[index]
         try:
-            return path, read_image(path, "skipped")
+            return path, read_image(path, "skipped", exif_orientation=True)
         except OSError as error:
             return path, str(error)
 
@@ -59,13 +65,50 @@ def _output_stems(paths: list[Path]) -> dict[Path, str]:
     return {path: path.stem if stems.count(path.stem) == 1 else path.name for path in paths}
 
 
+def output_files(stem: str, folder: Path) -> list[Path]:
+    """The files ``write_prediction`` writes for one image."""
+    return [folder / f"{stem}.png", folder / f"{stem}_overlay.png"]
+
+
+def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> None:
+    """Refuse outputs that would replace an input (always) or an existing file (unless ``overwrite``)."""
+    sources = {path.resolve() for path in inputs}
+    clashes = [path for path in outputs if path.resolve() in sources]
+    if clashes:
+        raise FileExistsError(
+            f"output={clashes[0].parent} would overwrite {len(clashes)} input image(s), e.g. {clashes[0]}: "
+            "write the predictions to another folder (output=<dir>)"
+        )
+    existing = [path for path in outputs if path.exists()]
+    if existing and not overwrite:
+        shown = ", ".join(str(path) for path in existing[:3]) + (", …" if len(existing) > 3 else "")
+        raise FileExistsError(
+            f"{len(existing)} output file(s) exist already ({shown}): pass overwrite=true to replace "
+            "them, or choose another output=<dir>"
+        )
+
+
 def write_prediction(image: torch.Tensor, labels: torch.Tensor, folder: Path, stem: str) -> None:
-    """Save ``stem.png`` (palette-mode instance ids) and ``stem_overlay.png`` for one image."""
-    ordered = order_by_size(labels).clamp(max=255)
-    mask = Image.fromarray(ordered.byte().cpu().numpy(), mode="P")
-    mask.putpalette(voc_palette().flatten().tolist())
-    mask.save(folder / f"{stem}.png")
-    Image.fromarray(overlay(image, ordered)).save(folder / f"{stem}_overlay.png")
+    """Save ``stem.png`` (palette-mode instance ids, or 16-bit ids beyond 255 segments) and
+    ``stem_overlay.png`` for one image."""
+    ordered = order_by_size(labels)
+    mask_file, overlay_file = output_files(stem, folder)
+    segments = int(ordered.max()) + 1
+    if segments <= 255:  # ids 0..254: 255 is VOC's void colour
+        mask = Image.fromarray(ordered.byte().cpu().numpy(), mode="P")
+        mask.putpalette(voc_palette().flatten().tolist())
+    else:
+        if segments > 65536:
+            raise ValueError(f"{stem}: {segments} segments, more than a 16-bit PNG can number")
+        log.warning(
+            "%s has %d segments, more than a palette PNG holds (255): writing %s as 16-bit instance ids",
+            stem,
+            segments,
+            mask_file.name,
+        )
+        mask = Image.fromarray(ordered.cpu().numpy().astype(np.uint16))
+    mask.save(mask_file)
+    Image.fromarray(overlay(image, ordered)).save(overlay_file)
 
 
 def _device(name: str) -> torch.device:
@@ -85,6 +128,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     paths = list_inputs(Path(cfg.input))
     stems = _output_stems(paths)
     output = Path(cfg.output)
+    check_outputs(paths, [f for path in paths for f in output_files(stems[path], output)], cfg.overwrite)
     output.mkdir(parents=True, exist_ok=True)
 
     loader = DataLoader(

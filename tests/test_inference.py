@@ -53,6 +53,57 @@ def test_predict_writes_palette_masks_and_overlays_and_skips_bad_files(
     assert not (output / "notes.png").exists() and not (output / "broken.png").exists()
 
 
+def predict_config(tmp_path, checkpoint, source, output, *overrides):
+    return compose_config(
+        "predict", tmp_path / "run", f"ckpt_path={checkpoint}", f"input={source}", f"output={output}",
+        "device=cpu", *overrides,
+    )  # fmt: skip
+
+
+def test_predict_never_overwrites_inputs_and_existing_outputs_only_when_asked(
+    trained_checkpoint, image_folder, tmp_path
+):
+    output = tmp_path / "predictions"
+    assert predict(predict_config(tmp_path, trained_checkpoint, image_folder, output))["written"] == 4
+    with pytest.raises(FileExistsError, match=r"output file\(s\) exist already .*overwrite=true"):
+        predict(predict_config(tmp_path, trained_checkpoint, image_folder, output))
+    again = predict_config(tmp_path, trained_checkpoint, image_folder, output, "overwrite=true")
+    assert predict(again)["written"] == 4
+
+    # Into the input folder: other_size.png would be replaced by its own mask.
+    before = {path.name: path.read_bytes() for path in image_folder.iterdir()}
+    for overwrite in ("false", "true"):
+        cfg = predict_config(
+            tmp_path, trained_checkpoint, image_folder, image_folder, f"overwrite={overwrite}"
+        )
+        with pytest.raises(FileExistsError, match=r"would overwrite 2 input image\(s\)"):
+            predict(cfg)
+    assert {path.name: path.read_bytes() for path in image_folder.iterdir()} == before
+
+
+def test_predict_reads_photos_upright(trained_checkpoint, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = Image.fromarray(np.full((30, 50, 3), 128, dtype=np.uint8))  # 50 wide, 30 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; show rotated by 90°
+    photo.save(folder / "turned.jpg", exif=exif)
+    predict(predict_config(tmp_path, trained_checkpoint, folder, tmp_path / "out"))
+    assert Image.open(tmp_path / "out" / "turned.png").size == (30, 50)
+
+
+def test_more_than_255_segments_are_written_as_16_bit_ids(tmp_path, caplog):
+    from dsc.predict import write_prediction
+
+    labels = torch.arange(20 * 20).view(20, 20)  # 400 segments of one pixel
+    write_prediction(torch.zeros(3, 20, 20), labels, tmp_path, "many")
+    mask = Image.open(tmp_path / "many.png")
+    assert mask.mode.startswith("I")
+    ids = np.asarray(mask).astype(np.int64)
+    assert sorted(np.unique(ids)) == list(range(400))
+    assert "400 segments" in caplog.text and "16-bit" in caplog.text
+
+
 def test_predict_a_single_image_with_another_rounding(trained_checkpoint, image_folder, tmp_path):
     cfg = compose_config(
         "predict",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -23,14 +23,36 @@ VOC_DOWNLOAD = (
 Item = dict[str, Tensor]
 
 
-def read_image(path: Path, what_to_do: str) -> Tensor:
-    """(3, H, W) float RGB in [0, 1]; a missing or unreadable file raises naming it."""
+def read_image(path: Path, what_to_do: str, exif_orientation: bool = False) -> Tensor:
+    """(3, H, W) float RGB in [0, 1]; a missing or unreadable file raises naming it.
+
+    8-bit images of any mode (grey, palette, RGB, CMYK) are converted to RGB; 16-bit and 32-bit
+    grey images keep their precision (scaled by 65535, values above it saturate); transparent
+    pixels (RGBA, LA, palette transparency) are composited over black. ``exif_orientation``
+    turns the image upright as its EXIF Orientation tag says (photos; data sets are annotated
+    on the stored pixels, so they read with it off).
+    """
     try:
         with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            if exif_orientation:
+                image = ImageOps.exif_transpose(image)
+            array = _rgb_array(image)
     except (OSError, ValueError) as error:
         raise OSError(f"cannot read image {path} ({error}): {what_to_do}") from error
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] of a PIL image of any mode."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        grey = np.asarray(image, dtype=np.float32)
+        if image.mode != "F":
+            grey = grey / 65535.0
+        return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        return np.ascontiguousarray(rgba[..., :3] * rgba[..., 3:])
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
 
 
 def read_palette_png(path: Path, what_to_do: str) -> Tensor:

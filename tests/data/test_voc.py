@@ -79,3 +79,50 @@ def test_sbd_errors(tmp_path):
     (dataset_root / "inst" / "x.mat").write_bytes(b"garbage")
     with pytest.raises(OSError, match=r"inst/x\.mat"):
         SBDInstances(dataset_root)[0]
+
+
+def test_read_image_keeps_the_precision_and_colours_of_every_mode(tmp_path):
+    from dsc.data.voc import read_image
+
+    grey16 = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    image = read_image(tmp_path / "grey16.png", "")
+    assert image.shape == (3, 3, 4)
+    torch.testing.assert_close(image[1], torch.from_numpy(grey16 / 65535.0).float())  # no saturation at 255
+
+    grey8 = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    Image.fromarray(grey8).save(tmp_path / "grey8.png")
+    torch.testing.assert_close(
+        read_image(tmp_path / "grey8.png", "")[2], torch.from_numpy(grey8 / 255.0).float()
+    )
+
+    palette = Image.fromarray(np.array([[0, 1], [1, 0]], dtype=np.uint8), mode="P")
+    palette.putpalette([10, 20, 30, 200, 100, 0] + [0] * 762)
+    palette.save(tmp_path / "palette.png")
+    torch.testing.assert_close(
+        read_image(tmp_path / "palette.png", "")[:, 0, 1] * 255, torch.tensor([200.0, 100, 0])
+    )
+
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[..., :3] = 200
+    rgba[0, 0, 3], rgba[0, 1, 3] = 255, 0  # opaque, transparent (over black)
+    rgba[1, :, 3] = 51
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    image = read_image(tmp_path / "rgba.png", "") * 255
+    torch.testing.assert_close(image[:, 0, 0], torch.full((3,), 200.0))
+    torch.testing.assert_close(image[:, 0, 1], torch.zeros(3))
+    torch.testing.assert_close(image[:, 1, 0], torch.full((3,), 40.0))
+
+
+def test_read_image_turns_photos_upright_only_when_asked(tmp_path):
+    from dsc.data.voc import read_image
+
+    stored = np.zeros((2, 3, 3), dtype=np.uint8)
+    stored[0, 0] = 255  # top left as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to view
+    Image.fromarray(stored).save(tmp_path / "turned.png", exif=exif)
+    assert read_image(tmp_path / "turned.png", "").shape == (3, 2, 3)
+    upright = read_image(tmp_path / "turned.png", "", exif_orientation=True)
+    assert upright.shape == (3, 3, 2)
+    assert upright[0, 0, 1] == 1.0  # the stored top left is now top right
