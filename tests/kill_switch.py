@@ -8,7 +8,8 @@ import pytorch_lightning as pl
 
 class StopAtStep(pl.Callback):
     """When training reaches ``step`` optimizer steps, stop the process ``how``: ``SIGKILL`` (nothing
-    can be saved), ``SIGTERM`` (a cluster's time limit), ``SIGINT`` (Ctrl+C) or ``error`` (an exception). A resumed run (``ckpt_path`` given) is not stopped."""
+    can be saved), ``SIGTERM`` (a cluster's time limit), ``SIGINT`` (Ctrl+C) or ``error`` (an
+    exception). A resumed run (``ckpt_path`` given) is not stopped."""
 
     def __init__(self, step: int, how: str = "SIGKILL") -> None:
         if how not in ("SIGKILL", "SIGTERM", "SIGINT", "error"):

@@ -69,6 +69,18 @@ def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config,
     assert wandb.run is None
 
 
+def test_wandb_logger_goes_offline_when_the_server_never_answers(make_config, tmp_path, monkeypatch):
+    from local_servers import silent_server
+
+    cfg = make_config("logger=wandb", "logger.wandb.timeout_s=1")
+    with silent_server() as url:
+        monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+        monkeypatch.setenv("WANDB_BASE_URL", url)
+        _, metrics = train(cfg)
+    assert 0.0 <= metrics["val/pairwise_fg_f1"] <= 1.0
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
 @pytest.mark.parametrize(
     "overrides", [["loss.sample_size=64"], ["experiment=shapes_sampled"], ["experiment=shapes_exact"]]
 )
