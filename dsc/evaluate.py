@@ -41,7 +41,9 @@ def score_checkpoint(
             raise ValueError(f"split={split}: these data ({data_config.val._target_}) have no splits")
         data_config.val.split = split
     trainer: pl.Trainer = hydra.utils.instantiate(trainer_config, logger=False, callbacks=None)
-    trainer.validate(model, datamodule=hydra.utils.instantiate(data_config), verbose=False)
+    # Only the scored split is built: evaluating on VOC val must not need the SBD training set.
+    datamodule = hydra.utils.instantiate(data_config, train=None)
+    trainer.validate(model, datamodule=datamodule, verbose=False)
     return {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
 
 

@@ -3,6 +3,7 @@ spectral loss and scores its rounded partitions (paper, Sections 2.2 and 2.3).""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from dsc.losses import spectral_loss
 from dsc.metrics import PairwiseScores, partition_loss
 
 Batch = dict[str, Tensor]
+log = logging.getLogger(__name__)
 
 
 class DeepSpectralClustering(pl.LightningModule):
@@ -203,6 +205,8 @@ class DeepSpectralClustering(pl.LightningModule):
         return {"preds": preds, "embeddings": embeddings}
 
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._check_validation_pixels()
         metrics = [
             ("val/pairwise_", self.val_scores),
             ("val/semantic_oracle/pairwise_", self.val_semantic_oracle),
@@ -227,6 +231,27 @@ class DeepSpectralClustering(pl.LightningModule):
             )
             self.val_network_loss.reset()
             self.val_rounded_loss.reset()
+
+    def _check_validation_pixels(self) -> None:
+        """Fail when no validation image had two valid pixels (all scores would be 0 by convention),
+        and warn when the unseen classes had no object pixels in validation."""
+        with self.val_semantic_oracle.sync_context():
+            pairs = int(self.val_semantic_oracle.counts[0].sum())
+        if pairs == 0:
+            raise ValueError(
+                "the validation data have no valid pixels: every label is void (255) or each image has "
+                "at most one labelled pixel, so no score is defined. Check data.val (its label files and "
+                "their void value) or validate on other images"
+            )
+        if len(self.unseen_classes):
+            with self.val_unseen.sync_context():
+                unseen_pairs = int(self.val_unseen.counts[1].sum())
+            if unseen_pairs == 0:
+                log.warning(
+                    "no validation image has object pixels of the unseen classes %s: "
+                    "val/unseen/pairwise_fg_* are 0 by convention",
+                    self.unseen_classes.tolist(),
+                )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())

@@ -134,6 +134,23 @@ def test_evaluate_scores_the_checkpoint_with_any_rounding(trained_checkpoint, tm
         assert "val/theorem22/ratio" in written
 
 
+def test_evaluate_reads_only_the_split_it_scores(trained_checkpoint, tmp_path):
+    from voc_trees import write_voc_tree
+
+    voc = write_voc_tree(tmp_path / "data", ["a", "b"])
+    cfg = compose_config(
+        "evaluate",
+        tmp_path / "run",
+        f"ckpt_path={trained_checkpoint}",
+        "data=sbd",  # trains on SBD, which is not there; validates on VOC val
+        f"paths.voc_root={voc}",
+        f"paths.sbd_root={tmp_path / 'no_sbd_here'}",
+        "data.num_workers=0",
+        "trainer.accelerator=cpu",
+    )
+    assert 0.0 <= evaluate(cfg)["val/pairwise_fg_f1"] <= 1.0
+
+
 def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "pwned"
 

@@ -129,6 +129,43 @@ def test_ddp_on_cpus_trains_without_sync_batchnorm(make_config):
     assert 0.0 <= metrics["val/pairwise_fg_f1"] <= 1.0
 
 
+def test_excluding_a_class_the_data_lack_is_refused(make_config):
+    from hydra.errors import InstantiationException
+
+    with pytest.raises(
+        InstantiationException, match=r"\[99\] are not object classes of Shapes.*1 disk, 2 square, 3 triangle"
+    ):
+        train(make_config("data.exclude_classes=[99]"))
+
+
+def test_validation_data_without_valid_pixels_fail_clearly():
+    import pytorch_lightning as pl
+
+    from dsc.data import VOID, InstanceDataModule, Shapes
+    from dsc.module import DeepSpectralClustering
+
+    class AllVoid(Shapes):
+        def __getitem__(self, index):
+            item = dict(super().__getitem__(index))
+            item["instances"] = torch.full_like(item["instances"], VOID)
+            item["classes"] = torch.full_like(item["classes"], VOID)
+            return item
+
+    model = DeepSpectralClustering.from_config(make_config_dict())
+    data = InstanceDataModule(train=None, val=AllVoid(num_images=4, image_size=32), val_batch_size=2)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    with pytest.raises(ValueError, match=r"validation data have no valid pixels.*data\.val"):
+        trainer.validate(model, datamodule=data, verbose=False)
+
+
+def make_config_dict():
+    from hydra_configs import TINY, compose_config
+
+    return compose_config("train", Path("unused"), *TINY)
+
+
 def test_diverging_training_stops_naming_the_step(make_config):
     cfg = make_config(
         "model.optimizer._target_=torch.optim.SGD", "model.optimizer.lr=1e30", "model.scheduler=null"

@@ -20,7 +20,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from dsc.data.labels import VOID
-from dsc.data.voc import Item, check_sizes, read_image
+from dsc.data.voc import Item, check_sizes, read_image, require_files
 
 CITYSCAPES_DOWNLOAD = (
     "log in at https://www.cityscapes-dataset.com/downloads/, download gtFine_trainvaltest.zip and "
@@ -76,17 +76,27 @@ class CityscapesInstances(Dataset):
                 f"no *_gtFine_instanceIds.png under {self.root / 'gtFine' / split}: {CITYSCAPES_DOWNLOAD}"
             )
         self.split = split
+        require_files(
+            {self._stem(f): [self._image_file(f)] for f in self.label_files},
+            self.root / "gtFine" / split,
+            CITYSCAPES_DOWNLOAD,
+        )
         self.transform = transform
+
+    @staticmethod
+    def _stem(label_file: Path) -> str:
+        return label_file.name.removesuffix("_gtFine_instanceIds.png")
+
+    def _image_file(self, label_file: Path) -> Path:
+        folder = self.root / "leftImg8bit" / self.split / label_file.parent.name
+        return folder / f"{self._stem(label_file)}_leftImg8bit.png"
 
     def __len__(self) -> int:
         return len(self.label_files)
 
     def __getitem__(self, index: int) -> Item:
         label_file = self.label_files[index]
-        stem = label_file.name.removesuffix("_gtFine_instanceIds.png")
-        image_file = (
-            self.root / "leftImg8bit" / self.split / label_file.parent.name / f"{stem}_leftImg8bit.png"
-        )
+        image_file = self._image_file(label_file)
         image = read_image(image_file, f"the file is missing or corrupt; {CITYSCAPES_DOWNLOAD}")
         try:
             with Image.open(label_file) as label_image:
@@ -99,5 +109,5 @@ class CityscapesInstances(Dataset):
             "instances": torch.from_numpy(instances),
             "classes": torch.from_numpy(classes),
         }
-        check_sizes(item, stem)
+        check_sizes(item, {"image": image_file, "instances": label_file, "classes": label_file})
         return self.transform(item) if self.transform else item

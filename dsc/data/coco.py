@@ -5,6 +5,9 @@ Conventions, as for VOC: instance ids 1..k in painting order, 0 background, 255 
   id first), so where two overlap the smaller one, usually the one in front, keeps the pixel.
 * Crowd regions (``iscrowd`` = 1) are void, over everything else.
 * Categories map to contiguous classes 1..C in the order of their COCO ids (80 for COCO 2017).
+* The annotation file is checked when the data set is built: a malformed record (an empty
+  segmentation, a polygon of fewer than 3 points, an RLE of another size, an unknown image or
+  category id, no area) fails then, naming the file and the annotation id.
 * Instance ids stop at 254 (255 is void): in an image with more instances, the smallest ones,
   painted last, become void.
 """
@@ -13,8 +16,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +33,75 @@ COCO_DOWNLOAD = (
     "https://cocodataset.org/#download, extract them into $DSC_DATA/coco (or pass paths.coco_root=<dir>)"
 )
 MAX_INSTANCE_ID = VOID - 1
+
+
+def _polygon_problem(polygon: Any) -> str | None:
+    if not isinstance(polygon, list) or not all(isinstance(v, (int, float)) for v in polygon):
+        return "a polygon is not a list of numbers"
+    if len(polygon) < 6 or len(polygon) % 2:
+        return f"a polygon has {len(polygon)} values; it needs an even number, at least 6 (3 points)"
+    return None
+
+
+def _segmentation_problem(segmentation: Any, image: dict[str, Any]) -> str | None:
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return "segmentation is empty"
+        return next(filter(None, map(_polygon_problem, segmentation)), None)
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if counts is None or not isinstance(counts, (str, list)):
+            return "RLE segmentation has no counts"
+        if size != [image["height"], image["width"]]:
+            expected = [image["height"], image["width"]]
+            return f"RLE size {size} differs from the image's [height, width] {expected}"
+        if isinstance(counts, list) and sum(counts) != image["height"] * image["width"]:
+            return (
+                f"RLE counts add up to {sum(counts)}, not height × width {image['height'] * image['width']}"
+            )
+        return None
+    return f"segmentation is a {type(segmentation).__name__}, not polygons (a list) or RLE (a dict)"
+
+
+def annotation_problems(data: Any) -> list[str]:
+    """Every problem of a COCO instances file that would make reading it fail or mislead, each
+    naming the record (image or annotation id); empty when the file is well formed."""
+    if not isinstance(data, dict):
+        return [f"the file holds a {type(data).__name__}, not a dict with images, annotations and categories"]
+    problems = [
+        f"no '{key}' list"
+        for key in ("images", "annotations", "categories")
+        if not isinstance(data.get(key), list)
+    ]
+    if problems:
+        return problems
+    images: dict[Any, dict[str, Any]] = {}
+    for index, image in enumerate(data["images"]):
+        if not isinstance(image, dict) or not {"id", "file_name", "height", "width"} <= image.keys():
+            problems.append(f"images[{index}]: needs id, file_name, height and width")
+        else:
+            images[image["id"]] = image
+    categories = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
+    for index, annotation in enumerate(data["annotations"]):
+        if not isinstance(annotation, dict):
+            problems.append(f"annotations[{index}]: a {type(annotation).__name__}, not a dict")
+            continue
+        where = f"annotation id {annotation.get('id', f'? (annotations[{index}])')}"
+        missing = [
+            key for key in ("id", "image_id", "category_id", "segmentation", "area") if key not in annotation
+        ]
+        if missing:
+            problems.append(f"{where}: no {', '.join(missing)}")
+            continue
+        if annotation["image_id"] not in images:
+            problems.append(f"{where}: image_id {annotation['image_id']} is not among the images")
+            continue
+        if annotation["category_id"] not in categories:
+            problems.append(f"{where}: category_id {annotation['category_id']} is not among the categories")
+        problem = _segmentation_problem(annotation["segmentation"], images[annotation["image_id"]])
+        if problem:
+            problems.append(f"{where}: {problem}")
+    return problems
 
 
 class COCOInstances(Dataset):
@@ -52,10 +126,23 @@ class COCOInstances(Dataset):
         if not self.images_dir.is_dir():
             raise FileNotFoundError(f"COCO image folder {self.images_dir} does not exist: {COCO_DOWNLOAD}")
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-                self.coco = COCO(str(annotation_file))
-        except (ValueError, KeyError, TypeError) as error:  # JSON errors are ValueErrors
+            data = json.loads(annotation_file.read_text())
+        except (OSError, ValueError) as error:  # JSON errors are ValueErrors
             raise ValueError(f"cannot read COCO annotations {annotation_file}: {error}") from error
+        problems = annotation_problems(data)
+        if problems:
+            shown = "\n  ".join(problems[:10]) + (
+                f"\n  … and {len(problems) - 10} more" if len(problems) > 10 else ""
+            )
+            raise ValueError(
+                f"COCO annotations {annotation_file} are malformed ({len(problems)} problems):\n  {shown}\n"
+                "Fix or remove these entries (format: https://cocodataset.org/#format-data)"
+            )
+        self.coco = COCO()
+        self.coco.dataset = data
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+            self.coco.createIndex()
+        self.annotation_file = annotation_file
         category_ids = sorted(self.coco.getCatIds())
         self.class_of_category = {category: index for index, category in enumerate(category_ids, start=1)}
         self.class_names = ["background"] + [self.coco.cats[c]["name"] for c in category_ids]
@@ -98,7 +185,9 @@ class COCOInstances(Dataset):
         instances, classes = self.label_maps(image_id)
         if image.shape[-2:] != instances.shape:
             raise ValueError(
-                f"{file_name}: image is {tuple(image.shape[-2:])} but annotated as {instances.shape}"
+                f"{self.images_dir / file_name} is {tuple(image.shape[-2:])} (H, W) but "
+                f"{self.annotation_file} annotates image id {image_id} as {instances.shape}: "
+                "fix its height and width"
             )
         item = {
             "image": image,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pytorch_lightning as pl
@@ -19,6 +20,29 @@ from dsc.losses.sampling import sample_pixels
 
 # torchdata 0.11 calls a torch function that torch 2.14 deprecates, once per loader: not ours to fix.
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
+
+
+@runtime_checkable
+class ClassNamedDataset(Protocol):
+    """A data set that names its classes: ``class_names[c]`` is class c's (0 background). dsc's
+    data sets all do; the data module then checks ``exclude_classes`` against them."""
+
+    class_names: Sequence[str]
+
+
+def check_class_ids(class_ids: Sequence[int], dataset: Dataset) -> None:
+    """Raise ValueError naming the ids that are not object classes of ``dataset`` (when it names its
+    classes): excluding them would make the unseen-class scores meaningless."""
+    if not isinstance(dataset, ClassNamedDataset):
+        return
+    names = dataset.class_names
+    unknown = [c for c in class_ids if not 1 <= c < len(names)]
+    if unknown:
+        listed = ", ".join(f"{c} {name}" for c, name in enumerate(names) if c > 0)
+        raise ValueError(
+            f"data.exclude_classes={list(class_ids)}: {unknown} are not object classes of "
+            f"{type(dataset).__name__}, whose classes are {listed}"
+        )
 
 
 class WithoutClasses(Dataset):
@@ -49,6 +73,7 @@ class InstanceDataModule(pl.LightningDataModule):
     ``pixel_sample`` (B, sample_size): the spectral loss's pixels, drawn after the batch reached the
     device (``uniform`` or ``balanced`` ``sampling``), so CPU workers only decode and augment.
     ``exclude_classes``: class ids made void in training images only; validation keeps them.
+    ``train`` may be None for validation alone (``dsc.evaluate``): its files are then never read.
 
     Distributed and resumable: the training order is a permutation drawn from ``seed`` and the
     epoch, split between processes, so N processes with batch size b see, step by step, the same
@@ -61,7 +86,7 @@ class InstanceDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: Dataset,
+        train: Dataset | None,
         val: Dataset,
         batch_size: int = 16,
         val_batch_size: int | None = None,
@@ -72,7 +97,8 @@ class InstanceDataModule(pl.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if exclude_classes:
+        if exclude_classes and train is not None:
+            check_class_ids(exclude_classes, train)
             train = WithoutClasses(train, list(exclude_classes))
         self.sample_size = sample_size
         self.sampling = sampling
@@ -105,6 +131,8 @@ class InstanceDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> StatefulDataLoader:
+        if self.train_dataset is None:
+            raise ValueError("this data module was built for validation only (train=None)")
         processes, rank = self._processes()
         # A DistributedSampler also with one process, so the order does not depend on their number
         # (Lightning keeps a DistributedSampler it is given and calls its set_epoch).

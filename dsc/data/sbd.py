@@ -14,7 +14,7 @@ from scipy.io import loadmat
 from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 
-from dsc.data.voc import Item, check_sizes, read_image
+from dsc.data.voc import VOC_CLASSES, Item, check_sizes, read_image, require_files
 
 SBD_DOWNLOAD = (
     "download benchmark.tgz (http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/"
@@ -37,6 +37,8 @@ class SBDInstances(Dataset):
     exclude_ids_file: a list of image ids to drop, e.g. VOC 2012's
         ``ImageSets/Segmentation/val.txt`` so that training never sees VOC validation images.
     """
+
+    class_names = VOC_CLASSES
 
     def __init__(
         self,
@@ -66,17 +68,28 @@ class SBDInstances(Dataset):
         if not ids:
             raise ValueError(f"no SBD images left in {split_file}")
         self.ids = ids
+        require_files(
+            {image_id: list(self.files(image_id).values()) for image_id in ids}, split_file, SBD_DOWNLOAD
+        )
         self.transform = transform
+
+    def files(self, image_id: str) -> dict[str, Path]:
+        """The image and label files of one image, by item key."""
+        return {
+            "image": self.root / "img" / f"{image_id}.jpg",
+            "instances": self.root / "inst" / f"{image_id}.mat",
+            "classes": self.root / "cls" / f"{image_id}.mat",
+        }
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> Item:
-        image_id = self.ids[index]
+        files = self.files(self.ids[index])
         item = {
-            "image": read_image(self.root / "img" / f"{image_id}.jpg", SBD_DOWNLOAD),
-            "instances": read_mat_segmentation(self.root / "inst" / f"{image_id}.mat", "GTinst"),
-            "classes": read_mat_segmentation(self.root / "cls" / f"{image_id}.mat", "GTcls"),
+            "image": read_image(files["image"], SBD_DOWNLOAD),
+            "instances": read_mat_segmentation(files["instances"], "GTinst"),
+            "classes": read_mat_segmentation(files["classes"], "GTcls"),
         }
-        check_sizes(item, image_id)
+        check_sizes(item, files)
         return self.transform(item) if self.transform else item

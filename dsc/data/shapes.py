@@ -139,6 +139,8 @@ class Shapes(Dataset):
     ``classes`` (H, W) int64, with 0 background and 255 void, as for VOC.
     """
 
+    class_names = CLASS_NAMES
+
     def __init__(
         self,
         num_images: int = 2000,

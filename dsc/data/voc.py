@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,7 @@ class VOCInstances(Dataset):
     """
 
     folders = ("JPEGImages", "SegmentationObject", "SegmentationClass")
+    class_names = VOC_CLASSES
 
     def __init__(
         self, root: str | Path, split: str = "train", transform: Callable[[Item], Item] | None = None
@@ -96,24 +97,57 @@ class VOCInstances(Dataset):
         self.ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
         if not self.ids:
             raise ValueError(f"VOC split file {split_file} lists no images")
+        require_files(
+            {image_id: list(self.files(image_id).values()) for image_id in self.ids}, split_file, VOC_DOWNLOAD
+        )
         self.transform = transform
+
+    def files(self, image_id: str) -> dict[str, Path]:
+        """The image and label files of one image, by item key."""
+        return {
+            "image": self.root / "JPEGImages" / f"{image_id}.jpg",
+            "instances": self.root / "SegmentationObject" / f"{image_id}.png",
+            "classes": self.root / "SegmentationClass" / f"{image_id}.png",
+        }
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> Item:
-        image_id = self.ids[index]
+        files = self.files(self.ids[index])
         redo = f"the file is missing or corrupt; {VOC_DOWNLOAD}"
         item = {
-            "image": read_image(self.root / "JPEGImages" / f"{image_id}.jpg", redo),
-            "instances": read_palette_png(self.root / "SegmentationObject" / f"{image_id}.png", redo),
-            "classes": read_palette_png(self.root / "SegmentationClass" / f"{image_id}.png", redo),
+            "image": read_image(files["image"], redo),
+            "instances": read_palette_png(files["instances"], redo),
+            "classes": read_palette_png(files["classes"], redo),
         }
-        check_sizes(item, image_id)
+        check_sizes(item, files)
         return self.transform(item) if self.transform else item
 
 
-def check_sizes(item: Item, image_id: str) -> None:
-    sizes = {tuple(item["image"].shape[-2:]), tuple(item["instances"].shape), tuple(item["classes"].shape)}
-    if len(sizes) != 1:
-        raise ValueError(f"image {image_id}: image and label maps differ in size {sorted(sizes)}")
+def check_sizes(item: Item, files: Mapping[str, Path]) -> None:
+    """Raise ValueError naming the files when an item's image and label maps differ in size.
+
+    files: the files the item was read from, by item key (``image``, ``instances``, ``classes``).
+    """
+    sizes = {key: tuple(item[key].shape[-2:]) for key in ("image", "instances", "classes")}
+    if len(set(sizes.values())) != 1:
+        described = ", ".join(f"{files.get(key, key)} is {h}×{w} (H×W)" for key, (h, w) in sizes.items())
+        raise ValueError(
+            f"image and label maps differ in size: {described}; the files do not belong together"
+        )
+
+
+def require_files(files_by_id: Mapping[str, Sequence[Path]], listed_in: Path, what_to_do: str) -> None:
+    """Raise FileNotFoundError listing the image ids of ``listed_in`` whose files are missing."""
+    missing = {image_id: [p for p in paths if not p.is_file()] for image_id, paths in files_by_id.items()}
+    missing = {image_id: paths for image_id, paths in missing.items() if paths}
+    if missing:
+        shown = "; ".join(
+            f"{image_id} ({', '.join(map(str, paths))})" for image_id, paths in list(missing.items())[:5]
+        )
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(files_by_id)} images listed in {listed_in} have missing files: "
+            f"{shown}{more}. Complete the data ({what_to_do}) or remove these ids from the list"
+        )

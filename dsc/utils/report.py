@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 SCORES = ("accuracy", "precision", "recall", "f1")
 COLUMNS = (
     ("instances", "val/pairwise_"),
@@ -37,5 +40,11 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
 
 
 def write_metrics(metrics: Mapping[str, float], path: Path) -> None:
+    """Write ``metrics`` as strict JSON: a NaN or infinite value is written as ``null``, with a warning
+    naming it (JSON has no NaN, and tools reading the file would fail on it)."""
+    undefined = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+    if undefined:
+        log.warning("undefined metrics (NaN or infinite), written as null: %s", ", ".join(undefined))
+    values = {name: (value if math.isfinite(value) else None) for name, value in sorted(metrics.items())}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(sorted(metrics.items())), indent=2) + "\n")
+    path.write_text(json.dumps(values, indent=2, allow_nan=False) + "\n")

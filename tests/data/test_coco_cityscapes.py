@@ -105,3 +105,71 @@ def test_excluded_classes_are_void_in_training_items_only():
         assert (item["instances"][was_hidden] == VOID).all() and (item["classes"][was_hidden] == VOID).all()
         assert torch.equal(item["instances"][~was_hidden], original["instances"][~was_hidden])
     assert sum(int((shapes[i]["classes"] == 2).sum()) for i in range(8)) > 0, "the test hides something"
+
+
+def small_coco(tmp_path: Path) -> dict:
+    """A well-formed instances file of one 10×12 image with one polygon and one RLE annotation."""
+    Image.fromarray(np.zeros((10, 12, 3), dtype=np.uint8)).save(tmp_path / "a.jpg")
+    return {
+        "images": [{"id": 1, "file_name": "a.jpg", "height": 10, "width": 12}],
+        "categories": [{"id": 3, "name": "car"}],
+        "annotations": [
+            {"id": 7, "image_id": 1, "category_id": 3, "area": 20.0, "iscrowd": 0,
+             "segmentation": [[1, 1, 6, 1, 6, 5, 1, 5]]},
+            {"id": 8, "image_id": 1, "category_id": 3, "area": 120.0, "iscrowd": 1,
+             "segmentation": {"size": [10, 12], "counts": [0, 120]}},
+        ],
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda d: d["annotations"][0].update(segmentation=[]), r"annotation id 7: segmentation is empty"),
+        (lambda d: d["annotations"][0].update(segmentation=[[1, 1, 6, 1]]), r"7: a polygon has 4"),
+        (lambda d: d["annotations"][0].update(category_id=99), r"annotation id 7: category_id 99 is not"),
+        (lambda d: d["annotations"][1]["segmentation"].update(size=[12, 10]), r"8: RLE size \[12, 10\]"),
+        (lambda d: d["annotations"][1]["segmentation"].update(counts=[0, 100]), r"8: RLE counts add up"),
+        (lambda d: d["annotations"][0].pop("area"), r"annotation id 7: no area"),
+        (lambda d: d["annotations"][0].update(image_id=5), r"annotation id 7: image_id 5 is not"),
+        (lambda d: d["annotations"].append([1, 2]), r"annotations\[2\]: a list, not a dict"),
+        (lambda d: d.pop("categories"), r"no 'categories' list"),
+    ],
+)  # fmt: skip
+def test_malformed_coco_annotations_fail_at_construction_naming_file_and_annotation(
+    tmp_path, damage, message
+):
+    data = small_coco(tmp_path)
+    (tmp_path / "good.json").write_text(json.dumps(data))
+    assert COCOInstances(tmp_path, tmp_path / "good.json")[0]["instances"].shape == (10, 12)
+    damage(data)
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"bad\.json are malformed") as error:
+        COCOInstances(tmp_path, tmp_path / "bad.json")
+    assert error.match(message)
+
+
+def test_a_coco_file_holding_a_list_is_named(tmp_path):
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ValueError, match=r"(?s)list\.json are malformed.*holds a list, not a dict"):
+        COCOInstances(tmp_path, tmp_path / "list.json")
+
+
+def test_coco_image_of_another_size_than_annotated_names_both_files(tmp_path):
+    data = small_coco(tmp_path)
+    data["images"][0].update(height=12, width=10)
+    data["annotations"] = data["annotations"][:1]
+    (tmp_path / "sizes.json").write_text(json.dumps(data))
+    with pytest.raises(
+        ValueError, match=r"a\.jpg is \(10, 12\) .*sizes\.json annotates image id 1 as \(12, 10\)"
+    ):
+        COCOInstances(tmp_path, tmp_path / "sizes.json")[0]
+
+
+def test_cityscapes_label_files_without_images_are_listed(tmp_path):
+    folder = tmp_path / "gtFine" / "val" / "aachen"
+    folder.mkdir(parents=True)
+    (tmp_path / "leftImg8bit" / "val" / "aachen").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint16)).save(folder / "aachen_1_gtFine_instanceIds.png")
+    with pytest.raises(FileNotFoundError, match=r"1 of the 1 images .*aachen_1_leftImg8bit\.png"):
+        CityscapesInstances(tmp_path, "val")

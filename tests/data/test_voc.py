@@ -126,3 +126,27 @@ def test_read_image_turns_photos_upright_only_when_asked(tmp_path):
     upright = read_image(tmp_path / "turned.png", "", exif_orientation=True)
     assert upright.shape == (3, 3, 2)
     assert upright[0, 0, 1] == 1.0  # the stored top left is now top right
+
+
+def test_split_ids_without_files_are_listed_at_construction(tmp_path):
+    root = write_voc_tree(tmp_path, ["a", "b", "c"])
+    (root / "SegmentationObject" / "b.png").unlink()
+    (root / "JPEGImages" / "c.jpg").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"2 of the 3 images listed in .*train\.txt .*b \(.*b\.png\); c \(.*c\.jpg\)"
+    ):
+        VOCInstances(root, "train")
+
+
+def test_sbd_ids_without_files_are_listed_at_construction(tmp_path):
+    root = write_sbd_tree(tmp_path, ["x", "y"])
+    (root / "cls" / "y.mat").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 of the 2 images .*y \(.*cls/y\.mat\)"):
+        SBDInstances(root, "train")
+
+
+def test_label_maps_of_another_size_name_the_files(tmp_path):
+    root = write_voc_tree(tmp_path, ["a"])
+    Image.fromarray(np.zeros((5, 7, 3), dtype=np.uint8)).save(root / "JPEGImages" / "a.jpg")
+    with pytest.raises(ValueError, match=r"JPEGImages/a\.jpg is 5×7 .*SegmentationObject/a\.png is"):
+        VOCInstances(root, "train")[0]

@@ -29,3 +29,10 @@ def test_unseen_columns_appear_only_after_training_without_classes():
     assert "unseen" not in format_metrics_table({"val/pairwise_f1": 0.5})
     header = format_metrics_table({"val/unseen/pairwise_fg_f1": 0.25}).splitlines()[0]
     assert "fg unseen classes" in header and "fg seen classes" in header
+
+
+def test_metrics_json_holds_no_nan(tmp_path, caplog):
+    write_metrics({"val/a": float("nan"), "val/b": 0.5, "val/c": float("inf")}, tmp_path / "metrics.json")
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/a": None, "val/b": 0.5, "val/c": None}
+    assert "NaN" not in (tmp_path / "metrics.json").read_text()
+    assert "val/a, val/c" in caplog.text
