@@ -78,6 +78,7 @@ def test_auto_is_online_with_netrc_login_and_a_server_that_answers(no_login, mon
 def test_a_run_that_fails_to_start_online_falls_back_to_offline(login, monkeypatch, caplog):
     import wandb
 
+    wandb.teardown()  # W&B keeps the settings of its first start in a process: start afresh
     with http_server(probe_status=200, other_status=500) as url:
         monkeypatch.setenv("WANDB_BASE_URL", url)
         logger = wandb_logger(mode="auto", timeout_s=2, project="dsc", save_dir=str(login))
