@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +149,21 @@ class LastCheckpoint(pl.Callback):
             log.warning("training stopped (%s): saved %s", type(exception).__name__, self.path)
         except Exception as error:  # never hide the exception that stopped training
             log.error("training stopped and %s could not be updated: %s", self.path, error)
+
+
+class ValidationTime(pl.Callback):
+    """Seconds spent in validation during ``fit`` (rounding, metrics, pictures and the sanity check
+    included), so a run can report how its time splits between training and validation."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self._started = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self._started = None

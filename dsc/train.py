@@ -16,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dsc.callbacks import ValidationTime
 from dsc.module import DeepSpectralClustering
 from dsc.resume import (
     check_fresh_run_directory,
@@ -58,10 +59,11 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     model.run_overrides = overrides
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
 
+    validation_time = ValidationTime()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False) and _gpus_requested(cfg.trainer.accelerator),
-        callbacks=instantiate_all(cfg.get("callbacks")),
+        callbacks=[*instantiate_all(cfg.get("callbacks")), validation_time],
         logger=instantiate_all(cfg.get("logger"), resumed_wandb_id=wandb_run_id(ckpt_path)),
     )
     if cfg.get("ckpt_path") is not None and trainer.is_global_zero:
@@ -80,8 +82,17 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")
     }
     metrics["time/fit_seconds"] = fit_seconds
+    metrics["time/validation_seconds"] = validation_time.seconds
 
     if trainer.is_global_zero:
+        share = validation_time.seconds / max(fit_seconds, 1e-9)
+        log.info(
+            "fit took %.1f s: training %.1f s, validation %.1f s (%.0f %%)",
+            fit_seconds,
+            fit_seconds - validation_time.seconds,
+            validation_time.seconds,
+            100 * share,
+        )
         log.info("final validation metrics (%s):\n%s", best or "last weights", format_metrics_table(metrics))
         write_metrics(metrics, output_dir / "metrics.json")
     return metrics.get(cfg.optimized_metric), metrics

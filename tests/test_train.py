@@ -31,6 +31,7 @@ def test_fast_dev_run_reports_every_metric(make_config, tmp_path):
     assert all(0.0 <= metrics[key] <= 1.0 for key in METRIC_KEYS)
     written = json.loads((tmp_path / "metrics.json").read_text())
     assert written == pytest.approx(metrics)
+    assert 0 < written["time/validation_seconds"] < written["time/fit_seconds"]
 
 
 def test_csv_logger_and_checkpoints(make_config, tmp_path):

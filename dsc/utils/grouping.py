@@ -1,37 +1,137 @@
-"""Grouping pixels by several integer keys at once: the basis of contingency tables and per-instance sums."""
+"""Grouping pixels by several integer keys at once: the basis of contingency tables and per-instance
+sums (the spectral loss, the pair counts, rounding's clean-up).
+
+Keys with small ranges (image index, instance ids, predicted labels) are counted in a dense table
+with ``bincount``: O(n + table size), no sort. Only keys whose combined range is too wide for a
+dense table fall back to sorting (``torch.unique``), O(n log n).
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 _INT64_LIMIT = 2**62
+# A dense table is used while it has at most this many cells per item (or 2^20 cells in all):
+# filling and reading it then costs no more than a few passes over the items.
+_DENSE_CELLS_PER_ITEM = 4
+_DENSE_MIN_CELLS = 1 << 20
+_CACHE_CELLS = 1 << 17  # int64 counts that stay in a core's cache while counting
 
 
-def combine_keys(*keys: Tensor) -> Tensor:
-    """One int64 per item, equal for two items exactly when all their keys are equal, ordered like
-    the key tuples (the first key most significant). keys: 1-D integer tensors of one length.
-
-    A mixed-radix number over the keys' ranges, so a 1-D ``torch.unique`` groups the items (much
-    faster than ``unique(dim=…)``); ranges too wide for int64 fall back to that slower path.
-    """
+def _lows_and_spans(keys: tuple[Tensor, ...]) -> tuple[list[Tensor], list[int]]:
     lows = [key.min() if key.numel() else key.new_zeros(()) for key in keys]
     spans = [int(key.max() - low) + 1 if key.numel() else 1 for key, low in zip(keys, lows, strict=True)]
-    if torch.tensor(spans, dtype=torch.float64).prod() >= _INT64_LIMIT:
-        return torch.unique(torch.stack(keys), dim=1, return_inverse=True)[1]
+    return lows, spans
+
+
+def _mixed_radix(keys: tuple[Tensor, ...], lows: list[Tensor], spans: list[int]) -> Tensor:
     combined = torch.zeros_like(keys[0], dtype=torch.int64)
     for key, low, span in zip(keys, lows, spans, strict=True):
         combined = combined * span + (key.long() - low)
     return combined
 
 
-def group(image: Tensor, *keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Group items by (image, *keys), groups ordered by image first.
+def fits_dense_table(cells: int, items: int) -> bool:
+    """Whether a dense table of ``cells`` counts is cheaper than sorting ``items`` items."""
+    return cells <= max(_DENSE_CELLS_PER_ITEM * items, _DENSE_MIN_CELLS)
 
-    Returns group_of_item (n,) int64, image_of_group (G,) and group sizes (G,).
+
+def combine_keys(*keys: Tensor) -> Tensor:
+    """One int64 per item, equal for two items exactly when all their keys are equal, ordered like
+    the key tuples (the first key most significant). keys: 1-D integer tensors of one length.
+
+    A mixed-radix number over the keys' ranges; ranges too wide for int64 fall back to
+    ``unique(dim=…)`` (then the ids are compact but still ordered like the key tuples).
     """
-    _, group_of_item, sizes = torch.unique(
-        combine_keys(image, *keys), return_inverse=True, return_counts=True
-    )
+    lows, spans = _lows_and_spans(keys)
+    if math.prod(spans) >= _INT64_LIMIT:
+        return torch.unique(torch.stack(keys), dim=1, return_inverse=True)[1]
+    return _mixed_radix(keys, lows, spans)
+
+
+def group(image: Tensor, *keys: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Group items by (image, *keys), groups ordered by image first (then by the keys).
+
+    image, keys: 1-D integer tensors of one length n. Returns group_of_item (n,) int64,
+    image_of_group (G,) and group sizes (G,).
+    """
+    all_keys = (image, *keys)
+    lows, spans = _lows_and_spans(all_keys)
+    cells = math.prod(spans)
+    if cells < _INT64_LIMIT and fits_dense_table(cells, image.numel()):
+        combined = _mixed_radix(all_keys, lows, spans)
+        table = torch.bincount(combined, minlength=cells)
+        present = table > 0
+        group_of_cell = torch.cumsum(present, 0) - 1
+        cell_of_group = present.nonzero().squeeze(1)
+        image_of_group = cell_of_group // (cells // spans[0]) + lows[0].long()
+        return group_of_cell[combined], image_of_group, table[cell_of_group]
+    _, group_of_item, sizes = torch.unique(combine_keys(*all_keys), return_inverse=True, return_counts=True)
     image_of_group = torch.zeros_like(sizes).scatter_(0, group_of_item, image.long())
     return group_of_item, image_of_group, sizes
+
+
+def _column_ids(
+    labels: Tensor, low: Tensor, high: Tensor, rows: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """(ids of ``dtype``, values): target labels as table columns, ``values[id]`` the label.
+
+    Labels' own range when ``rows`` rows of it fit in the cache; else the labels present,
+    renumbered 0..V−1 through a lookup table (small non-negative ranges, O(n)) or a sort.
+    low, high: the labels' minimum and maximum."""
+    span = int(high - low) + 1
+    if rows * span <= _CACHE_CELLS:
+        return (labels - low).to(dtype), torch.arange(span, device=labels.device) + low
+    if low >= 0 and fits_dense_table(int(high) + 1, labels.numel()):
+        small = labels.to(torch.uint8) if high < 256 else labels  # bincount reads bytes fastest
+        present = torch.bincount(small.flatten(), minlength=int(high) + 1) > 0
+        lookup = (torch.cumsum(present, 0) - 1).to(dtype)
+        return torch.take(lookup, labels), present.nonzero().squeeze(1)
+    values, ids = torch.unique(labels, return_inverse=True)
+    return ids.to(dtype), values
+
+
+def contingency_cells(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The non-empty cells of every image's contingency table of two labelings, from one ``bincount``.
+
+    preds, target: (B, N) integer labels. Returns, per non-empty cell: the image (C,), the pred
+    label (C,), the target label (C,) and the number of pixels (C,), all int64, ordered by image.
+
+    The table stacks, image after image, one row per pred label in that image's own range, and one
+    column per target label present in the batch, so it stays small (cache-resident) and is
+    counted in one pass; pred ranges too wide for that are first renumbered by a sort.
+    """
+    batch = target.shape[0]
+    device = target.device
+    if target.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=device)
+        return empty, empty, empty, empty
+    pred_values = None
+    low, high = torch.aminmax(preds, dim=1)
+    spans = (high - low + 1).long()
+    if not fits_dense_table(int(spans.sum()), target.numel()):
+        pred_values, preds = torch.unique(preds, return_inverse=True)
+        low, high = torch.aminmax(preds, dim=1)
+        spans = (high - low + 1).long()
+    rows = int(spans.sum())
+    # int32 keys where they fit: half the memory traffic of int64 (256 columns bound the table).
+    target_low, target_high = torch.aminmax(target)
+    dtype = torch.int32 if rows * (int(target_high - target_low) + 1) < 2**31 else torch.int64
+    target_ids, target_values = _column_ids(target, target_low, target_high, rows, dtype)
+    columns = len(target_values)
+    cells = rows * columns
+    first_row = torch.cumsum(spans, 0) - spans  # of each image
+    # key = (first_row + pred − low) · columns + target id, built in one buffer.
+    key = preds.to(dtype, copy=True)
+    key.add_((first_row - low).to(dtype)[:, None]).mul_(columns).add_(target_ids)
+    counts = torch.bincount(key.flatten(), minlength=cells)
+    cell = counts.nonzero().squeeze(1)
+    row, column = cell // columns, cell % columns
+    image = torch.repeat_interleave(torch.arange(batch, device=device), spans, output_size=rows)[row]
+    pred_label = row - first_row[image] + low[image].long()
+    if pred_values is not None:
+        pred_label = pred_values[pred_label]
+    return image, pred_label, target_values[column], counts[cell]

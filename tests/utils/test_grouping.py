@@ -29,3 +29,51 @@ def test_group_returns_image_of_each_group_and_sizes():
     group_of_item, image_of_group, sizes = group(image, label)
     assert group_of_item.tolist() == [1, 0, 1, 2, 2, 3]
     assert image_of_group.tolist() == [0, 0, 1, 2] and sizes.tolist() == [1, 2, 2, 1]
+
+
+def test_dense_and_sorted_grouping_agree():
+    from collections import Counter
+
+    generator = torch.Generator().manual_seed(1)
+    for high in (5, 10**9):  # a dense table, and a range only a sort can group
+        image = torch.randint(0, 3, (400,), generator=generator)
+        label = (
+            torch.randint(-2, high, (400,), generator=generator)
+            if high < 100
+            else torch.tensor([0, 10**9, -(10**9)] * 133 + [7])
+        )
+        group_of_item, image_of_group, sizes = group(image, label)
+        assert torch.equal(group_of_item, reference_groups(image, label))
+        expected = Counter(zip(image.tolist(), label.tolist(), strict=True))
+        assert sizes.tolist() == [expected[key] for key in sorted(expected)]
+        assert image_of_group.tolist() == [key[0] for key in sorted(expected)]
+
+
+def brute_force_cells(preds, target):
+    from collections import Counter
+
+    counts = Counter()
+    for image, (row_p, row_t) in enumerate(zip(preds.tolist(), target.tolist(), strict=True)):
+        counts.update((image, p, t) for p, t in zip(row_p, row_t, strict=True))
+    return sorted((*key, count) for key, count in counts.items())
+
+
+def test_contingency_cells_match_a_brute_force_count():
+    from dsc.utils.grouping import contingency_cells
+
+    generator = torch.Generator().manual_seed(2)
+    cases = [
+        (
+            torch.randint(-1, 6, (3, 200), generator=generator),
+            torch.randint(0, 4, (3, 200), generator=generator),
+        ),
+        # void 255 beside a few classes: columns renumbered through a lookup table
+        (torch.randint(0, 3000, (2, 300), generator=generator), torch.tensor([0, 1, 255]).repeat(2, 100)),
+        # pred and target ranges too wide for a table: renumbered by sorting
+        (torch.randint(0, 10**12, (2, 50), generator=generator), torch.randint(-(10**12), 10**12, (2, 50))),
+        (torch.zeros(2, 0, dtype=torch.int64), torch.zeros(2, 0, dtype=torch.int64)),
+    ]
+    for preds, target in cases:
+        image, pred, true, size = contingency_cells(preds, target)
+        got = sorted(zip(image.tolist(), pred.tolist(), true.tolist(), size.tolist(), strict=True))
+        assert got == brute_force_cells(preds, target)
