@@ -1,10 +1,10 @@
 """Train FCN-8s with the spectral loss on VOC-format data for a few hundred steps, on a GPU with
 bf16 autocast and channels-last: prints the loss every few steps and images per second.
 
-    python benchmarks/fcn8_train.py --voc-root .device-data/voc/VOCdevkit/VOC2012 --steps 300
+    python benchmarks/fcn8_train.py --voc-root data/voc/VOCdevkit/VOC2012 --steps 300
 
-The shared VOC sample (one image, augmented) is enough to see the loss fall. Issue 3 asks for this
-run's figures, with the date and the device, in docs/benchmarks.md.
+A VOC-format tree of a single image (augmented) is enough to see the loss fall; the run's figures
+go, with the date and the device, in docs/benchmarks.md.
 """
 
 from __future__ import annotations

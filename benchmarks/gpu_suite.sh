@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Issue 5's GPU figures in one device run: correctness of the GPU code first, then each benchmark's
-# table (record them in docs/benchmarks.md with the date and the device). From the repository root:
-#   bash ../shared/tools/gpu-wheels.sh torchdata==0.11.0     # once, here: hydra, omegaconf, torchdata
-#   mkdir -p .device-data && cp -r ../shared/data/voc .device-data/
-#   device run, carry [".whl", ".device-data"]:  bash benchmarks/gpu_suite.sh
+# The GPU figures in one run: correctness of the GPU code first, then each benchmark's table
+# (record them in docs/benchmarks.md with the date and the device). From the repository root:
+#   bash benchmarks/gpu_suite.sh [VOC_ROOT]      # VOC_ROOT: default data/voc/VOCdevkit/VOC2012
+# Where the GPU machine's Python lacks hydra-core, omegaconf or torchdata, put their wheels in .whl/
+# (`pip wheel --no-deps -w .whl hydra-core omegaconf antlr4-python3-runtime==4.9.3 torchdata`):
+# they are installed beside the system packages for this run only.
 set -euo pipefail
+voc_root="$(realpath "${1:-data/voc/VOCdevkit/VOC2012}")"
 if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
     export PYTHONPATH="/tmp/site:${PYTHONPATH:-}"
@@ -16,4 +18,4 @@ cd benchmarks
 python3 loss_exact.py --compile
 python3 metrics.py --device all
 python3 rounding.py --device all --batch 16
-python3 train_step.py --loop --voc-root ../.device-data/voc/VOCdevkit/VOC2012 --replicate 64 --workers 12
+python3 train_step.py --loop --voc-root "$voc_root" --replicate 64 --workers 12

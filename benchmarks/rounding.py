@@ -6,7 +6,7 @@
 
     python benchmarks/rounding.py [--size 512] [--dim 21] [--batch 16] [--device all|cpu|cuda]
 
-Issue 4's GPU target: batched ≤ 1 ms per 512×512 image at d = 21 on an H100.
+The GPU target: batched ≤ 1 ms per 512×512 image at d = 21 on an H100.
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ cross-entropy:
 * spectral sampled: ``--sample-size`` pixels per image, drawn on the device each step.
 
     python benchmarks/train_step.py [--batch 16] [--size 512] [--steps 20] [--no-bf16]
-    python benchmarks/train_step.py --loop --voc-root .device-data/voc/VOCdevkit/VOC2012
+    python benchmarks/train_step.py --loop --voc-root data/voc/VOCdevkit/VOC2012
 
 ``--loop`` then runs ``python -m dsc.train experiment=voc_fcn8_spectral`` on VOC-format data with
 real loading and augmentation, and prints its images per second (Lightning's ThroughputMonitor)
-beside the bare step's: the data module must keep the GPU fed. Issue 5's target on an H100 (bf16
+beside the bare step's: the data module must keep the GPU fed. The target on an H100 (bf16
 autocast, channels-last, 16 × 512²): spectral step ≤ 1.05 × the cross-entropy step.
 """
 

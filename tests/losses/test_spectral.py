@@ -127,7 +127,7 @@ def test_shape_mismatch_is_reported():
         spectral_loss(embeddings, labels[:, :-1])
 
 
-# --- Schatten norms: every unitarily invariant norm the issue names, against explicit n × n ---
+# --- Schatten norms: every unitarily invariant norm dsc offers, against explicit n × n ---
 
 
 def brute_force_norm_loss(embeddings, labels, norm, p=None):
