@@ -30,23 +30,23 @@ from pathlib import Path
 import torch
 from common import print_table, shapes_embeddings, time_ms
 
+from dsc.contracts import NetworkOutputs
 from dsc.losses import SemanticCrossEntropy, SpectralLoss, sample_pixels
 from dsc.losses.fused import fused_kernels_available
 from dsc.models import fcn8s
 
 
-def make_step(model, optimizer, loss, images, target, autocast, sample_size):
-    """One training step as DeepSpectralClustering.training_step takes it."""
+def make_step(model, optimizer, loss, images, batch, embed_dim, autocast, sample_size):
+    """One training step as DeepSpectralClustering.training_step takes it: the outputs split into
+    heads (``embed_dim`` embedding channels, the rest class scores), the sample drawn on the device."""
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with autocast:
-            outputs = model(images)
-            if isinstance(loss, SemanticCrossEntropy):
-                value = loss(outputs, target)
-            else:
-                pixels = None if sample_size is None else sample_pixels(target, sample_size)
-                value = loss.from_raw_outputs(outputs, target, pixel_sample=pixels)
+            outputs = NetworkOutputs.split(model(images), embed_dim)
+            if sample_size is not None:
+                batch["pixel_sample"] = sample_pixels(batch["instances"].flatten(1), sample_size)
+            value = loss.training_loss(outputs, batch)
         value.backward()
         optimizer.step()
 
@@ -151,18 +151,20 @@ def main() -> None:
     images = images.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_bf16)
 
-    variants = [("cross-entropy (semantic)", SemanticCrossEntropy(), classes, None)]
+    batch = {"instances": instances, "classes": classes}
+    dim = args.embed_dim
+    variants = [("cross-entropy (semantic)", SemanticCrossEntropy(), 0, None)]
     if fused_kernels_available(images):
-        variants.append(("spectral exact, fused", SpectralLoss(fused=True), instances, None))
+        variants.append(("spectral exact, fused", SpectralLoss(fused=True), dim, None))
     variants += [
-        ("spectral exact, plain torch", SpectralLoss(fused=False), instances, None),
-        (f"spectral sampled, m = {args.sample_size}", SpectralLoss(), instances, args.sample_size),
+        ("spectral exact, plain torch", SpectralLoss(fused=False), dim, None),
+        (f"spectral sampled, m = {args.sample_size}", SpectralLoss(), dim, args.sample_size),
     ]
     model = fcn8s(args.embed_dim, unit_normalize=False).to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
     timings = {}
-    for name, loss, target, sample_size in variants:
-        step = make_step(model, optimizer, loss, images, target, autocast, sample_size)
+    for name, loss, embed_dim, sample_size in variants:
+        step = make_step(model, optimizer, loss, images, dict(batch), embed_dim, autocast, sample_size)
         timings[name] = time_ms(step, device, repeats=args.steps, warmup=3)
 
     baseline = timings["cross-entropy (semantic)"]

@@ -32,6 +32,7 @@ def score_checkpoint(
 ) -> dict[str, float]:
     """Validate a checkpoint's model on ``split`` of its data (adjusted by ``data``, see above)."""
     model, run_config = load_model(ckpt_path, rounding=rounding)
+    model.score_instances = True
     pl.seed_everything(seed, workers=True)
     data_config = OmegaConf.create(run_config["data"])
     if data:

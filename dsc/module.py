@@ -1,5 +1,6 @@
-"""``DeepSpectralClustering``: the LightningModule that trains an embedding network with the
-spectral loss and scores its rounded partitions (paper, Sections 2.2 and 2.3)."""
+"""``DeepSpectralClustering``: the LightningModule that trains a network's heads (an embedding
+with the spectral loss, class scores with cross-entropy, or both) and scores its rounded partitions
+and instances (paper, Sections 2.2 and 2.3; the contracts are in ``dsc.contracts``)."""
 
 from __future__ import annotations
 
@@ -10,27 +11,34 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.loggers import WandbLogger
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from dsc.contracts import Batch, Head, NetworkOutputs, Objective, Partitioner, check_heads
 from dsc.data.labels import VOID
+from dsc.instances import predicted_instances, true_instances
 from dsc.losses import spectral_loss
-from dsc.metrics import PairwiseScores, partition_loss
+from dsc.metrics import InstanceScores, PairwiseScores, partition_loss
+from dsc.rounding import connected_components, fill_void
 
-Batch = dict[str, Tensor]
 log = logging.getLogger(__name__)
+INSTANCE_METRICS = ("final", "every_epoch")
 
 
 class DeepSpectralClustering(pl.LightningModule):
-    """Embedding network → unit normalisation → spectral loss; validation rounds and scores.
+    """Network → heads → loss; validation rounds, scores partitions and instances.
 
-    backbone: any network (B, 3, H, W) → (B, d, H, W).
-    loss: ``(embeddings, labels, **overrides) → scalar``, e.g. ``dsc.losses.SpectralLoss``;
-        validation calls it with ``sample_size=None`` (over all pixels).
-    rounding: ``(embeddings (B, d, H, W), generator=..., image_area=...) → labels (B, H, W)``,
-        e.g. ``dsc.rounding.Rounding``.
+    backbone: any network (B, 3, H, W) → (B, d + C, H, W): ``embed_dim`` (d) embedding channels, unit-
+        normalised per pixel, then ``num_classes`` (C) class scores (0 for none).
+    loss: a ``dsc.contracts.Objective`` (``dsc.losses.SpectralLoss``, ``SemanticCrossEntropy``,
+        ``JointLoss``); rounding: a ``dsc.contracts.Partitioner`` (``dsc.rounding.Rounding``,
+        ``ClassArgmax``, ``ConnectedComponents``). Both are checked against the network's heads.
+    instance_metrics: when validation also scores instances (``dsc.instances``) with mask AP and PQ,
+        per class when there is a class head and class-agnostic always (``val/mask_ap``,
+        ``val/agnostic/pq``, …), and the ground-truth class map through connected components
+        (``val/semantic_oracle_cc/…``): ``final`` (the final scoring only; ``dsc.train``,
+        ``dsc.evaluate`` and ``dsc.table1`` set ``score_instances``) or ``every_epoch``.
     optimizer / scheduler: partials taking the parameters / the optimizer (``scheduler`` optional).
     rounding_seed: seeds the rounding of every validation batch, so an image's partition depends
         neither on the epoch nor on the batch it is in, nor on how DDP splits the images.
@@ -44,10 +52,13 @@ class DeepSpectralClustering(pl.LightningModule):
     def __init__(
         self,
         backbone: nn.Module,
-        loss: Callable[..., Tensor],
-        rounding: Callable[..., Tensor],
+        loss: Objective,
+        rounding: Partitioner,
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
+        embed_dim: int = 16,
+        num_classes: int = 0,
+        instance_metrics: str = "final",
         rounding_seed: int = 0,
         monitor: str = "val/pairwise_fg_f1",
         unseen_classes: list[int] | None = None,
@@ -55,11 +66,19 @@ class DeepSpectralClustering(pl.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        if getattr(rounding, "semantic_blocking", False):
+        if embed_dim < 0 or num_classes < 0 or embed_dim + num_classes == 0:
             raise ValueError(
-                "rounding.semantic_blocking=true needs predicted classes and this model has no class "
-                "head: pass a class map to dsc.rounding.Rounding from Python, or set it to false"
+                f"model.embed_dim={embed_dim} and model.num_classes={num_classes}: the network needs an "
+                "embedding (embed_dim > 0), a class head (num_classes > 0) or both"
             )
+        if num_classes == 1:
+            raise ValueError("model.num_classes=1: a class head needs background and at least one class")
+        self.embed_dim, self.num_classes = embed_dim, num_classes
+        self.heads: frozenset[Head] = frozenset(
+            ({"embedding"} if embed_dim else set()) | ({"classes"} if num_classes else set())
+        )
+        check_heads(self.heads, loss.heads, f"the loss ({type(loss).__name__})")
+        check_heads(self.heads, rounding.heads, f"the rounding ({type(rounding).__name__})")
         self.backbone = backbone
         self.channels_last = channels_last
         if channels_last:
@@ -79,6 +98,16 @@ class DeepSpectralClustering(pl.LightningModule):
         self.unseen_classes = torch.tensor(list(unseen_classes or []), dtype=torch.int64)
         self.val_unseen = PairwiseScores(ignore_index=VOID)
         self.val_seen = PairwiseScores(ignore_index=VOID)
+        if instance_metrics not in INSTANCE_METRICS:
+            raise ValueError(
+                f"model.instance_metrics must be one of {', '.join(INSTANCE_METRICS)}, "
+                f"got {instance_metrics!r}"
+            )
+        self.score_instances = instance_metrics == "every_epoch"
+        self.val_instances = InstanceScores(num_classes)
+        # The ground-truth class map, void filled from its neighbours, split by connected components.
+        self.val_semantic_oracle_cc = PairwiseScores(ignore_index=VOID)
+        self.val_semantic_oracle_cc_instances = InstanceScores(num_classes=VOID)  # any class id a thing
         # Theorem 2.2: the rounded partition's loss beside the network's, both squared Frobenius / n².
         self.val_loss = MeanMetric()
         self.val_network_loss = MeanMetric()
@@ -102,6 +131,9 @@ class DeepSpectralClustering(pl.LightningModule):
             rounding=instantiate(config["rounding"] if rounding is None else rounding),
             optimizer=instantiate(config["model"]["optimizer"]),
             scheduler=instantiate(config["model"].get("scheduler")),
+            embed_dim=config["model"]["embed_dim"],
+            num_classes=config["model"].get("num_classes", 0),
+            instance_metrics=config["model"].get("instance_metrics", "final"),
             rounding_seed=config.get("seed", 0),
             monitor=config.get("optimized_metric", "val/pairwise_fg_f1"),
             unseen_classes=config["data"].get("exclude_classes"),
@@ -109,43 +141,34 @@ class DeepSpectralClustering(pl.LightningModule):
             compile=config["model"].get("compile", False),
         )
 
-    @property
-    def unit_embeddings(self) -> bool:
-        """Whether outputs are unit embeddings (spectral losses) or raw class scores (cross-entropy)."""
-        return getattr(self.loss, "unit_embeddings", True)
-
-    @property
-    def target(self) -> str:
-        """The batch key the loss trains against: ``instances`` or, for the semantic baseline, ``classes``."""
-        return getattr(self.loss, "target", "instances")
-
-    def forward(self, images: Tensor) -> Tensor:
-        """images (B, 3, H, W) → embeddings (B, d, H, W) with unit-length pixel vectors (or raw
-        class scores when the loss trains a semantic segmenter)."""
-        outputs = self.raw_outputs(images)
-        return F.normalize(outputs, dim=1) if self.unit_embeddings else outputs
+    def forward(self, images: Tensor) -> NetworkOutputs:
+        """images (B, 3, H, W) → the network's heads: ``.embeddings`` (B, d, H, W) unit pixel
+        vectors and/or ``.class_logits`` (B, C, H, W)."""
+        return NetworkOutputs.split(self.raw_outputs(images), self.embed_dim)
 
     def raw_outputs(self, images: Tensor) -> Tensor:
-        """The backbone's outputs (B, d, H, W) before normalisation."""
+        """The backbone's outputs (B, d + C, H, W) before normalisation."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return self.backbone(images)
 
-    def round(self, embeddings: Tensor, image_area: Tensor | None = None) -> Tensor:
-        """embeddings (B, d, H, W) → instance labels (B, H, W), with the configured rounding;
-        ``image_area`` (B, H, W), False on a batch's padding, leaves the padding out (label −1)."""
-        return self.rounding(embeddings.detach(), generator=self._rounding_generator, image_area=image_area)
+    def partition(
+        self,
+        outputs: NetworkOutputs,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
+    ) -> Tensor:
+        """The configured rounding of the outputs → segment labels (B, H, W); ``image_area`` (B, H, W),
+        False on a batch's padding, leaves the padding out (label −1). ``generator``: the rounding's
+        randomness (default: the module's, seeded per validation batch)."""
+        generator = self._rounding_generator if generator is None else generator
+        return self.rounding.partition(outputs.detach(), generator=generator, image_area=image_area)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        outputs = self.raw_outputs(batch["image"])
-        # pixel_sample: the loss's pixels, drawn on the device by the data module when sampling.
-        # Spectral losses take the raw outputs and normalise only what they need (fused on GPUs).
-        from_raw_outputs = getattr(self.loss, "from_raw_outputs", None)
-        if from_raw_outputs is not None and self.unit_embeddings:
-            loss = from_raw_outputs(outputs, batch[self.target], pixel_sample=batch.get("pixel_sample"))
-        else:
-            outputs = F.normalize(outputs, dim=1) if self.unit_embeddings else outputs
-            loss = self.loss(outputs, batch[self.target], pixel_sample=batch.get("pixel_sample"))
+        # The loss takes the raw outputs: spectral losses normalise only what they need (fused on
+        # GPUs) and use the pixel sample the data module drew on the device, if any.
+        outputs = NetworkOutputs.split(self.raw_outputs(batch["image"]), self.embed_dim)
+        loss = self.loss.training_loss(outputs, batch)
         self._remember_nonfinite(loss)
         # Read when the loss is logged anyway: reading it every step would wait for the GPU each step.
         if self._trainer is None or self.global_step % max(self._trainer.log_every_n_steps, 1) == 0:
@@ -178,31 +201,53 @@ class DeepSpectralClustering(pl.LightningModule):
         )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
-        embeddings = self(batch["image"])
-        instances = batch["instances"]
+        outputs = self(batch["image"])
+        instances, image_area = batch["instances"], batch.get("image_area")
         # A metric, not a synced log call: validation ranks may run different numbers of batches.
-        self.val_loss.update(self.loss(embeddings, batch[self.target], sample_size=None), len(instances))
+        self.val_loss.update(self.loss.validation_loss(outputs, batch), len(instances))
         self.log("val/loss", self.val_loss)
         self._rounding_generator.manual_seed(self.rounding_seed)
-        preds = self.round(embeddings, batch.get("image_area"))
+        preds = self.partition(outputs, image_area=image_area)
         self.val_scores.update(preds, instances)
         # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
         self.val_semantic_oracle.update(batch["classes"], instances)
-        if self.target == "classes":
-            self.val_class_partition.update(preds, batch["classes"])
+        if outputs.class_logits is not None:  # the class head's partition against the class map
+            self.val_class_partition.update(outputs.predicted_classes, batch["classes"])
         if len(self.unseen_classes):
             classes = batch["classes"]
             unseen = torch.isin(classes, self.unseen_classes.to(classes.device))
             seen = (classes != 0) & (classes != VOID) & ~unseen
             self.val_unseen.update(preds, instances.masked_fill(seen, VOID))
             self.val_seen.update(preds, instances.masked_fill(unseen, VOID))
-        if self.unit_embeddings:
+        if outputs.raw_embeddings is not None:
+            embeddings = outputs.embeddings
             images_with_pixels = (instances != VOID).flatten(1).any(dim=1).sum()
             with torch.autocast(embeddings.device.type, enabled=False):  # float32 also under bf16-mixed
                 network_loss = spectral_loss(embeddings.float(), instances, VOID)
             self.val_network_loss.update(network_loss, images_with_pixels)
             self.val_rounded_loss.update(partition_loss(preds, instances, VOID), images_with_pixels)
-        return {"preds": preds, "embeddings": embeddings}
+        if self.score_instances:
+            self._update_instance_metrics(batch, outputs, preds)
+        # The pictures' embedding panel: the embeddings, or the class probabilities without them.
+        features = outputs.embeddings if outputs.raw_embeddings is not None else outputs.class_probabilities
+        return {"preds": preds, "embeddings": features}
+
+    def _update_instance_metrics(self, batch: Batch, outputs: NetworkOutputs, preds: Tensor) -> None:
+        instances, classes, image_area = batch["instances"], batch["classes"], batch.get("image_area")
+        void = instances == VOID
+        if image_area is not None:
+            void |= ~image_area
+        targets = true_instances(instances, classes)
+        predicted = predicted_instances(preds, outputs.detach(), valid=~void, image_area=image_area)
+        self.val_instances.update(predicted, targets, void)
+        # The semantic oracle + connected components: void first takes its neighbours' class (else
+        # VOC's void bands would separate touching instances for free).
+        filled = fill_void(classes)
+        components = connected_components(filled, image_area)
+        self.val_semantic_oracle_cc.update(components, instances)
+        oracle_ids = torch.where(~void & (filled != 0), components + 1, 0)
+        oracle = true_instances(oracle_ids, filled, void=-1)
+        self.val_semantic_oracle_cc_instances.update(oracle, targets, void)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
@@ -211,15 +256,21 @@ class DeepSpectralClustering(pl.LightningModule):
             ("val/pairwise_", self.val_scores),
             ("val/semantic_oracle/pairwise_", self.val_semantic_oracle),
         ]
-        if self.target == "classes":
+        if "classes" in self.heads:
             metrics.append(("val/class_partition/pairwise_", self.val_class_partition))
+        if self.score_instances:
+            metrics += [
+                ("val/", self.val_instances),
+                ("val/semantic_oracle_cc/pairwise_", self.val_semantic_oracle_cc),
+                ("val/semantic_oracle_cc/", self.val_semantic_oracle_cc_instances),
+            ]
         if len(self.unseen_classes):
             metrics += [("val/unseen/pairwise_", self.val_unseen), ("val/seen/pairwise_", self.val_seen)]
         for prefix, metric in metrics:
             for name, value in metric.compute().items():
                 self.log(prefix + name, value.float(), prog_bar=prefix + name == self.monitor)
             metric.reset()
-        if self.unit_embeddings:
+        if "embedding" in self.heads:
             network, rounded = self.val_network_loss.compute(), self.val_rounded_loss.compute()
             self.log_dict(
                 {

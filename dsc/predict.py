@@ -147,7 +147,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         for size in sorted({tuple(image.shape) for _, image in readable}):
             group = [(path, image) for path, image in readable if tuple(image.shape) == size]
             images = torch.stack([image for _, image in group]).to(device)
-            labels = model.rounding(model(images), generator=generator)
+            labels = model.partition(model(images), generator=generator)
             for (path, image), image_labels in zip(group, labels, strict=True):
                 write_prediction(image, image_labels, output, stems[path])
                 written += 1

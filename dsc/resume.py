@@ -29,7 +29,13 @@ log = logging.getLogger(__name__)
 # rounding), but not these config sections.
 RUN_IDENTITY = ("seed", "backbone", "model", "loss", "data")
 # Keys inside them that do not change what is trained: speed, and where the data are mounted.
-MAY_CHANGE_ON_RESUME = ("model.compile", "model.channels_last", "data.num_workers", "data.val_batch_size")
+MAY_CHANGE_ON_RESUME = (
+    "model.compile",
+    "model.channels_last",
+    "model.instance_metrics",
+    "data.num_workers",
+    "data.val_batch_size",
+)
 _LOCATION_SUFFIXES = ("root", "_dir", "_file")
 # Left behind by a run in its directory (Hydra's own .hydra/ and <task>.log are written first).
 RUN_OUTPUTS = ("checkpoints", "metrics.json", "csv", "tensorboard", "wandb", "images")

@@ -77,12 +77,15 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
     # Score the best checkpoint; fast_dev_run and runs without checkpoints keep the last weights.
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    model.score_instances = True  # mask AP and PQ in the final scoring, whatever model.instance_metrics
+    started = time.perf_counter()
     trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     metrics = {
         name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")
     }
     metrics["time/fit_seconds"] = fit_seconds
     metrics["time/validation_seconds"] = validation_time.seconds
+    metrics["time/final_scoring_seconds"] = time.perf_counter() - started
 
     if trainer.is_global_zero:
         share = validation_time.seconds / max(fit_seconds, 1e-9)

@@ -21,6 +21,8 @@ SETUP = [
     "trainer.num_sanity_val_steps=0",
     "backbone.norm=group",
     "callbacks=none",
+    "loss=spectral_joint",  # both heads: class-aware and class-agnostic mask AP and PQ
+    "model.num_classes=4",
 ]
 
 
@@ -61,8 +63,15 @@ def test_two_processes_match_one(tmp_path, make_config):
     for name, value in single.items():
         if name.startswith("val/semantic_oracle/"):
             assert ddp[name] == pytest.approx(value, abs=1e-12), name
+        # Mask AP and PQ of the ground truth through connected components: torchmetrics' states
+        # (COCOeval's lists, PQ's sums) gathered from both ranks give one process's numbers.
+        if name.startswith("val/semantic_oracle_cc/"):
+            assert ddp[name] == pytest.approx(value, abs=1e-12), name
+    assert {"val/semantic_oracle_cc/mask_ap", "val/semantic_oracle_cc/pq"} <= set(ddp)
     for name in ("val/pairwise_f1", "val/pairwise_fg_f1", "val/pairwise_accuracy"):
         assert ddp[name] == pytest.approx(single[name], abs=2e-3), name
+    for name in ("val/mask_ap", "val/mask_ap50", "val/pq", "val/agnostic/mask_ap", "val/agnostic/pq"):
+        assert ddp[name] == pytest.approx(single[name], abs=1e-2), name
     assert ddp["val/loss"] == pytest.approx(single["val/loss"], rel=1e-4)
     assert step_losses(ddp_dir) == pytest.approx(step_losses(single_dir), rel=1e-4)
     assert len(step_losses(ddp_dir)) == 4

@@ -4,18 +4,19 @@ import pytest
 import torch
 
 from dsc.data import VOID
-from dsc.losses import spectral_loss
+from dsc.losses import JointLoss, SemanticCrossEntropy, SpectralLoss
 from dsc.models import SmallFCN
 from dsc.module import DeepSpectralClustering
-from dsc.rounding import Rounding
+from dsc.rounding import ConnectedComponents, Rounding
 
 
 def make_module(embed_dim=4):
     return DeepSpectralClustering(
         backbone=SmallFCN(out_channels=embed_dim, width=4),
-        loss=functools.partial(spectral_loss, sample_size=None),
+        loss=SpectralLoss(fused=False),
         rounding=Rounding(),
         optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        embed_dim=embed_dim,
     )
 
 
@@ -28,7 +29,7 @@ def awkward_batch():
 
 
 def test_forward_gives_unit_embeddings():
-    embeddings = make_module()(torch.rand(2, 3, 10, 13))
+    embeddings = make_module()(torch.rand(2, 3, 10, 13)).embeddings
     assert embeddings.shape == (2, 4, 10, 13)
     torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(2, 10, 13))
 
@@ -53,7 +54,7 @@ def test_validation_scores_awkward_batch_without_nan():
 
 def test_round_labels_every_pixel_per_image():
     module = make_module()
-    labels = module.round(module(torch.rand(3, 3, 8, 9)))
+    labels = module.partition(module(torch.rand(3, 3, 8, 9)))
     assert labels.shape == (3, 8, 9) and labels.dtype == torch.int64 and (labels >= 0).all()
 
 
@@ -71,9 +72,10 @@ def test_unseen_classes_are_scored_apart():
 
     module = DeepSpectralClustering(
         backbone=SmallFCN(out_channels=4, width=4),
-        loss=functools.partial(spectral_loss, sample_size=None),
+        loss=SpectralLoss(fused=False),
         rounding=Rounding(),
         optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        embed_dim=4,
         unseen_classes=[2],
     )
     instances = torch.tensor([[[0, 0, 1, 1], [2, 2, 3, 3], [0, 4, 4, VOID]]])
@@ -85,3 +87,43 @@ def test_unseen_classes_are_scored_apart():
     expected_seen.update(preds, instances.masked_fill((classes == 2), VOID))
     assert torch.equal(module.val_unseen.counts, expected_unseen.counts)
     assert torch.equal(module.val_seen.counts, expected_seen.counts)
+
+
+@pytest.mark.parametrize(
+    ("loss", "rounding", "embed_dim", "num_classes", "missing"),
+    [
+        (JointLoss(), Rounding(), 4, 0, "model.num_classes"),
+        (SpectralLoss(), Rounding(semantic_blocking=True), 4, 0, "model.num_classes"),
+        (SpectralLoss(), ConnectedComponents(), 4, 0, "model.num_classes"),
+        (SemanticCrossEntropy(), Rounding(), 0, 3, "model.embed_dim"),
+    ],
+)
+def test_heads_the_loss_and_rounding_need_are_checked(loss, rounding, embed_dim, num_classes, missing):
+    with pytest.raises(ValueError, match=missing):
+        DeepSpectralClustering(
+            backbone=SmallFCN(out_channels=embed_dim + num_classes, width=4),
+            loss=loss,
+            rounding=rounding,
+            optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+            embed_dim=embed_dim,
+            num_classes=num_classes,
+        )
+
+
+def test_joint_model_splits_heads_and_scores_instances():
+    module = DeepSpectralClustering(
+        backbone=SmallFCN(out_channels=4 + 3, width=4),
+        loss=JointLoss(fused=False),
+        rounding=Rounding(semantic_blocking=True),
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        embed_dim=4,
+        num_classes=3,
+    )
+    outputs = module(torch.rand(2, 3, 12, 12))
+    assert outputs.embeddings.shape == (2, 4, 12, 12) and outputs.class_logits.shape == (2, 3, 12, 12)
+    batch = awkward_batch()
+    batch["classes"] = batch["classes"].clamp(max=2).masked_fill(batch["instances"] == VOID, VOID)
+    module.validation_step(batch, 0)
+    scores = module.val_instances.compute()
+    assert {"mask_ap", "pq", "agnostic/mask_ap", "agnostic/pq"} <= set(scores)
+    assert all(torch.isfinite(value) for value in scores.values())

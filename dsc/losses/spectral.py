@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor
 
+from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses.fused import fused_kernels_available, fused_kernels_work, fused_spectral_frobenius
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.utils.grouping import group
@@ -219,7 +220,7 @@ def spectral_loss(
 class SpectralLoss:
     """``spectral_loss`` with its options fixed and checked up front: what ``loss=`` configs build.
 
-    It trains unit embeddings (``unit_embeddings``) towards the instance map (``target``).
+    As an ``dsc.contracts.Objective`` it trains the embedding head towards the instance map.
 
     Calling it with (embeddings, labels) evaluates the loss; keyword overrides (for example
     ``sample_size=None`` for an exact validation loss) replace the fixed options for that call.
@@ -250,8 +251,17 @@ class SpectralLoss:
             "sampling": sampling,
         }
 
-    target = "instances"
-    unit_embeddings = True
+    heads: frozenset[Head] = frozenset({"embedding"})
+
+    def training_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:
+        """From the raw embeddings (``from_raw_outputs``), with the data module's pixel sample if any."""
+        return self.from_raw_outputs(
+            outputs.raw_embeddings, batch["instances"], pixel_sample=batch.get("pixel_sample")
+        )
+
+    def validation_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:
+        """The exact loss over all pixels (``sample_size=None``)."""
+        return self(outputs.embeddings, batch["instances"], sample_size=None)
 
     def __call__(self, embeddings: Tensor, labels: Tensor, **overrides) -> Tensor:
         # In float32 also under bf16 autocast: the closed form subtracts sums of up to n² terms.

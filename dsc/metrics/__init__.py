@@ -1,5 +1,7 @@
-"""Pairwise partition metrics (the paper's Table 1), as pure functions and a torchmetrics Metric."""
+"""Pairwise partition metrics (the paper's Table 1), as pure functions and a torchmetrics Metric;
+mask AP and panoptic quality of instances (``InstanceScores``)."""
 
+from dsc.metrics.instance_scores import InstanceScores
 from dsc.metrics.pair_counts import (
     pair_counts,
     pair_counts_per_image,
@@ -10,6 +12,7 @@ from dsc.metrics.pair_counts import (
 from dsc.metrics.pairwise import PairwiseScores
 
 __all__ = [
+    "InstanceScores",
     "PairwiseScores",
     "pair_counts",
     "pair_counts_per_image",

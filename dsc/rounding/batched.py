@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dsc.contracts import Head, NetworkOutputs
 from dsc.rounding.hashing import position_ids
 from dsc.rounding.kwikcluster import kwikcluster
 from dsc.rounding.postprocess import merge_small_clusters, num_clusters
@@ -68,7 +69,8 @@ class Rounding:
     """A rounding scheme with its options, as ``rounding=`` configs build it.
 
     Call it with (B, d, H, W) embeddings (and a class map when ``semantic_blocking``) to get
-    (B, H, W) labels; see ``round_embeddings``.
+    (B, H, W) labels; see ``round_embeddings``. As a ``dsc.contracts.Partitioner`` it reads the
+    embedding head, and with ``semantic_blocking`` also the class head's predicted classes.
     """
 
     def __init__(
@@ -79,6 +81,18 @@ class Rounding:
         self.scheme = scheme
         self.semantic_blocking = semantic_blocking
         self.min_size = min_size
+        self.heads: frozenset[Head] = frozenset(
+            {"embedding", "classes"} if semantic_blocking else {"embedding"}
+        )
+
+    def partition(
+        self,
+        outputs: NetworkOutputs,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
+    ) -> Tensor:
+        classes = outputs.predicted_classes if self.semantic_blocking else None
+        return self(outputs.embeddings.detach(), classes, generator=generator, image_area=image_area)
 
     def __call__(
         self,
@@ -103,18 +117,18 @@ class Rounding:
 
 class ClassArgmax:
     """The semantic baseline's "rounding": each pixel's highest-scoring class, so the partition
-    has one segment per predicted class. (B, C, H, W) scores → (B, H, W) labels."""
+    has one segment per predicted class (the paper's FCN-8 row). Reads the class head."""
 
-    semantic_blocking = False
+    heads: frozenset[Head] = frozenset({"classes"})
 
-    def __call__(
+    def partition(
         self,
-        scores: Tensor,
-        classes: Tensor | None = None,
+        outputs: NetworkOutputs,
         generator: torch.Generator | None = None,
         image_area: Tensor | None = None,
     ) -> Tensor:
-        return scores.argmax(dim=1)
+        labels = outputs.predicted_classes
+        return labels if image_area is None else labels.masked_fill(~image_area.to(labels.device), -1)
 
 
 __all__ = ["ClassArgmax", "Rounding", "num_clusters", "round_embeddings"]

@@ -24,18 +24,33 @@ UNSEEN_COLUMNS = (
 )
 
 
+INSTANCE_SCORES = ("mask_ap", "mask_ap50", "mask_ap75", "pq", "sq", "rq")
+INSTANCE_COLUMNS = (
+    ("instances", "val/"),
+    ("class-agnostic", "val/agnostic/"),
+    ("sem. oracle + CC", "val/semantic_oracle_cc/"),
+    ("agnostic oracle + CC", "val/semantic_oracle_cc/agnostic/"),
+)
+
+
+def _table(metrics: Mapping[str, float], columns: tuple, rows: tuple[str, ...]) -> list[str]:
+    width = max(len(title) for title, _ in columns) + 2
+    lines = ["".ljust(10) + "".join(title.rjust(width) for title, _ in columns)]
+    for row in rows:
+        cells = (metrics.get(prefix + row) for _, prefix in columns)
+        lines.append(row.ljust(10) + "".join(("-" if c is None else f"{c:.4f}").rjust(width) for c in cells))
+    return lines
+
+
 def format_metrics_table(metrics: Mapping[str, float]) -> str:
     """Pairwise scores of the rounded instances beside those of the ground-truth semantic
     partition, over all valid pairs and over foreground pairs (and, after training without some
-    classes, over their objects and the others'); missing entries show as '-'."""
+    classes, over their objects and the others'); then, where scored, mask AP and PQ of the
+    instances and of the semantic oracle + connected components. Missing entries show as '-'."""
     columns = COLUMNS + (UNSEEN_COLUMNS if any(k.startswith("val/unseen/") for k in metrics) else ())
-    width = max(len(title) for title, _ in columns) + 2
-    lines = ["".ljust(10) + "".join(title.rjust(width) for title, _ in columns)]
-    for score in SCORES:
-        cells = (metrics.get(prefix + score) for _, prefix in columns)
-        lines.append(
-            score.ljust(10) + "".join(("-" if c is None else f"{c:.4f}").rjust(width) for c in cells)
-        )
+    lines = _table(metrics, columns, SCORES)
+    if "val/agnostic/pq" in metrics:
+        lines += ["", *_table(metrics, INSTANCE_COLUMNS, INSTANCE_SCORES)]
     return "\n".join(lines)
 
 

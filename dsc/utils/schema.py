@@ -10,6 +10,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 # Annotations that OmegaConf can check; anything richer is typed Any.
 _CHECKABLE = {int, float, bool, str, *(typing.Optional[t] for t in (int, float, bool, str))}  # noqa: UP045
@@ -45,8 +46,16 @@ class SpectralLossSchema:
 
 
 @dataclasses.dataclass
+class JointLossSchema(SpectralLossSchema):
+    _target_: str = "dsc.losses.JointLoss"
+    class_weight: float = 1.0
+
+
+@dataclasses.dataclass
 class ModelSchema:
     embed_dim: int = 16
+    num_classes: int = 0
+    instance_metrics: str = "final"
     channels_last: bool = False
     compile: bool = False
     optimizer: Any = None
@@ -73,8 +82,12 @@ class TrainSchema:
 
 
 def register_schemas() -> None:
-    """Store the schemas where the configs' defaults lists name them (``*_schema``)."""
+    """Store the schemas where the configs' defaults lists name them (``*_schema``), and register
+    the resolver ``${dsc_sum:a,b}`` (a + b: the backbones' output channels, d + C)."""
+    if not OmegaConf.has_resolver("dsc_sum"):
+        OmegaConf.register_new_resolver("dsc_sum", lambda *terms: sum(int(term) for term in terms))
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainSchema)
     store.store(group="trainer", name="trainer_schema", node=_trainer_schema())
     store.store(group="loss", name="spectral_schema", node=SpectralLossSchema)
+    store.store(group="loss", name="joint_schema", node=JointLossSchema)

@@ -43,7 +43,7 @@ def test_cross_entropy_matches_torch_and_is_zero_on_void():
     logits = torch.randn(2, 21, 5, 7, requires_grad=True)
     classes = torch.randint(0, 21, (2, 5, 7))
     classes[0, :2] = VOID
-    loss = SemanticCrossEntropy()(logits, classes, sample_size=None)
+    loss = SemanticCrossEntropy()(logits, classes)
     torch.testing.assert_close(loss, F.cross_entropy(logits, classes, ignore_index=VOID))
     empty = SemanticCrossEntropy()(logits, torch.full_like(classes, VOID))
     empty.backward()

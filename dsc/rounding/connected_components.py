@@ -1,0 +1,56 @@
+"""The baseline every grouping method is compared with: connected components of a semantic
+segmentation. Each 4-connected region of one class is a segment (SciPy's ``ndimage.label``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import Tensor
+
+from dsc.contracts import Head, NetworkOutputs
+from dsc.data.labels import VOID
+
+
+def connected_components(classes: Tensor, image_area: Tensor | None = None) -> Tensor:
+    """(B, H, W) class map → (B, H, W) int64 labels 0..k−1 per image, one per 4-connected region
+    of a single class; −1 outside ``image_area`` ((B, H, W) bool, False on a batch's padding)."""
+    if classes.dim() != 3:
+        raise ValueError(f"expected a (B, H, W) class map, got shape {tuple(classes.shape)}")
+    class_maps = classes.detach().cpu().numpy()
+    inside = np.ones(class_maps.shape, bool) if image_area is None else image_area.cpu().numpy()
+    labels = np.full(class_maps.shape, -1, dtype=np.int64)
+    for image, (class_map, area) in enumerate(zip(class_maps, inside, strict=True)):
+        count = 0
+        for value in np.unique(class_map[area]):
+            regions, num_regions = ndimage.label((class_map == value) & area)
+            labels[image][regions > 0] = regions[regions > 0] - 1 + count
+            count += num_regions
+    return torch.from_numpy(labels).to(classes.device)
+
+
+def fill_void(classes: Tensor, void: int = VOID) -> Tensor:
+    """(B, H, W) class map with every ``void`` pixel given the class of its nearest non-void pixel
+    (Euclidean; what a perfect semantic segmenter predicts there). All-void images stay as they are."""
+    filled = classes.detach().cpu().numpy().copy()
+    for class_map in filled:
+        is_void = class_map == void
+        if is_void.any() and not is_void.all():
+            nearest = ndimage.distance_transform_edt(is_void, return_distances=False, return_indices=True)
+            class_map[...] = class_map[tuple(nearest)]
+    return torch.from_numpy(filled).to(classes.device)
+
+
+class ConnectedComponents:
+    """``rounding=connected_components``: connected components of the class head's predicted classes
+    (a ``dsc.contracts.Partitioner`` for models with a class head: cross-entropy or joint)."""
+
+    heads: frozenset[Head] = frozenset({"classes"})
+
+    def partition(
+        self,
+        outputs: NetworkOutputs,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
+    ) -> Tensor:
+        return connected_components(outputs.predicted_classes, image_area)
