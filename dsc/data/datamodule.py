@@ -152,6 +152,7 @@ class InstanceDataModule(pl.LightningDataModule):
                 f"the validation set has {len(self.val_dataset)} images, fewer than the {processes} "
                 "processes that share it: validate on more images or with fewer devices"
             )
+        # Round-robin without repeats: every image scored once (InstanceScores restores this order).
         split = (
             UnrepeatedDistributedSampler(self.val_dataset, processes, rank, shuffle=False)
             if processes > 1

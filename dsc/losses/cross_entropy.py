@@ -9,8 +9,9 @@ from dsc.contracts import Batch, Head, NetworkOutputs
 
 
 class SemanticCrossEntropy:
-    """Mean cross-entropy of (B, C, H, W) class scores against a (B, H, W) class map over valid
-    pixels; 0 (with a zero gradient) when a batch has none, never NaN.
+    """Cross-entropy of (B, C, H, W) class scores against a (B, H, W) class map: each image's mean
+    over its valid pixels (0, with a zero gradient, for an image with none), averaged over the
+    images, so that DDP processes that split a batch train as one process on it. Never NaN.
 
     As an ``dsc.contracts.Objective`` it trains the class head towards the class map; class ids
     must be below the head's C (``model.num_classes``) or void.
@@ -22,9 +23,9 @@ class SemanticCrossEntropy:
         self.ignore_index = ignore_index
 
     def __call__(self, logits: Tensor, classes: Tensor) -> Tensor:
-        valid = (classes != self.ignore_index).sum()
-        total = F.cross_entropy(logits.float(), classes, ignore_index=self.ignore_index, reduction="sum")
-        return total / valid.clamp(min=1)
+        valid = (classes != self.ignore_index).flatten(1).sum(dim=1)
+        per_pixel = F.cross_entropy(logits.float(), classes, ignore_index=self.ignore_index, reduction="none")
+        return (per_pixel.flatten(1).sum(dim=1) / valid.clamp(min=1)).mean()
 
     def training_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:
         return self(outputs.class_logits, batch["classes"])

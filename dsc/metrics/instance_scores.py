@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision, PanopticQuality
 
@@ -34,9 +35,42 @@ def _mask_ap() -> MeanAveragePrecision:
         backend="pycocotools",
         iou_thresholds=COCO_IOU_THRESHOLDS,
         rec_thresholds=COCO_RECALL_THRESHOLDS,
+        sync_on_compute=False,  # gathered by _compute_mask_ap instead
     )
     metric.warn_on_many_detections = False  # a partition often has more than COCO's 100 segments
     return metric
+
+
+def _round_robin(per_process: list[list]) -> list:
+    """One list from each process's per-image lists, in the order of a round-robin sampler
+    (image k of process r is image r + k·world_size, as Lightning's ``UnrepeatedDistributedSampler``
+    deals them), so that score ties break as they do in one process."""
+    merged = []
+    for k in range(max((len(images) for images in per_process), default=0)):
+        merged.extend(images[k] for images in per_process if k < len(images))
+    return merged
+
+
+def _compute_mask_ap(metric: MeanAveragePrecision) -> dict[str, Tensor]:
+    """``metric.compute()`` over the images of every DDP process.
+
+    torchmetrics gathers list states one element at a time, so processes with different numbers
+    of images (an evaluation sampler that repeats none) would wait on each other forever; here each
+    process sends its whole state once, as an object, and the metric computes on the union.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return metric.compute()
+    local = metric.metric_state
+    try:
+        for name, images in local.items():
+            on_cpu = [image.cpu() if isinstance(image, Tensor) else image for image in images]
+            per_process: list = [None] * dist.get_world_size()
+            dist.all_gather_object(per_process, on_cpu)
+            setattr(metric, name, _round_robin(per_process))
+        return metric.compute()
+    finally:
+        for name, images in local.items():
+            setattr(metric, name, images)
 
 
 def _panoptic_quality(things: set[int]) -> PanopticQuality:
@@ -60,7 +94,7 @@ class InstanceScores(nn.Module):
     classes 1..C−1 are things) and class-agnostic (every instance an "object").
 
     ``compute()`` returns ``mask_ap``, ``mask_ap50``, ``mask_ap75``, ``pq``, ``sq``, ``rq`` and the
-    same under ``agnostic/``; torchmetrics syncs them across DDP processes.
+    same under ``agnostic/``, over the images of every DDP process.
     """
 
     def __init__(self, num_classes: int = 0) -> None:
@@ -92,7 +126,7 @@ class InstanceScores(nn.Module):
 
     @staticmethod
     def _scores(mask_ap: MeanAveragePrecision, panoptic_quality: PanopticQuality, prefix: str) -> dict:
-        ap = mask_ap.compute()
+        ap = _compute_mask_ap(mask_ap)
         pq, sq, rq = torch.nan_to_num(panoptic_quality.compute().float(), nan=0.0).flatten()[:3]
         return {
             f"{prefix}mask_ap": ap["map"],

@@ -39,12 +39,20 @@ def test_given_pixel_sample_is_the_sample():
     torch.testing.assert_close(spectral_loss(embeddings, labels, pixel_sample=picks), drawn)
 
 
-def test_cross_entropy_matches_torch_and_is_zero_on_void():
-    logits = torch.randn(2, 21, 5, 7, requires_grad=True)
-    classes = torch.randint(0, 21, (2, 5, 7))
+def test_cross_entropy_is_the_mean_of_per_image_torch_losses_and_zero_on_void():
+    logits = torch.randn(3, 21, 5, 7, requires_grad=True)
+    classes = torch.randint(0, 21, (3, 5, 7))
     classes[0, :2] = VOID
+    classes[2] = VOID  # an image with no valid pixel counts as 0
     loss = SemanticCrossEntropy()(logits, classes)
-    torch.testing.assert_close(loss, F.cross_entropy(logits, classes, ignore_index=VOID))
+    per_image = [F.cross_entropy(logits[i : i + 1], classes[i : i + 1], ignore_index=VOID) for i in range(2)]
+    torch.testing.assert_close(loss, sum(per_image) / 3)
+    # Two halves of a batch (two DDP processes) average to the loss of the whole batch.
+    halves = [
+        SemanticCrossEntropy()(logits[:2], classes[:2]),
+        SemanticCrossEntropy()(logits[2:], classes[2:]),
+    ]
+    torch.testing.assert_close(loss, (2 * halves[0] + halves[1]) / 3)
     empty = SemanticCrossEntropy()(logits, torch.full_like(classes, VOID))
     empty.backward()
     assert empty.item() == 0.0 and torch.isfinite(logits.grad).all()
