@@ -12,9 +12,10 @@ from dsc.contracts import Head, NetworkOutputs
 from dsc.data.labels import VOID
 
 
-def connected_components(classes: Tensor, image_area: Tensor | None = None) -> Tensor:
+def connected_components(classes: Tensor, image_area: Tensor | None = None, min_size: int = 0) -> Tensor:
     """(B, H, W) class map → (B, H, W) int64 labels 0..k−1 per image, one per 4-connected region
-    of a single class; −1 outside ``image_area`` ((B, H, W) bool, False on a batch's padding)."""
+    of a single class; −1 outside ``image_area`` ((B, H, W) bool, False on a batch's padding).
+    min_size: pixels of regions smaller than this join the nearest larger region (0: off)."""
     if classes.dim() != 3:
         raise ValueError(f"expected a (B, H, W) class map, got shape {tuple(classes.shape)}")
     class_maps = classes.detach().cpu().numpy()
@@ -26,7 +27,25 @@ def connected_components(classes: Tensor, image_area: Tensor | None = None) -> T
             regions, num_regions = ndimage.label((class_map == value) & area)
             labels[image][regions > 0] = regions[regions > 0] - 1 + count
             count += num_regions
+        if min_size > 1 and count:
+            labels[image] = _merge_small_regions(labels[image], min_size)
     return torch.from_numpy(labels).to(classes.device)
+
+
+def _merge_small_regions(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """(H, W) labels (−1 outside the image) with regions under ``min_size`` pixels given the label of
+    the nearest pixel of a larger region, then renumbered 0..k−1."""
+    sizes = np.bincount(labels[labels >= 0])
+    small = (labels >= 0) & (sizes[np.maximum(labels, 0)] < min_size)
+    if not small.any() or small.sum() == (labels >= 0).sum():
+        return labels
+    replace = small | (labels < 0)  # take the label of the nearest pixel outside these
+    nearest = ndimage.distance_transform_edt(replace, return_distances=False, return_indices=True)
+    merged = np.where(small, labels[tuple(nearest)], labels)
+    kept = np.unique(merged[merged >= 0])
+    renumber = np.full(labels.max() + 1, -1)
+    renumber[kept] = np.arange(len(kept))
+    return np.where(merged >= 0, renumber[np.maximum(merged, 0)], -1)
 
 
 def fill_void(classes: Tensor, void: int = VOID) -> Tensor:
@@ -43,9 +62,15 @@ def fill_void(classes: Tensor, void: int = VOID) -> Tensor:
 
 class ConnectedComponents:
     """``rounding=connected_components``: connected components of the class head's predicted classes
-    (a ``dsc.contracts.Partitioner`` for models with a class head: cross-entropy or joint)."""
+    (a ``dsc.contracts.Partitioner`` for models with a class head: cross-entropy or joint).
+    min_size: regions under this many pixels join the nearest larger region (0: off)."""
 
     heads: frozenset[Head] = frozenset({"classes"})
+
+    def __init__(self, min_size: int = 0) -> None:
+        if min_size < 0:
+            raise ValueError(f"min_size must be >= 0, got {min_size}")
+        self.min_size = min_size
 
     def partition(
         self,
@@ -53,4 +78,4 @@ class ConnectedComponents:
         generator: torch.Generator | None = None,
         image_area: Tensor | None = None,
     ) -> Tensor:
-        return connected_components(outputs.predicted_classes, image_area)
+        return connected_components(outputs.predicted_classes, image_area, self.min_size)

@@ -72,3 +72,14 @@ def test_void_takes_the_nearest_class():
         keep = classes[image] != VOID
         assert torch.equal(filled[image][keep], classes[image][keep])
     assert torch.equal(fill_void(torch.full((1, 3, 3), VOID)), torch.full((1, 3, 3), VOID))
+
+
+def test_small_regions_join_the_nearest_larger_region():
+    classes = torch.zeros(1, 6, 8, dtype=torch.int64)
+    classes[0, :, 4:] = 1
+    classes[0, 2, 1] = 2  # a one-pixel region inside class 0's region
+    classes[0, 0, 7] = 3  # and one in class 1's corner
+    labels = connected_components(classes, min_size=2)
+    assert labels.unique().tolist() == [0, 1]
+    assert labels[0, 2, 1] == labels[0, 0, 0] and labels[0, 0, 7] == labels[0, 5, 7]
+    assert torch.equal(connected_components(classes, min_size=1), connected_components(classes))
