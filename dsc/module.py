@@ -316,13 +316,10 @@ class DeepSpectralClustering(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Never a checkpoint of diverged weights: resuming from it could only fail.
         self.check_finite()
-        weights = [t for t in checkpoint["state_dict"].values() if t.is_floating_point()]
-        if weights and not bool(torch.stack([torch.isfinite(t).all() for t in weights]).all()):
-            names = [
-                n
-                for n, t in checkpoint["state_dict"].items()
-                if t.is_floating_point() and not t.isfinite().all()
-            ]
+        weights = {n: t for n, t in checkpoint["state_dict"].items() if t.is_floating_point()}
+        finite = torch.stack([t.isfinite().all() for t in weights.values()]) if weights else None
+        if finite is not None and not bool(finite.all()):  # one host synchronisation
+            names = [name for name, ok in zip(weights, finite.tolist(), strict=True) if not ok]
             raise FloatingPointError(
                 f"the weights are not finite at global step {self.global_step} ({', '.join(names[:3])}"
                 f"{', …' if len(names) > 3 else ''}): no checkpoint is written. Lower "
