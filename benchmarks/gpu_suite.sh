@@ -17,5 +17,5 @@ python3 -m pytest -q -p no:cacheprovider tests/losses/test_fused.py tests/roundi
 cd benchmarks
 python3 loss_exact.py --compile
 python3 metrics.py --device all
-python3 rounding.py --device all --batch 16
+python3 rounding.py --device all --scenes shapes --batch 16
 python3 train_step.py --loop --voc-root "$voc_root" --replicate 64 --workers 12

@@ -1,12 +1,18 @@
-"""Milliseconds per image to round embeddings with KwikCluster, three ways, side by side:
+"""Milliseconds per image to round embeddings with KwikCluster, side by side on three scenes:
 
 * numpy loop: a straightforward NumPy KwikCluster, one image and one pivot at a time;
 * torch per pivot: the same loop in torch, one image at a time, a host sync per pivot;
-* dsc batched: ``dsc.rounding.kwikcluster`` on the whole batch (no host sync per pivot).
+* dsc: ``dsc.rounding.kwikcluster`` on the whole batch (blocks of pivots per pass);
+* dsc + refine: ``dsc.rounding.kwikcluster_refine``.
 
-    python benchmarks/rounding.py [--size 512] [--dim 21] [--batch 16] [--device all|cpu|cuda]
+Scenes (d = ``--dim``): ``clean6``, 256² pixels in 6 clean clusters; ``noisy40``, 512² pixels in ~40
+clusters with 0.1 % scattered noise pixels (each a random direction, a pivot of its own); ``shapes``,
+512² embeddings of the built-in shapes images (~54 clusters per image) with per-pixel noise.
 
-The GPU target: batched ≤ 1 ms per 512×512 image at d = 21 on an H100.
+    python benchmarks/rounding.py [--scenes clean6,noisy40,shapes] [--batch 1] [--device all|cpu|cuda]
+
+Targets on the CPU against the NumPy loop: ≥ 3× on clean6 and ≥ 8× on noisy40. The GPU target:
+≤ 1 ms per 512×512 image at d = 21 on an H100 (``--scenes shapes --batch 16``).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import argparse
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from common import devices, print_table, shapes_embeddings, time_ms
 
 from dsc.rounding import kwikcluster, kwikcluster_refine
@@ -53,55 +60,77 @@ def torch_per_pivot_kwikcluster(
     return labels
 
 
+def clean_clusters(batch: int, size: int, dim: int, clusters: int, noise_fraction: float) -> torch.Tensor:
+    """(B, size², d) unit rows: ``clusters`` vertical bands, each one random direction, and a
+    ``noise_fraction`` of pixels scattered at random with random directions of their own."""
+    generator = torch.Generator().manual_seed(0)
+    directions = F.normalize(torch.randn(batch, clusters, dim, generator=generator), dim=-1)
+    if clusters <= dim:  # orthonormal: no two clusters agree
+        directions = torch.linalg.qr(directions.transpose(1, 2)).Q.transpose(1, 2)
+    band = torch.arange(size) * clusters // size
+    cluster_of = band.repeat(size).expand(batch, -1)  # (B, size²): columns split into bands
+    rows = directions.gather(1, cluster_of.unsqueeze(-1).expand(-1, -1, dim)).clone()
+    noisy = torch.rand(batch, size * size, generator=generator) < noise_fraction
+    rows[noisy] = F.normalize(torch.randn(int(noisy.sum()), dim, generator=generator), dim=-1)
+    return rows
+
+
+def scene_rows(scene: str, batch: int, dim: int) -> torch.Tensor:
+    if scene == "clean6":
+        return clean_clusters(batch, 256, dim, 6, 0.0)
+    if scene == "noisy40":
+        return clean_clusters(batch, 512, dim, 40, 0.001)
+    if scene == "shapes":
+        embeddings, _ = shapes_embeddings(batch, 512, dim, 0.15)
+        return embeddings.flatten(2).transpose(1, 2).contiguous()
+    raise ValueError(f"unknown scene {scene!r}: clean6, noisy40 or shapes")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--scenes", default="clean6,noisy40,shapes")
     parser.add_argument("--dim", type=int, default=21)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--noise", type=float, default=0.15)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="all")
+    parser.add_argument("--no-per-pivot", action="store_true", help="skip the slow torch per-pivot loop")
     args = parser.parse_args()
 
-    embeddings, _ = shapes_embeddings(args.batch, args.size, args.dim, args.noise)
-    rows_cpu = embeddings.flatten(2).transpose(1, 2).contiguous()  # (B, N, d)
-    clusters = int(kwikcluster(rows_cpu[0], generator=torch.Generator().manual_seed(0)).max()) + 1
-    print(f"{args.batch} images of {args.size}×{args.size}, d = {args.dim}, ~{clusters} clusters per image")
-
-    numpy_rows = rows_cpu.numpy()
-    numpy_ms = time_ms(
-        lambda: [numpy_kwikcluster(r, 0.5, np.random.default_rng(0)) for r in numpy_rows],
-        torch.device("cpu"),
-        args.repeats,
-    )
-    table = [["numpy loop", "cpu", f"{numpy_ms / args.batch:.2f}", "1.00"]]
-    for device in devices(args.device):
-        rows = rows_cpu.to(device)
-        per_pivot = time_ms(
-            lambda rows=rows: [
-                torch_per_pivot_kwikcluster(r, 0.5, torch.Generator().manual_seed(0)) for r in rows
+    table = []
+    for scene in args.scenes.split(","):
+        rows_cpu = scene_rows(scene, args.batch, args.dim)
+        clusters = int(kwikcluster(rows_cpu[0], generator=torch.Generator().manual_seed(0)).max()) + 1
+        name = f"{scene} ({clusters} clusters)"
+        numpy_rows = rows_cpu.numpy()
+        numpy_ms = time_ms(
+            lambda numpy_rows=numpy_rows: [
+                numpy_kwikcluster(r, 0.5, np.random.default_rng(0)) for r in numpy_rows
             ],
-            device,
+            torch.device("cpu"),
             args.repeats,
         )
-        batched = time_ms(
-            lambda rows=rows: kwikcluster(rows, generator=torch.Generator().manual_seed(0)),
-            device,
-            args.repeats,
-        )
-        refined = time_ms(
-            lambda rows=rows: kwikcluster_refine(rows, generator=torch.Generator().manual_seed(0)),
-            device,
-            args.repeats,
-        )
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-        for label, ms in [
-            ("torch per pivot", per_pivot),
-            ("dsc batched", batched),
-            ("dsc batched + refine", refined),
-        ]:
-            table.append([label, name, f"{ms / args.batch:.2f}", f"{numpy_ms / ms:.2f}"])
-    print_table(["method", "device", "ms / image", "speed-up vs numpy"], table)
+        table.append([name, "numpy loop", "cpu", f"{numpy_ms / args.batch:.2f}", "1.00"])
+        for device in devices(args.device):
+            rows = rows_cpu.to(device)
+            methods = {
+                "dsc kwikcluster": lambda rows=rows: kwikcluster(
+                    rows, generator=torch.Generator().manual_seed(0)
+                ),
+                "dsc + refine": lambda rows=rows: kwikcluster_refine(
+                    rows, generator=torch.Generator().manual_seed(0)
+                ),
+            }
+            if not args.no_per_pivot:
+                methods["torch per pivot"] = lambda rows=rows: [
+                    torch_per_pivot_kwikcluster(r, 0.5, torch.Generator().manual_seed(0)) for r in rows
+                ]
+            device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+            for label, method in methods.items():
+                ms = time_ms(method, device, args.repeats)
+                table.append([name, label, device_name, f"{ms / args.batch:.2f}", f"{numpy_ms / ms:.2f}"])
+    threads = torch.get_num_threads()
+    print(f"batch {args.batch}, d = {args.dim}, torch {torch.__version__}, {threads} CPU threads")
+    print_table(["scene", "method", "device", "ms / image", "speed-up vs numpy"], table)
 
 
 if __name__ == "__main__":

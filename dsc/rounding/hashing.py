@@ -23,11 +23,12 @@ def mix32(values: Tensor) -> Tensor:
     return (values >> 16) ^ values
 
 
-def hash_keys(seed: int, stream: int, pixels: int | Tensor, device: torch.device) -> Tensor:
+def hash_keys(seed: int, stream: int | Tensor, pixels: int | Tensor, device: torch.device) -> Tensor:
     """int64 keys in [0, 2³²), a pure function of (seed, stream, pixel id).
 
     pixels: a number N of pixels, whose ids are 0..N−1, giving (1, N) keys; or a tensor of int64
     pixel ids (such as ``position_ids``), giving keys of its shape (with a leading 1 for 1-D ids).
+    stream: one int, or an int64 tensor that broadcasts with the pixel ids (a stream per key).
     """
     if isinstance(pixels, Tensor):
         pixel = pixels.to(device=device, dtype=torch.int64)
@@ -38,7 +39,7 @@ def hash_keys(seed: int, stream: int, pixels: int | Tensor, device: torch.device
     return mix32(stream_key ^ pixel)
 
 
-def hash_uniform(seed: int, stream: int, pixels: int | Tensor, device: torch.device) -> Tensor:
+def hash_uniform(seed: int, stream: int | Tensor, pixels: int | Tensor, device: torch.device) -> Tensor:
     """float64 uniform in [0, 1) for each pixel, from ``hash_keys`` (same ``pixels`` argument)."""
     return hash_keys(seed, stream, pixels, device).double() / 2.0**32
 

@@ -4,9 +4,14 @@ Visit pixels in a random order; each pixel not yet clustered becomes a pivot and
 unclustered pixel whose inner product with it exceeds the threshold. Section 2.3 and Theorem 2.2
 of the paper bound the loss of the rounded partition by 6× the network's loss.
 
-All images of a batch advance together: each step picks every image's next pivot at once (an
-argmin over hashed priorities), so the work per step is one batched (B, N, d)·(B, d) product and
-the host checks for completion only every few steps, never per pivot.
+Equivalently (as in C4, Pan et al. 2015): a pixel is a pivot when it agrees with no earlier pivot,
+and every other pixel joins the first pivot, in visiting order, that it agrees with. So pivots are
+settled a block at a time: the next K unclustered pixels in visiting order are compared with each
+other (K × K) to find which of them are pivots, then every unclustered pixel is compared with those
+pivots in one matrix product and joins the first it agrees with, and the pixels left are compacted.
+Each pass touches only the pixels still unclustered, all images of a batch advance together, and
+the host synchronises once per block, never per pivot. The labels are those of the one-pivot-at-a-time
+algorithm for the same seed.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from torch import Tensor
 from dsc.rounding.hashing import draw_seed, hash_keys, hash_uniform
 
 _NO_PRIORITY = 2**33  # above every hash key: pixels already clustered or left out
-_STEPS_BETWEEN_CHECKS = 8
+_MAX_BLOCK = 64  # candidate pivots settled per pass
+_BLOCK_ELEMENTS = 2**24  # bound on B × (pixels left) × K, the size of one pass's comparison
 
 
 def as_batch(rows: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, bool]:
@@ -32,9 +38,86 @@ def as_batch(rows: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, bool]:
         mask = torch.ones(rows.shape[:2], dtype=torch.bool, device=rows.device)
     if mask.shape != rows.shape[:2]:
         raise ValueError(f"mask {tuple(mask.shape)} does not match rows {tuple(rows.shape)}")
-    if not torch.isfinite(rows).all():
+    # One sum finds any NaN or inf; the element-wise check rules out a sum that merely overflowed.
+    if not torch.isfinite(rows.sum()) and not torch.isfinite(rows).all():
         raise ValueError("rounding got non-finite embeddings (NaN or inf): check the network's output")
     return rows, mask, unbatched
+
+
+def _agreement(
+    similarity: Tensor, threshold: float, seed: int, soft_power: float | None, streams: Tensor, ids: Tensor
+) -> Tensor:
+    """Whether pixels join pivots: ``similarity`` (B, R, P) > threshold, or for the soft variant a
+    hashed coin per (pixel, pivot) under x^p / (x^p + (1 − x)^p); a similarity of +inf always
+    joins, −inf never. streams: (B, 1, P) int64, pivot number + 1 (the coin's stream); ids:
+    (B, R, 1) int64 pixel ids."""
+    if soft_power is None:
+        return similarity > threshold
+    # The authors' soft variant, written as a logistic of p · log(x / (1 − x)) so that large p does
+    # not underflow.
+    x = similarity.double().clamp(0.0, 1.0)
+    probability = torch.sigmoid(soft_power * (torch.log(x) - torch.log1p(-x)))
+    coins = hash_uniform(seed, streams, ids, similarity.device) < probability
+    return torch.where(similarity.isinf(), similarity > 0, coins)  # ±inf: forced in or out
+
+
+def _settle_pivots(
+    rows: Tensor,
+    valid: Tensor,
+    threshold: float,
+    seed: int,
+    soft_power: float | None,
+    first_label: Tensor,
+    ids: Tensor,
+) -> Tensor:
+    """Which of K candidates, in visiting order, are pivots: those agreeing with no earlier pivot.
+
+    rows: (B, K, d); valid: (B, K) bool; first_label: (B,) the number of pivots before these;
+    ids: (B, K) pixel ids. Returns (B, K) bool.
+    """
+    batch, size, _ = rows.shape
+    earlier = torch.ones(size, size, dtype=torch.bool, device=rows.device).tril(-1)  # [c, c'] = c' < c
+    similarity = rows @ rows.transpose(1, 2)  # (B, K, K)
+    if soft_power is None:
+        # Rounds of a greedy maximal independent set: a candidate is decided once every earlier
+        # candidate it agrees with is; it is a pivot when none of them is.
+        agrees = (similarity > threshold) & earlier & valid.unsqueeze(1)
+        pivot = torch.zeros_like(valid)
+        undecided = valid.clone()
+        while bool(undecided.any()):
+            blocked = (agrees & pivot.unsqueeze(1)).any(2)
+            waiting = (agrees & undecided.unsqueeze(1)).any(2)
+            pivot |= undecided & ~blocked & ~waiting
+            undecided &= blocked.logical_not() & waiting
+        return pivot
+    # Soft coins depend on each earlier pivot's number, known only in order: one candidate at a time.
+    pivot = torch.zeros_like(valid)
+    for candidate in range(size):
+        numbers = first_label.unsqueeze(1) + pivot[:, :candidate].cumsum(1) - 1  # (B, candidate)
+        joins = _agreement(
+            similarity[:, candidate : candidate + 1, :candidate],
+            threshold,
+            seed,
+            soft_power,
+            (numbers + 1).unsqueeze(1),
+            ids[:, candidate].view(batch, 1, 1),
+        ).squeeze(1)
+        pivot[:, candidate] = valid[:, candidate] & ~(joins & pivot[:, :candidate]).any(1)
+    return pivot
+
+
+def _compact(keep: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
+    """Move the kept entries of each (B, R) tensor to the front of its row, in their order, and
+    cut the rows to the largest count kept; returns the tensors and the (B, R') validity mask."""
+    counts = keep.sum(1)
+    width = int(counts.max()) if keep.numel() else 0  # the host synchronisation of a pass
+    position = torch.where(keep, keep.cumsum(1) - 1, width)  # dropped entries go to a spare column
+    valid = torch.arange(width, device=keep.device).unsqueeze(0) < counts.unsqueeze(1)
+    compacted = []
+    for value in values:
+        out = torch.zeros(keep.shape[0], width + 1, dtype=value.dtype, device=value.device)
+        compacted.append(out.scatter_(1, position, value)[:, :width])
+    return (*compacted, valid)
 
 
 def _kwikcluster(
@@ -47,36 +130,55 @@ def _kwikcluster(
 ) -> Tensor:
     """Batched KwikCluster on (B, N, d) rows; pixels outside ``mask`` get label −1. The visiting
     order hashes ``pixel_ids`` (default: the pixel's index 0..N−1)."""
-    batch, num_pixels, _ = rows.shape
-    labels = torch.full((batch, num_pixels), -1, dtype=torch.int64, device=rows.device)
+    batch, num_pixels, dim = rows.shape
+    # One spare column, written for the padding of the rows of pixels left.
+    labels = torch.full((batch, num_pixels + 1), -1, dtype=torch.int64, device=rows.device)
     if num_pixels == 0:
-        return labels
-    pixels = num_pixels if pixel_ids is None else pixel_ids
-    priority = hash_keys(seed, 0, pixels, rows.device)
-    unclustered = mask.clone()
+        return labels[:, :num_pixels]
+    ids = torch.arange(num_pixels, device=rows.device) if pixel_ids is None else pixel_ids.to(rows.device)
+    ids = ids.expand(batch, num_pixels)
+    priority = hash_keys(seed, 0, ids, rows.device)
+    # The pixels left: their index, priority and id, compacted after every pass.
+    index = torch.arange(num_pixels, device=rows.device).expand(batch, num_pixels)
+    if bool(mask.all()):
+        valid = mask
+    else:
+        index, priority, ids, valid = _compact(mask, index, priority, ids)
     next_label = torch.zeros(batch, dtype=torch.int64, device=rows.device)
-    step = 0
-    while step % _STEPS_BETWEEN_CHECKS or bool(unclustered.any()):
-        pivot = torch.where(unclustered, priority, _NO_PRIORITY).argmin(dim=1)  # (B,)
-        active = unclustered.gather(1, pivot.unsqueeze(1))  # (B, 1): images with work left
-        pivot_rows = rows.gather(1, pivot.view(batch, 1, 1).expand(-1, 1, rows.shape[2]))
-        similarity = (rows @ pivot_rows.transpose(1, 2)).squeeze(2)  # (B, N)
-        if soft_power is None:
-            joins = similarity > threshold
+    while valid.shape[1] > 0:
+        left = valid.shape[1]
+        block = max(1, min(_MAX_BLOCK, left, _BLOCK_ELEMENTS // (batch * left)))
+        order, position = torch.where(valid, priority, _NO_PRIORITY).topk(block, dim=1, largest=False)
+        candidates_valid = order < _NO_PRIORITY
+        candidates = index.gather(1, position)
+        candidate_rows = rows.gather(1, candidates.unsqueeze(2).expand(-1, -1, dim))
+        pivot = _settle_pivots(
+            candidate_rows, candidates_valid, threshold, seed, soft_power, next_label, ids.gather(1, position)
+        )
+        # The pivots in visiting order, packed to the front: (B, P).
+        pivot_position, pivot_valid = _compact(pivot, position)
+        pivots = pivot_position.shape[1]
+        pivot_rows = rows.gather(1, index.gather(1, pivot_position).unsqueeze(2).expand(-1, -1, dim))
+        if left == num_pixels and bool(valid.all()):  # nothing clustered or left out yet
+            left_rows = rows
         else:
-            # The authors' soft variant: join with probability x^p / (x^p + (1 − x)^p), written as a
-            # logistic of p · log(x / (1 − x)) so that large p does not underflow.
-            x = similarity.double().clamp(0.0, 1.0)
-            probability = torch.sigmoid(soft_power * (torch.log(x) - torch.log1p(-x)))
-            joins = hash_uniform(seed, step + 1, pixels, rows.device) < probability
-        joins &= unclustered
-        joins.scatter_(1, pivot.unsqueeze(1), True)
-        joins &= active
-        labels = torch.where(joins, next_label.unsqueeze(1), labels)
-        unclustered &= ~joins
-        next_label += active.squeeze(1)
-        step += 1
-    return labels
+            left_rows = rows.gather(1, index.unsqueeze(2).expand(-1, -1, dim))
+        similarity = left_rows @ pivot_rows.transpose(1, 2)  # (B, R, P)
+        # A pivot joins itself, whatever its similarity (rows need not be unit, the threshold may
+        # be ≥ 1); padding columns join nothing. Padding rows are never written back.
+        similarity.scatter_(1, pivot_position.unsqueeze(1), torch.inf)
+        if not bool(pivot_valid.all()):
+            similarity.masked_fill_(~pivot_valid.unsqueeze(1), -torch.inf)
+        numbers = next_label.view(batch, 1, 1) + torch.arange(pivots, device=rows.device).view(1, 1, pivots)
+        joins = _agreement(similarity, threshold, seed, soft_power, numbers + 1, ids.unsqueeze(2))
+        # The first pivot each pixel agrees with (max returns the first of equal maxima).
+        joined, first = joins.view(torch.uint8).max(2)
+        joined = joined.bool()
+        new = torch.where(joined, next_label.unsqueeze(1) + first, -1)
+        labels.scatter_(1, torch.where(valid, index, num_pixels), new)
+        next_label += pivot.sum(1)
+        index, priority, ids, valid = _compact(valid & ~joined, index, priority, ids)
+    return labels[:, :num_pixels]
 
 
 def kwikcluster(

@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -107,3 +109,31 @@ def test_same_labels_on_cpu_and_gpu():
         on_cpu = scheme(rows, generator=torch.Generator().manual_seed(3))
         on_gpu = scheme(rows.cuda(), generator=torch.Generator().manual_seed(3))
         assert torch.equal(on_cpu, on_gpu.cpu())
+
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_labels_do_not_depend_on_how_many_pivots_a_pass_settles(block, monkeypatch):
+    """Blocks of candidate pivots give the labels of one pivot at a time, for both variants, with
+    a mask that leaves different numbers of pixels in each image."""
+    module = importlib.import_module("dsc.rounding.kwikcluster")  # the module, not the function
+
+    rows, _ = noisy_clusters(batch=3, num_pixels=500, num_clusters=12, dim=12, noise=0.5)
+    mask = torch.rand(rows.shape[:2], generator=torch.Generator().manual_seed(4)) < 0.7
+    expected = {
+        scheme: scheme(rows, generator=torch.Generator().manual_seed(2), mask=mask)
+        for scheme in (kwikcluster, kwikcluster_soft)
+    }
+    monkeypatch.setattr(module, "_MAX_BLOCK", block)
+    for scheme, labels in expected.items():
+        assert torch.equal(scheme(rows, generator=torch.Generator().manual_seed(2), mask=mask), labels)
+    _, order = visiting_order(2, 500)
+    for image in range(3):
+        kept = [pixel for pixel in order if mask[image, pixel]]
+        reference = reference_kwikcluster(rows[image], kept, lambda s, i, c: s > 0.5)
+        assert torch.equal(expected[kwikcluster][image][mask[image]], reference[mask[image]])
+
+
+def test_every_pixel_is_its_own_pivot_above_any_similarity():
+    rows = F.normalize(torch.randn(50, 3, generator=torch.Generator().manual_seed(0)), dim=1)
+    labels = kwikcluster(rows, threshold=1.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(labels.sort().values, torch.arange(50))
