@@ -17,7 +17,7 @@ from torchmetrics import MeanMetric
 
 from dsc.contracts import Batch, Head, NetworkOutputs, Objective, Partitioner, check_heads
 from dsc.data.labels import VOID
-from dsc.instances import predicted_instances, true_instances
+from dsc.instances import Instances, predicted_instances, true_instances
 from dsc.losses import spectral_loss
 from dsc.metrics import InstanceScores, PairwiseScores, partition_loss
 from dsc.rounding import connected_components, fill_void
@@ -228,13 +228,18 @@ class DeepSpectralClustering(pl.LightningModule):
                 network_loss = spectral_loss(embeddings.float(), instances, VOID)
             self.val_network_loss.update(network_loss, images_with_pixels)
             self.val_rounded_loss.update(partition_loss(preds, instances, VOID), images_with_pixels)
-        if self.score_instances:
-            self._update_instance_metrics(batch, outputs, preds)
         # The pictures' embedding panel: the embeddings, or the class probabilities without them.
         features = outputs.embeddings if outputs.raw_embeddings is not None else outputs.class_probabilities
-        return {"preds": preds, "embeddings": features}
+        step_outputs = {"preds": preds, "embeddings": features}
+        if self.score_instances:  # the scored instances also go to callbacks (dsc.coco_results)
+            predicted, targets = self._update_instance_metrics(batch, outputs, preds)
+            step_outputs |= {"instances": predicted, "true_instances": targets}
+        return step_outputs
 
-    def _update_instance_metrics(self, batch: Batch, outputs: NetworkOutputs, preds: Tensor) -> None:
+    def _update_instance_metrics(
+        self, batch: Batch, outputs: NetworkOutputs, preds: Tensor
+    ) -> tuple[list[Instances], list[Instances]]:
+        """Update the instance scores; return the batch's predicted and true instances."""
         instances, classes, image_area = batch["instances"], batch["classes"], batch.get("image_area")
         void = instances == VOID
         if image_area is not None:
@@ -250,6 +255,7 @@ class DeepSpectralClustering(pl.LightningModule):
         oracle_ids = torch.where(~void & (filled != 0), components + 1, 0)
         oracle = true_instances(oracle_ids, filled, void=-1)
         self.val_semantic_oracle_cc_instances.update(oracle, targets, void)
+        return predicted, targets
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:

@@ -7,13 +7,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from hydra_configs import compose_config
+from hydra_configs import TINY, compose_config
 from PIL import Image
+from pycocotools.coco import COCO
 
 from dsc.checkpoints import load_checkpoint, load_model
+from dsc.coco_results import coco_mask_ap
 from dsc.data import Shapes
 from dsc.evaluate import evaluate
 from dsc.predict import predict
+from dsc.train import train
 
 
 @pytest.fixture
@@ -212,3 +215,38 @@ def test_evaluate_composes_with_an_experiment(tmp_path):
     )
     assert cfg.data.train._target_ == "dsc.data.SBDInstances" and cfg.rounding.scheme.threshold == 0.5
     assert cfg.trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("model", ["spectral", "joint"])
+def test_evaluate_exports_coco_files_of_the_scored_split(model, trained_checkpoint, tmp_path):
+    checkpoint = trained_checkpoint
+    if model == "joint":  # a class head: per-class categories named after the data set's classes
+        train(
+            compose_config("train", tmp_path / "joint", *TINY, "loss=spectral_joint", "model.num_classes=4")
+        )
+        checkpoint = tmp_path / "joint" / "checkpoints" / "last.ckpt"
+    output = tmp_path / "evaluate"
+    overrides = [
+        f"ckpt_path={checkpoint}",
+        "export=coco",
+        "trainer.accelerator=cpu",
+        "+data.val.num_images=6",
+    ]
+    metrics = evaluate(compose_config("evaluate", output, *overrides))
+    ground_truth = COCO(str(output / "ground_truth_coco.json"))
+    assert sorted(ground_truth.getImgIds()) == [1, 2, 3, 4, 5, 6]
+    names = {category["name"] for category in ground_truth.dataset["categories"]}
+    assert names == ({"disk", "square", "triangle"} if model == "joint" else {"object"})
+    assert ground_truth.getAnnIds() and all(a["iscrowd"] == 0 for a in ground_truth.dataset["annotations"])
+    predictions = json.loads((output / "predictions_coco.json").read_text())
+    key = "val/mask_ap" if model == "joint" else "val/agnostic/mask_ap"
+    if predictions:
+        assert coco_mask_ap(output) == pytest.approx(metrics[key], abs=0.005)
+    else:  # a briefly trained model may find no object: an empty, valid results file
+        assert metrics[key] == -1.0
+
+
+def test_unknown_export_format_is_named(trained_checkpoint, tmp_path):
+    cfg = compose_config("evaluate", tmp_path, f"ckpt_path={trained_checkpoint}", "export=lvis")
+    with pytest.raises(ValueError, match="export=lvis is not a format dsc writes: use coco or null"):
+        evaluate(cfg)
