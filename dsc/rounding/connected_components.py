@@ -10,6 +10,7 @@ from torch import Tensor
 
 from dsc.contracts import Head, NetworkOutputs
 from dsc.data.labels import VOID
+from dsc.rounding.postprocess import relabel_consecutive
 
 
 def connected_components(classes: Tensor, image_area: Tensor | None = None, min_size: int = 0) -> Tensor:
@@ -29,23 +30,22 @@ def connected_components(classes: Tensor, image_area: Tensor | None = None, min_
             count += num_regions
         if min_size > 1 and count:
             labels[image] = _merge_small_regions(labels[image], min_size)
-    return torch.from_numpy(labels).to(classes.device)
+    merged = torch.from_numpy(labels)
+    if min_size > 1:  # merging left gaps in the numbering
+        merged = relabel_consecutive(merged.flatten(1)).view_as(merged)
+    return merged.to(classes.device)
 
 
 def _merge_small_regions(labels: np.ndarray, min_size: int) -> np.ndarray:
     """(H, W) labels (−1 outside the image) with regions under ``min_size`` pixels given the label of
-    the nearest pixel of a larger region, then renumbered 0..k−1."""
+    the nearest pixel of a larger region (the numbering keeps its gaps)."""
     sizes = np.bincount(labels[labels >= 0])
     small = (labels >= 0) & (sizes[np.maximum(labels, 0)] < min_size)
     if not small.any() or small.sum() == (labels >= 0).sum():
         return labels
     replace = small | (labels < 0)  # take the label of the nearest pixel outside these
     nearest = ndimage.distance_transform_edt(replace, return_distances=False, return_indices=True)
-    merged = np.where(small, labels[tuple(nearest)], labels)
-    kept = np.unique(merged[merged >= 0])
-    renumber = np.full(labels.max() + 1, -1)
-    renumber[kept] = np.arange(len(kept))
-    return np.where(merged >= 0, renumber[np.maximum(merged, 0)], -1)
+    return np.where(small, labels[tuple(nearest)], labels)
 
 
 def fill_void(classes: Tensor, void: int = VOID) -> Tensor:
