@@ -11,8 +11,9 @@ import torch
 from dsc.module import DeepSpectralClustering
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by ``python -m dsc.train`` without executing pickled code.
+def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint written by ``python -m dsc.train`` without executing pickled code;
+    ``mmap=True`` maps the tensors instead of reading them (for a look at the saved config).
 
     Raises FileNotFoundError for a missing file and ValueError, naming the file, for one that is
     corrupt, holds pickled objects (which could run code), or lacks dsc's saved config.
@@ -23,7 +24,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/last.ckpt"
         )
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # UnpicklingError, zip and EOF errors all mean: not a plain checkpoint
         raise ValueError(
             f"cannot load checkpoint {path} with weights_only=True: it is corrupt or holds pickled "

@@ -121,7 +121,7 @@ def format_extended(rows: dict[str, dict[str, float | None]]) -> str:
 def components_rounding(checkpoint_path: str) -> DictConfig | None:
     """The semantic model's rounding for the table: its own when that is connected components (with
     its own ``min_size``), connected components otherwise."""
-    rounding = load_checkpoint(checkpoint_path)["dsc_config"]["rounding"]
+    rounding = load_checkpoint(checkpoint_path, mmap=True)["dsc_config"]["rounding"]  # weights unread
     return None if rounding["_target_"] == CONNECTED_COMPONENTS._target_ else CONNECTED_COMPONENTS
 
 
