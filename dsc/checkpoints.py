@@ -43,4 +43,5 @@ def load_model(path: str | Path, rounding: Any = None) -> tuple[DeepSpectralClus
     model = DeepSpectralClustering.from_config(checkpoint["dsc_config"], rounding)
     model.load_state_dict(checkpoint["state_dict"])
     model.run_config = checkpoint["dsc_config"]
+    model.class_names = checkpoint.get("dsc_class_names")  # absent in checkpoints of dsc 0.1.0
     return model.eval(), checkpoint["dsc_config"]

@@ -1,6 +1,7 @@
 """COCO files of a scored split: ``predictions_coco.json`` (COCO's results format) and
 ``ground_truth_coco.json`` (COCO's annotation format), so that pycocotools' ``COCOeval`` or an
-evaluation server can score dsc's instances itself (``python -m dsc.evaluate … export=coco``).
+evaluation server can score dsc's instances itself (``python -m dsc.evaluate … export=coco``);
+and the results file of new images (``python -m dsc.predict … format=coco``, ``CocoPredictionFile``).
 
 Conventions, the same as the mask AP that dsc reports (``dsc.metrics.InstanceScores``):
 
@@ -28,6 +29,7 @@ from dsc.instances import OBJECT, Instances
 
 PREDICTIONS_FILE = "predictions_coco.json"
 GROUND_TRUTH_FILE = "ground_truth_coco.json"
+IMAGES_FILE = "images_coco.json"  # dsc.predict: the images and categories of its results
 
 
 def encode_mask(mask: Tensor) -> tuple[dict[str, Any], list[float]]:
@@ -44,6 +46,31 @@ def image_size(image_area: Tensor | None, height: int, width: int) -> tuple[int,
         return height, width
     rows, columns = image_area.any(dim=1), image_area.any(dim=0)
     return int(rows.sum()), int(columns.sum())
+
+
+def instance_records(
+    instances: Instances,
+    image_id: int,
+    size: tuple[int, int],
+    with_scores: bool = False,
+    category_ids: Sequence[int] | None = None,
+) -> list[dict[str, Any]]:
+    """COCO records of one image's instances, masks cropped to ``size`` (height, width): results
+    (with ``score``) or annotations (with ``area`` and ``bbox``; the caller numbers them).
+    ``category_ids[c]``: the category id of dsc class c (default: c itself)."""
+    records = []
+    for mask, klass, score in zip(
+        instances.masks[:, : size[0], : size[1]], instances.classes.tolist(), instances.scores, strict=True
+    ):
+        rle, box = encode_mask(mask)
+        category = klass if category_ids is None else category_ids[klass]
+        record = {"image_id": image_id, "category_id": int(category), "segmentation": rle}
+        if with_scores:
+            record["score"] = float(score)
+        else:
+            record |= {"area": int(mask.sum()), "bbox": box}
+        records.append(record)
+    return records
 
 
 class CocoResults(pl.Callback):
@@ -88,26 +115,9 @@ class CocoResults(pl.Callback):
             self.images.append({"id": image_id, "height": size[0], "width": size[1]})
             if not self.per_class:
                 predicted, true = predicted.class_agnostic(), true.class_agnostic()
-            for record in self._records(true, image_id, size):
+            for record in instance_records(true, image_id, size):
                 self.annotations.append({**record, "id": len(self.annotations) + 1, "iscrowd": 0})
-            self.predictions.extend(self._records(predicted, image_id, size, with_scores=True))
-
-    @staticmethod
-    def _records(
-        instances: Instances, image_id: int, size: tuple[int, int], with_scores: bool = False
-    ) -> list[dict[str, Any]]:
-        records = []
-        for mask, category, score in zip(
-            instances.masks[:, : size[0], : size[1]], instances.classes, instances.scores, strict=True
-        ):
-            rle, box = encode_mask(mask)
-            record = {"image_id": image_id, "category_id": int(category), "segmentation": rle}
-            if with_scores:
-                record["score"] = float(score)
-            else:
-                record |= {"area": int(mask.sum()), "bbox": box}
-            records.append(record)
-        return records
+            self.predictions.extend(instance_records(predicted, image_id, size, with_scores=True))
 
     def categories(self) -> list[dict[str, Any]]:
         if not self.per_class:
@@ -144,3 +154,44 @@ def coco_mask_ap(output_dir: str | Path) -> float:
     evaluation.accumulate()
     evaluation.summarize()
     return float(evaluation.stats[0])
+
+
+class CocoPredictionFile:
+    """``dsc.predict``'s COCO output: ``predictions_coco.json`` (COCO's results format) and
+    ``images_coco.json`` (the images and categories those results refer to, a COCO annotation
+    file without annotations, which pycocotools' ``COCO`` loads; ``loadRes`` takes the results).
+
+    Ids: without ``image_ids``, images are numbered 1, 2, … in the order they are added and
+    categories are dsc's class ids (1 "object" for a model without a class head); with a COCO
+    data set (``image_ids``: file name → id, ``category_ids[c]``: the COCO id of class c) they are
+    the data set's own, so the file can be submitted as it is.
+    """
+
+    def __init__(
+        self,
+        output: Path,
+        categories: list[dict[str, Any]],
+        image_ids: dict[str, int] | None = None,
+        category_ids: Sequence[int] | None = None,
+    ) -> None:
+        self.output = Path(output)
+        self.categories = categories
+        self.image_ids = image_ids
+        self.category_ids = category_ids
+        self.images: list[dict[str, Any]] = []
+        self.predictions: list[dict[str, Any]] = []
+
+    def planned(self, stems: Sequence[str]) -> list[Path]:
+        return [self.output / PREDICTIONS_FILE, self.output / IMAGES_FILE]
+
+    def add(self, source: Path, stem: str, image: Tensor, labels: Tensor, instances: Instances) -> None:
+        height, width = labels.shape[-2:]
+        image_id = len(self.images) + 1 if self.image_ids is None else self.image_ids[source.name]
+        self.images.append({"id": image_id, "file_name": source.name, "height": height, "width": width})
+        records = instance_records(instances, image_id, (height, width), True, self.category_ids)
+        self.predictions.extend(records)
+
+    def finish(self) -> None:
+        images = {"images": self.images, "annotations": [], "categories": self.categories}
+        (self.output / IMAGES_FILE).write_text(json.dumps(images))
+        (self.output / PREDICTIONS_FILE).write_text(json.dumps(self.predictions))

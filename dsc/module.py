@@ -121,6 +121,7 @@ class DeepSpectralClustering(pl.LightningModule):
         self.register_buffer("_nonfinite_loss", torch.tensor(0.0), persistent=False)
         self.run_config: dict[str, Any] | None = None  # the Hydra config, saved in checkpoints
         self.run_overrides: list[str] | None = None  # its command-line overrides, for resuming
+        self.class_names: list[str] | None = None  # the data set's, class 0 first (result files)
 
     @classmethod
     def from_config(cls, config: Any, rounding: Any = None) -> DeepSpectralClustering:
@@ -337,6 +338,8 @@ class DeepSpectralClustering(pl.LightningModule):
             checkpoint["dsc_config"] = self.run_config
         if self.run_overrides is not None:
             checkpoint["dsc_overrides"] = list(self.run_overrides)
+        if self.class_names is not None:
+            checkpoint["dsc_class_names"] = list(self.class_names)
         # torch's random state (dropout): a run resumed from here continues as it would have.
         checkpoint["dsc_rng_state"] = {
             "cpu": torch.get_rng_state(),

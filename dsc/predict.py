@@ -1,10 +1,21 @@
-"""Instance masks for new images: ``python -m dsc.predict ckpt_path=… input=DIR_OR_IMAGE output=DIR``.
+"""Instances of new images: ``python -m dsc.predict ckpt_path=… input=DIR_OR_IMAGE output=DIR``.
 
-Writes, per image, ``<name>.png`` (instance ids in VOC's palette format: 0 the largest segment,
-1 the next, …) and ``<name>_overlay.png``. An image with more than 255 segments, more than a
-palette holds, gets a 16-bit greyscale ``<name>.png`` of the same ids instead, with a warning.
-Images are read upright (EXIF orientation) and at their precision (8- and 16-bit, grey, palette,
-RGB, RGBA over black). Files that are not readable images are reported and skipped.
+Output formats (``format=png``, ``coco``, ``cityscapes`` or a list, ``format=[png,coco]``):
+
+* ``png`` (default): per image ``<name>.png``, instance ids in VOC's palette format (0 the largest
+  segment, 1 the next, …; more than 255 segments: a 16-bit greyscale PNG of the same ids, with a
+  warning) and ``<name>_overlay.png``.
+* ``coco``: ``predictions_coco.json`` in COCO's results format and ``images_coco.json``, the
+  images and categories it refers to (``dsc.coco_results.CocoPredictionFile``). Image ids are
+  1, 2, … in the order of the sorted inputs and category ids dsc's class ids, unless ``data=coco``
+  names the COCO data set the images belong to: then both are the data set's own ids.
+* ``cityscapes``: Cityscapes' instance-level results format (``dsc.cityscapes_results``), for a
+  model trained on Cityscapes (its data, or ``data=cityscapes``).
+
+Instances carry a class and a score (``dsc.instances``; a model without a class head gives
+class-agnostic instances of class 1, "object"). Images are read upright (EXIF orientation) and at
+their precision (8- and 16-bit, grey, palette, RGB, RGBA over black); files that are not readable
+images are reported and skipped. ``recursive=true`` also reads the images in sub-folders.
 
 Nothing is overwritten unless ``overwrite=true``, and an input never: outputs that exist or that
 would replace an input are listed before any work is done.
@@ -13,31 +24,58 @@ would replace an input are listed before any work is done.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dsc.checkpoints import load_model
+from dsc.cityscapes_results import CityscapesInstanceFiles
+from dsc.coco_results import CocoPredictionFile
+from dsc.data.cityscapes import CLASS_NAMES as CITYSCAPES_CLASSES
+from dsc.data.coco import COCOInstances
 from dsc.data.voc import read_image
+from dsc.instances import OBJECT, Instances, predicted_instances
+from dsc.module import DeepSpectralClustering
 from dsc.visualize import order_by_size, overlay, voc_palette
 
 log = logging.getLogger(__name__)
+FORMATS = ("png", "coco", "cityscapes")
 
 
-def list_inputs(source: Path) -> list[Path]:
-    """The files to segment: ``source`` itself, or every file directly inside the folder."""
+class PredictionFiles(Protocol):
+    """One output format: the files it will write for the inputs' stems (checked for clashes
+    before any work), then one image at a time, then whatever it writes at the end."""
+
+    def planned(self, stems: Sequence[str]) -> list[Path]: ...
+
+    def add(self, source: Path, stem: str, image: Tensor, labels: Tensor, instances: Instances) -> None:
+        """image (3, H, W) in [0, 1]; labels (H, W) segment ids; instances: the image's instances."""
+
+    def finish(self) -> None: ...
+
+
+def list_inputs(source: Path, recursive: bool = False) -> list[Path]:
+    """The files to segment: ``source`` itself, or every file inside the folder (and, with
+    ``recursive``, inside its sub-folders), sorted."""
     if source.is_file():
         return [source]
     if source.is_dir():
-        files = sorted(path for path in source.iterdir() if path.is_file())
+        candidates = source.rglob("*") if recursive else source.iterdir()
+        files = sorted(path for path in candidates if path.is_file())
         if not files:
-            raise FileNotFoundError(f"input folder {source} holds no files")
+            raise FileNotFoundError(
+                f"input folder {source} holds no files"
+                + ("" if recursive else " (recursive=true also reads its sub-folders)")
+            )
         return files
     raise FileNotFoundError(f"input {source} is neither an image file nor a folder")
 
@@ -60,9 +98,17 @@ class ImageFiles(Dataset):
 
 
 def _output_stems(paths: list[Path]) -> dict[Path, str]:
-    """Output names: the input's stem, or its whole name where two inputs share a stem."""
+    """Output names: the input's stem, or its whole name where two inputs share a stem, or its
+    path joined with ``_`` where they share a name (in different sub-folders)."""
     stems = [path.stem for path in paths]
-    return {path: path.stem if stems.count(path.stem) == 1 else path.name for path in paths}
+    names = [path.name for path in paths]
+
+    def stem(path: Path) -> str:
+        if stems.count(path.stem) == 1:
+            return path.stem
+        return path.name if names.count(path.name) == 1 else "_".join(path.parts[-3:])
+
+    return {path: stem(path) for path in paths}
 
 
 def output_files(stem: str, folder: Path) -> list[Path]:
@@ -86,6 +132,23 @@ def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> N
             f"{len(existing)} output file(s) exist already ({shown}): pass overwrite=true to replace "
             "them, or choose another output=<dir>"
         )
+
+
+class PaletteMasks:
+    """``format=png``: per image ``<stem>.png`` (palette-mode instance ids, or 16-bit ids beyond 255
+    segments) and ``<stem>_overlay.png``."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+
+    def planned(self, stems: Sequence[str]) -> list[Path]:
+        return [path for stem in stems for path in output_files(stem, self.output)]
+
+    def add(self, source: Path, stem: str, image: Tensor, labels: Tensor, instances: Instances) -> None:
+        write_prediction(image, labels, self.output, stem)
+
+    def finish(self) -> None:
+        """Every file is written by ``add``."""
 
 
 def write_prediction(image: torch.Tensor, labels: torch.Tensor, folder: Path, stem: str) -> None:
@@ -118,18 +181,115 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def output_formats(value: str | Sequence[str]) -> list[str]:
+    """``format=`` as a list of format names; an unknown one raises ValueError naming it."""
+    formats = [value] if isinstance(value, str) else list(value)
+    unknown = [name for name in formats if name not in FORMATS]
+    if unknown or not formats:
+        raise ValueError(
+            f"format={value if isinstance(value, str) else list(value)}: "
+            f"{', '.join(map(str, unknown)) or 'no format'} is not a format dsc.predict writes; "
+            f"use one of {', '.join(FORMATS)} or a list of them (format=[png,coco])"
+        )
+    return list(dict.fromkeys(formats))
+
+
+def _class_names(model: DeepSpectralClustering) -> list[str]:
+    """The names of the model's classes (class 0 first): the training data's, else "class c"."""
+    if model.class_names is not None and len(model.class_names) == model.num_classes:
+        return list(model.class_names)
+    return ["background"] + [f"class {c}" for c in range(1, model.num_classes)]
+
+
+def coco_file(
+    model: DeepSpectralClustering, output: Path, dataset: Any, paths: list[Path]
+) -> CocoPredictionFile:
+    """``format=coco``'s writer; ``dataset`` (``data=coco``'s validation set, or None) gives the ids."""
+    if "classes" not in model.heads:
+        if dataset is not None:
+            raise ValueError(
+                "format=coco with data=coco needs a model with a class head (model.num_classes > 0): "
+                "this one has none, so its instances have no COCO category"
+            )
+        return CocoPredictionFile(output, [{"id": OBJECT, "name": "object"}])
+    names = _class_names(model)
+    if dataset is None:
+        return CocoPredictionFile(output, [{"id": c, "name": n} for c, n in enumerate(names) if c > 0])
+    if not isinstance(dataset, COCOInstances):
+        raise ValueError(
+            f"format=coco takes image and category ids from a COCO data set (data=coco); "
+            f"data={type(dataset).__name__} has none: leave data out to number them 1, 2, …"
+        )
+    if len(dataset.class_names) != model.num_classes:
+        raise ValueError(
+            f"the model has {model.num_classes} classes but {dataset.annotation_file} has "
+            f"{len(dataset.class_names) - 1} categories and background: it was not trained on these data"
+        )
+    image_ids = {dataset.coco.imgs[i]["file_name"]: i for i in dataset.image_ids}
+    unknown = [path.name for path in paths if path.name not in image_ids]
+    if unknown:
+        raise ValueError(
+            f"{len(unknown)} input image(s) are not among the images of {dataset.annotation_file} "
+            f"(e.g. {', '.join(unknown[:3])}), so they have no COCO image id: predict the data set's "
+            "own images, or leave data out to number the images 1, 2, …"
+        )
+    category_ids = [0, *sorted(dataset.class_of_category)]
+    categories = [dataset.coco.cats[category] for category in category_ids[1:]]
+    return CocoPredictionFile(output, categories, image_ids, category_ids)
+
+
+def cityscapes_files(model: DeepSpectralClustering, output: Path, data_target: str | None) -> Any:
+    """``format=cityscapes``'s writer, for a model with Cityscapes' 8 instance classes."""
+    trained_on = (model.run_config or {}).get("data", {}).get("val", {}).get("_target_")
+    on_cityscapes = "CityscapesInstances" in str(data_target or trained_on)
+    if model.num_classes != len(CITYSCAPES_CLASSES) or not on_cityscapes:
+        raise ValueError(
+            "format=cityscapes writes Cityscapes label ids, which need a model with a class head "
+            f"trained on Cityscapes' {len(CITYSCAPES_CLASSES) - 1} instance classes (data=cityscapes, "
+            f"model.num_classes={len(CITYSCAPES_CLASSES)}); this one has model.num_classes="
+            f"{model.num_classes} and was trained on {trained_on}"
+        )
+    return CityscapesInstanceFiles(output)
+
+
+def _writable(output: Path) -> None:
+    """Create ``output`` or raise naming it and why it cannot hold the predictions."""
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".dsc_write_test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise OSError(
+            f"output={output} cannot hold the predictions ({error.strerror or error}): choose another "
+            "output=<dir>"
+        ) from error
+
+
 @torch.inference_mode()
 def predict(cfg: DictConfig) -> dict[str, int]:
     """Segment every input image; returns counts of ``written`` and ``skipped`` files."""
+    formats = output_formats(cfg.format if not isinstance(cfg.format, ListConfig) else list(cfg.format))
     device = _device(cfg.device)
     model, _ = load_model(cfg.ckpt_path, rounding=cfg.get("rounding"))
     model.to(device)
     generator = torch.Generator().manual_seed(cfg.seed)
-    paths = list_inputs(Path(cfg.input))
+    paths = list_inputs(Path(cfg.input), cfg.get("recursive", False))
     stems = _output_stems(paths)
     output = Path(cfg.output)
-    check_outputs(paths, [f for path in paths for f in output_files(stems[path], output)], cfg.overwrite)
-    output.mkdir(parents=True, exist_ok=True)
+    data = cfg.get("data")
+    dataset = hydra.utils.instantiate(data.val) if data is not None and "coco" in formats else None
+    writers: list[PredictionFiles] = []
+    for name in formats:
+        if name == "png":
+            writers.append(PaletteMasks(output))
+        elif name == "coco":
+            writers.append(coco_file(model, output, dataset, paths))
+        else:
+            writers.append(cityscapes_files(model, output, None if data is None else data.val._target_))
+    planned = [file for writer in writers for file in writer.planned([stems[path] for path in paths])]
+    check_outputs(paths, planned, cfg.overwrite)
+    _writable(output)
 
     loader = DataLoader(
         ImageFiles(paths), batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=list
@@ -147,11 +307,17 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         for size in sorted({tuple(image.shape) for _, image in readable}):
             group = [(path, image) for path, image in readable if tuple(image.shape) == size]
             images = torch.stack([image for _, image in group]).to(device)
-            labels = model.partition(model(images), generator=generator)
-            for (path, image), image_labels in zip(group, labels, strict=True):
-                write_prediction(image, image_labels, output, stems[path])
+            outputs = model(images)
+            labels = model.partition(outputs, generator=generator)
+            instances = predicted_instances(labels, outputs)
+            for (path, image), image_labels, image_instances in zip(group, labels, instances, strict=True):
+                for writer in writers:
+                    writer.add(path, stems[path], image, image_labels, image_instances)
                 written += 1
-    log.info("wrote %d predictions to %s; skipped %d unreadable files", written, output, skipped)
+    for writer in writers:
+        writer.finish()
+    log.info("wrote %d predictions (%s) to %s; skipped %d unreadable files", written, ", ".join(formats),
+             output, skipped)  # fmt: skip
     return {"written": written, "skipped": skipped}
 
 

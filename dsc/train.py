@@ -17,6 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.callbacks import ValidationTime
+from dsc.data.datamodule import ClassNamedDataset
 from dsc.module import DeepSpectralClustering
 from dsc.resume import (
     check_fresh_run_directory,
@@ -58,6 +59,8 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     model.run_config = OmegaConf.to_container(cfg, resolve=True)
     model.run_overrides = overrides
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    if isinstance(datamodule.val_dataset, ClassNamedDataset):  # named in result files and exports
+        model.class_names = list(datamodule.val_dataset.class_names)
 
     validation_time = ValidationTime()
     trainer: pl.Trainer = hydra.utils.instantiate(

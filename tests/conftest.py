@@ -39,3 +39,22 @@ def trained_checkpoint(tmp_path_factory) -> Path:
         )
     )
     return output_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="session")
+def joint_checkpoint(tmp_path_factory) -> Path:
+    """A tiny run's checkpoint with an embedding and a class head of 9 classes (Cityscapes' count;
+    the shapes use 1..3), its background score lowered by 20 so that every segment is an object
+    of some class (a briefly trained class head calls everything background), for the tests of
+    result files."""
+    import torch
+
+    from dsc.train import train
+
+    output_dir = tmp_path_factory.mktemp("joint")
+    train(compose_config("train", output_dir, *TINY, "loss=spectral_joint", "model.num_classes=9"))
+    checkpoint = torch.load(output_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    embed_dim = checkpoint["dsc_config"]["model"]["embed_dim"]
+    checkpoint["state_dict"]["backbone.head.bias"][embed_dim] -= 20.0  # channel d: class 0's score
+    torch.save(checkpoint, output_dir / "objects_everywhere.ckpt")
+    return output_dir / "objects_everywhere.ckpt"

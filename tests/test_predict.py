@@ -1,0 +1,157 @@
+"""dsc.predict's result files: COCO (read back by pycocotools) and Cityscapes (scored by
+cityscapesscripts), ids, empty images and bad requests."""
+
+import json
+
+import numpy as np
+import pytest
+from cityscapes_trees import cityscapes_instance_ap, write_cityscapes_tree
+from hydra_configs import compose_config
+from PIL import Image
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from dsc.coco_results import encode_mask
+from dsc.data import Shapes
+from dsc.predict import predict
+
+CATEGORY_IDS = [3, 8, 13, 18, 23, 28, 33, 90]  # a COCO file's own ids, not dsc's classes 1..8
+
+
+def predict_config(tmp_path, checkpoint, source, output, *overrides):
+    return compose_config(
+        "predict", tmp_path / "run", f"ckpt_path={checkpoint}", f"input={source}", f"output={output}",
+        "device=cpu", *overrides,
+    )  # fmt: skip
+
+
+def write_coco_tree(root, image_ids=(42, 7)):
+    """val2017/ with shapes images and annotations/instances_val2017.json describing them with
+    CATEGORY_IDS (class c → CATEGORY_IDS[c − 1])."""
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    shapes = Shapes(num_images=len(image_ids), seed=4)
+    images, annotations = [], []
+    for index, image_id in enumerate(image_ids):
+        name = f"{image_id:012d}.png"
+        Image.fromarray(shapes.images[index].permute(1, 2, 0).numpy()).save(root / "val2017" / name)
+        images.append({"id": image_id, "file_name": name, "height": 64, "width": 64})
+        item = shapes[index]
+        for instance in item["instances"].unique().tolist():
+            if instance in (0, 255):
+                continue
+            mask = item["instances"] == instance
+            klass = int(item["classes"][mask][0])
+            rle, box = encode_mask(mask)
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": image_id, "category_id": CATEGORY_IDS[klass - 1],
+                "segmentation": rle, "area": int(mask.sum()), "bbox": box, "iscrowd": 0,
+            })  # fmt: skip
+    categories = [{"id": c, "name": f"thing {c}"} for c in CATEGORY_IDS]
+    annotation_file = root / "annotations" / "instances_val2017.json"
+    annotation_file.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    return annotation_file
+
+
+def test_coco_results_number_images_in_order_and_pycocotools_reads_them(trained_checkpoint, tmp_path):
+    folder = tmp_path / "input"
+    folder.mkdir()
+    shapes = Shapes(num_images=2, seed=9)
+    for index in range(2):
+        Image.fromarray(shapes.images[index].permute(1, 2, 0).numpy()).save(folder / f"b{index}.png")
+    Image.fromarray(np.zeros((40, 50, 3), dtype=np.uint8)).save(folder / "a_black.png")  # no instances
+    output = tmp_path / "out"
+    # A high threshold: the briefly trained embedding needs it to separate the shapes.
+    overrides = ["format=[png,coco]", "rounding=kwikcluster", "rounding.scheme.threshold=0.95"]
+    cfg = predict_config(tmp_path, trained_checkpoint, folder, output, *overrides)
+    assert predict(cfg)["written"] == 3
+    assert len(list(output.glob("*_overlay.png"))) == 3  # png as well
+    images = COCO(str(output / "images_coco.json"))
+    assert [images.imgs[i]["file_name"] for i in (1, 2, 3)] == ["a_black.png", "b0.png", "b1.png"]
+    assert images.imgs[1]["height"] == 40 and images.imgs[1]["width"] == 50
+    assert images.dataset["categories"] == [{"id": 1, "name": "object"}]
+    results = json.loads((output / "predictions_coco.json").read_text())
+    assert results, "the shapes have instances"
+    assert {r["image_id"] for r in results} <= {2, 3}, "the black image has no instances, hence no results"
+    assert all(r["category_id"] == 1 and 0 <= r["score"] <= 1 for r in results)
+    loaded = images.loadRes(results)  # pycocotools decodes every mask
+    assert all(loaded.annToMask(a).shape == (64, 64) for a in loaded.dataset["annotations"])
+
+
+def test_coco_results_of_a_coco_data_set_carry_its_own_ids(joint_checkpoint, tmp_path):
+    root = tmp_path / "coco"
+    annotation_file = write_coco_tree(root)
+    output = tmp_path / "out"
+    overrides = ["format=coco", "data=coco", f"paths.coco_root={root}"]
+    assert (
+        predict(predict_config(tmp_path, joint_checkpoint, root / "val2017", output, *overrides))["written"]
+        == 2
+    )
+    results = json.loads((output / "predictions_coco.json").read_text())
+    assert results and {r["image_id"] for r in results} <= {42, 7}
+    assert {r["category_id"] for r in results} <= set(CATEGORY_IDS)
+    images = json.loads((output / "images_coco.json").read_text())
+    assert sorted(image["id"] for image in images["images"]) == [7, 42]
+    assert [c["id"] for c in images["categories"]] == CATEGORY_IDS
+    # The file goes to COCOeval as it is, against the data set's own annotations.
+    ground_truth = COCO(str(annotation_file))
+    evaluation = COCOeval(ground_truth, ground_truth.loadRes(results), iouType="segm")
+    evaluation.evaluate()
+    evaluation.accumulate()
+    evaluation.summarize()
+    assert -1 <= evaluation.stats[0] <= 1
+
+
+def test_coco_ids_need_the_data_sets_images_and_a_class_head(trained_checkpoint, joint_checkpoint, tmp_path):
+    root = tmp_path / "coco"
+    write_coco_tree(root)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (root / "val2017" / "000000000042.png").rename(elsewhere / "holiday.png")
+    overrides = ["format=coco", "data=coco", f"paths.coco_root={root}"]
+    with pytest.raises(ValueError, match=r"not among the images of .*instances_val2017.json .*holiday.png"):
+        predict(predict_config(tmp_path, joint_checkpoint, elsewhere, tmp_path / "out", *overrides))
+    with pytest.raises(ValueError, match=r"format=coco with data=coco needs a model with a class head"):
+        predict(predict_config(tmp_path, trained_checkpoint, elsewhere, tmp_path / "out", *overrides))
+
+
+def test_cityscapes_results_are_scored_by_cityscapesscripts(joint_checkpoint, tmp_path, monkeypatch):
+    root = tmp_path / "cityscapes"
+    images = write_cityscapes_tree(root)
+    output = tmp_path / "results"
+    overrides = ["format=cityscapes", "recursive=true", "data=cityscapes", f"paths.cityscapes_root={root}"]
+    cfg = predict_config(tmp_path, joint_checkpoint, root / "leftImg8bit" / "val", output, *overrides)
+    assert predict(cfg)["written"] == 2
+    lines = [line for image in images for line in (output / f"{image.stem}.txt").read_text().splitlines()]
+    assert lines, "the model calls every segment an object"
+    for line in lines:
+        mask_file, label_id, confidence = line.split(" ")
+        assert int(label_id) in (24, 25, 26, 27, 28, 31, 32, 33) and 0 <= float(confidence) <= 1
+        assert Image.open(output / mask_file).size == (96, 64)
+    monkeypatch.chdir(tmp_path)
+    scores = cityscapes_instance_ap(root, output, tmp_path)  # reads every file, or fails
+    assert 0 <= scores["allAp"] <= 1
+
+
+def test_cityscapes_results_need_a_cityscapes_model(joint_checkpoint, trained_checkpoint, tmp_path):
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(image)
+    for checkpoint in (joint_checkpoint, trained_checkpoint):  # trained on shapes; no class head
+        cfg = predict_config(tmp_path, checkpoint, image, tmp_path / "out", "format=cityscapes")
+        with pytest.raises(ValueError, match=r"format=cityscapes writes Cityscapes label ids.*Shapes"):
+            predict(cfg)
+
+
+def test_unknown_formats_and_unwritable_outputs_are_named(trained_checkpoint, tmp_path):
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(image)
+    with pytest.raises(
+        ValueError, match=r"format=lvis: lvis is not a format dsc.predict writes; use one of png"
+    ):
+        predict(predict_config(tmp_path, trained_checkpoint, image, tmp_path / "out", "format=lvis"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(OSError, match=r"output=.*a_file/out cannot hold the predictions"):
+        predict(predict_config(tmp_path, trained_checkpoint, image, blocker / "out"))
