@@ -40,15 +40,35 @@ from tqdm import tqdm
 from dsc.checkpoints import load_model
 from dsc.cityscapes_results import CityscapesInstanceFiles
 from dsc.coco_results import CocoPredictionFile
+from dsc.contracts import Head, NetworkOutputs
 from dsc.data.cityscapes import CLASS_NAMES as CITYSCAPES_CLASSES
 from dsc.data.coco import COCOInstances
 from dsc.data.voc import read_image
+from dsc.export import OnnxNetwork
 from dsc.instances import OBJECT, Instances, predicted_instances
-from dsc.module import DeepSpectralClustering
 from dsc.visualize import order_by_size, overlay, voc_palette
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "coco", "cityscapes")
+
+
+class Segmenter(Protocol):
+    """What ``predict`` segments with: a checkpoint's ``DeepSpectralClustering`` or an exported
+    file's ``dsc.export.OnnxNetwork``."""
+
+    heads: frozenset[Head]
+    num_classes: int
+    class_names: list[str] | None
+    run_config: dict[str, Any] | None
+
+    def __call__(self, images: Tensor) -> NetworkOutputs: ...
+
+    def partition(
+        self,
+        outputs: NetworkOutputs,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
+    ) -> Tensor: ...
 
 
 class PredictionFiles(Protocol):
@@ -174,8 +194,11 @@ def write_prediction(image: torch.Tensor, labels: torch.Tensor, folder: Path, st
     Image.fromarray(overlay(image, ordered)).save(overlay_file)
 
 
-def _device(name: str) -> torch.device:
-    """``auto`` is the GPU when there is one, else the CPU; anything else as torch spells it."""
+def _device(name: str, onnx: bool = False) -> torch.device:
+    """``auto`` is the GPU when there is one (the CPU for onnxruntime), else the CPU; anything else
+    as torch spells it."""
+    if name == "auto" and onnx:
+        return torch.device("cpu")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
@@ -194,16 +217,14 @@ def output_formats(value: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def _class_names(model: DeepSpectralClustering) -> list[str]:
+def _class_names(model: Segmenter) -> list[str]:
     """The names of the model's classes (class 0 first): the training data's, else "class c"."""
     if model.class_names is not None and len(model.class_names) == model.num_classes:
         return list(model.class_names)
     return ["background"] + [f"class {c}" for c in range(1, model.num_classes)]
 
 
-def coco_file(
-    model: DeepSpectralClustering, output: Path, dataset: Any, paths: list[Path]
-) -> CocoPredictionFile:
+def coco_file(model: Segmenter, output: Path, dataset: Any, paths: list[Path]) -> CocoPredictionFile:
     """``format=coco``'s writer; ``dataset`` (``data=coco``'s validation set, or None) gives the ids."""
     if "classes" not in model.heads:
         if dataset is not None:
@@ -238,7 +259,7 @@ def coco_file(
     return CocoPredictionFile(output, categories, image_ids, category_ids)
 
 
-def cityscapes_files(model: DeepSpectralClustering, output: Path, data_target: str | None) -> Any:
+def cityscapes_files(model: Segmenter, output: Path, data_target: str | None) -> Any:
     """``format=cityscapes``'s writer, for a model with Cityscapes' 8 instance classes."""
     trained_on = (model.run_config or {}).get("data", {}).get("val", {}).get("_target_")
     on_cityscapes = "CityscapesInstances" in str(data_target or trained_on)
@@ -250,6 +271,20 @@ def cityscapes_files(model: DeepSpectralClustering, output: Path, data_target: s
             f"{model.num_classes} and was trained on {trained_on}"
         )
     return CityscapesInstanceFiles(output)
+
+
+def load_segmenter(ckpt_path: str | None, onnx: str | None, rounding: Any, device: torch.device) -> Segmenter:
+    """The checkpoint's model on ``device``, or the ONNX file's network in onnxruntime (CPU)."""
+    if (ckpt_path is None) == (onnx is None):
+        raise ValueError(
+            "pass either ckpt_path=<run>/checkpoints/last.ckpt (the network in torch) or "
+            "onnx=<file>.onnx (the exported network in onnxruntime), not "
+            + ("both" if ckpt_path is not None else "neither")
+        )
+    if onnx is not None:
+        return OnnxNetwork(onnx, rounding).to(device)
+    model, _ = load_model(ckpt_path, rounding=rounding)
+    return model.to(device)
 
 
 def _writable(output: Path) -> None:
@@ -270,9 +305,8 @@ def _writable(output: Path) -> None:
 def predict(cfg: DictConfig) -> dict[str, int]:
     """Segment every input image; returns counts of ``written`` and ``skipped`` files."""
     formats = output_formats(cfg.format if not isinstance(cfg.format, ListConfig) else list(cfg.format))
-    device = _device(cfg.device)
-    model, _ = load_model(cfg.ckpt_path, rounding=cfg.get("rounding"))
-    model.to(device)
+    device = _device(cfg.device, onnx=cfg.get("onnx") is not None)
+    model = load_segmenter(cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device)
     generator = torch.Generator().manual_seed(cfg.seed)
     paths = list_inputs(Path(cfg.input), cfg.get("recursive", False))
     stems = _output_stems(paths)

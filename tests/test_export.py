@@ -1,0 +1,131 @@
+"""python -m dsc.export: the ONNX file computes what torch computes, at any size, and dsc.predict
+runs it in onnxruntime with the run's rounding."""
+
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from hydra_configs import compose_config
+from PIL import Image
+from torch import nn
+
+from dsc.checkpoints import load_model
+from dsc.export import OnnxNetwork, export, export_onnx
+from dsc.module import DeepSpectralClustering
+from dsc.predict import predict
+
+TOLERANCE = 1e-5  # largest absolute difference between onnxruntime's and torch's outputs (float32)
+
+
+def export_config(tmp_path, checkpoint, output, *overrides):
+    return compose_config(
+        "export", tmp_path / "run", f"ckpt_path={checkpoint}", f"output={output}", *overrides
+    )
+
+
+@pytest.mark.parametrize("heads", ["embedding", "embedding+classes"])
+def test_onnxruntime_computes_what_torch_computes_at_two_sizes(
+    heads, trained_checkpoint, joint_checkpoint, tmp_path
+):
+    checkpoint = trained_checkpoint if heads == "embedding" else joint_checkpoint
+    path = export(export_config(tmp_path, checkpoint, tmp_path / "model.onnx"))
+    model, _ = load_model(checkpoint)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    assert names == (["embeddings"] if heads == "embedding" else ["embeddings", "class_logits"])
+    generator = torch.Generator().manual_seed(0)
+    for shape in [(1, 3, 64, 64), (3, 3, 45, 77)]:
+        images = torch.rand(*shape, generator=generator)
+        with torch.no_grad():
+            outputs = model(images)
+        expected = [outputs.embeddings] + ([outputs.class_logits] if heads != "embedding" else [])
+        results = session.run(None, {"images": images.numpy()})
+        for name, result, reference in zip(names, results, expected, strict=True):
+            assert result.shape == tuple(reference.shape), name
+            assert np.abs(result - reference.numpy()).max() < TOLERANCE, name
+    assert np.allclose(np.linalg.norm(results[0], axis=1), 1, atol=1e-5), "embeddings are unit vectors"
+
+
+def test_predict_with_the_onnx_file_writes_the_masks_torch_writes(trained_checkpoint, tmp_path):
+    path = export(export_config(tmp_path, trained_checkpoint, tmp_path / "model.onnx"))
+    folder = tmp_path / "input"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(1)
+    for index, size in enumerate([(64, 64), (48, 80)]):
+        image = (torch.rand(size[0], size[1], 3, generator=generator) * 255).byte().numpy()
+        Image.fromarray(image).save(folder / f"image_{index}.png")
+    common = [f"input={folder}", "device=cpu", "rounding=kwikcluster", "rounding.scheme.threshold=0.9"]
+    by_torch = compose_config("predict", tmp_path / "r1", f"ckpt_path={trained_checkpoint}",
+                              f"output={tmp_path / 'torch'}", *common)  # fmt: skip
+    by_onnx = compose_config(
+        "predict", tmp_path / "r2", f"onnx={path}", f"output={tmp_path / 'onnx'}", *common
+    )
+    assert predict(by_torch)["written"] == predict(by_onnx)["written"] == 2
+    for index in range(2):
+        torch_mask = np.asarray(Image.open(tmp_path / "torch" / f"image_{index}.png"))
+        onnx_mask = np.asarray(Image.open(tmp_path / "onnx" / f"image_{index}.png"))
+        assert (torch_mask == onnx_mask).mean() > 0.999  # a pixel at the threshold may round either way
+
+
+def test_the_rounding_comes_from_the_run_or_the_command_line(trained_checkpoint, tmp_path):
+    path = export(export_config(tmp_path, trained_checkpoint, tmp_path / "model.onnx"))
+    network = OnnxNetwork(path)
+    assert type(network.rounding).__name__ == "Rounding" and network.heads == {"embedding"}
+    assert network.run_config["model"]["embed_dim"] == 16
+    kmeans = compose_config("predict", tmp_path, "onnx=x", "input=x", "rounding=kmeans").rounding
+    assert "kmeans" in str(OnnxNetwork(path, kmeans).rounding.scheme)
+
+
+class ThresholdedNet(nn.Module):
+    """A network with Python control flow on pixel values, which no trace can capture."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Conv2d(3, 4, 1)
+        self.gate = Gate()
+
+    def forward(self, images):
+        return self.gate(self.features(images))
+
+
+class Gate(nn.Module):
+    def forward(self, x):
+        return x if float(x.mean()) > 0 else -x
+
+
+def test_a_network_that_cannot_be_exported_names_the_layer(tmp_path):
+    from dsc.losses import SpectralLoss
+    from dsc.rounding import Rounding, kwikcluster
+
+    model = DeepSpectralClustering(
+        ThresholdedNet(), SpectralLoss(), Rounding(kwikcluster), torch.optim.SGD, embed_dim=4
+    )
+    with pytest.raises(ValueError, match=r"to ONNX: layer backbone.gate \(Gate\) failed: .*data-dependent"):
+        export_onnx(model, tmp_path / "model.onnx")
+
+
+def test_export_refuses_to_replace_a_file_and_predict_needs_one_network(trained_checkpoint, tmp_path):
+    existing = tmp_path / "model.onnx"
+    existing.write_text("mine")
+    with pytest.raises(FileExistsError, match=r"model.onnx exists already: pass overwrite=true"):
+        export(export_config(tmp_path, trained_checkpoint, existing))
+    assert existing.read_text() == "mine"
+    for networks in ([f"ckpt_path={trained_checkpoint}", f"onnx={existing}"], []):
+        cfg = compose_config("predict", tmp_path, f"input={existing}", *networks)
+        with pytest.raises(ValueError, match=r"pass either ckpt_path=.* or onnx=.*not (both|neither)"):
+            predict(cfg)
+    with pytest.raises(ValueError, match=r"was not written by python -m dsc.export|cannot load"):
+        OnnxNetwork(existing)
+
+
+def test_export_command_line(trained_checkpoint, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dsc.export", f"ckpt_path={trained_checkpoint}",
+         f"output={tmp_path / 'cli.onnx'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "cli.onnx").stat().st_size > 100_000 and not (tmp_path / "cli.onnx.data").exists()
