@@ -3,6 +3,7 @@
 from dsc.data.cityscapes import CityscapesInstances
 from dsc.data.coco import COCOInstances
 from dsc.data.datamodule import InstanceDataModule, WithoutClasses
+from dsc.data.folder import FolderInstances
 from dsc.data.labels import BACKGROUND, VOID
 from dsc.data.sbd import SBDInstances
 from dsc.data.shapes import Shapes
@@ -15,6 +16,7 @@ __all__ = [
     "VOID",
     "COCOInstances",
     "CityscapesInstances",
+    "FolderInstances",
     "InstanceDataModule",
     "RandomScaleCropFlip",
     "SBDInstances",

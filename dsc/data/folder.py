@@ -1,0 +1,168 @@
+"""Your own data: a folder of images with instance masks beside them (``data=folder``).
+
+Two layouts, chosen per split:
+
+* sub-folders: ``root/<split>/images/<name>.<ext>``, ``root/<split>/instances/<name>.png`` and,
+  optionally, ``root/<split>/classes/<name>.png``;
+* list files: ``root/<split>.txt`` (one name per line) naming files in ``root/images/``,
+  ``root/instances/`` and, optionally, ``root/classes/``.
+
+``root/<split>.txt`` wins where both exist. Images may be JPEG, PNG, BMP, TIFF or WebP.
+
+Instance masks are PNGs: 8-bit (palette indices as VOC's ``SegmentationObject``, or grey): 0
+background, 255 void, 1..254 instances; or 16-bit grey: 0 background, 65535 void, any other value
+an instance (renumbered 1..k; at most 254 per image). Class maps (optional) are 8-bit PNGs: 0
+background, 255 void, 1..C classes, named one per line in ``root/classes.txt`` (background first),
+which they require. Without class maps every instance is of class 1, "object". Items follow VOC's
+conventions (0 background, 255 void) and so share its augmentation, sampling and validation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from dsc.data.labels import VOID
+from dsc.data.voc import Item, check_sizes, read_image, require_files
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+VOID_16_BIT = 65535
+LAYOUTS = (
+    "root/<split>/images/, root/<split>/instances/ (and optionally root/<split>/classes/), or "
+    "root/<split>.txt listing names in root/images/, root/instances/ (and root/classes/); "
+    "see docs/datasets.md"
+)
+
+
+def read_instance_png(path: Path) -> np.ndarray:
+    """(H, W) int64 instance map of an 8-bit or 16-bit instance PNG (rules in the module docstring)."""
+    with Image.open(path) as image:
+        mode = image.mode
+        values = np.asarray(image)
+    if mode in ("P", "L"):
+        return values.astype(np.int64)
+    if mode in ("I;16", "I;16B", "I"):
+        values = values.astype(np.int64)
+        void = values == VOID_16_BIT
+        objects = (values != 0) & ~void
+        ids, inverse = np.unique(values[objects], return_inverse=True)
+        if len(ids) > VOID - 1:
+            raise ValueError(
+                f"{path} has {len(ids)} instances; dsc numbers at most {VOID - 1} per image: merge or void "
+                "the smallest"
+            )
+        instances = np.zeros_like(values)
+        instances[objects] = inverse + 1
+        instances[void] = VOID
+        return instances
+    raise ValueError(
+        f"{path} is a {mode} image: instance masks are 8-bit palette or grey PNGs (0 background, "
+        "255 void) or 16-bit grey PNGs (0 background, 65535 void)"
+    )
+
+
+def read_class_png(path: Path, num_classes: int) -> np.ndarray:
+    """(H, W) int64 class map of an 8-bit class PNG, each value a class of ``classes.txt`` or void."""
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L"):
+            raise ValueError(f"{path} is a {image.mode} image: class maps are 8-bit palette or grey PNGs")
+        classes = np.asarray(image).astype(np.int64)
+    unknown = np.unique(classes[(classes >= num_classes) & (classes != VOID)])
+    if len(unknown):
+        raise ValueError(
+            f"{path} holds class values {unknown.tolist()[:5]}, but classes.txt names only classes "
+            f"0..{num_classes - 1}: add their names to classes.txt or make those pixels 255 (void)"
+        )
+    return classes
+
+
+class FolderInstances(Dataset):
+    """A split of a folder of images with instance masks (layouts and rules in the module docstring).
+
+    root: the data folder; split: ``train``, ``val`` or any name the folder uses.
+    Items: ``image`` (3, H, W) float in [0, 1], ``instances`` and ``classes`` (H, W) int64 (0
+    background, 255 void), then ``transform`` if given. ``class_names[c]``: class c's name.
+    """
+
+    def __init__(
+        self, root: str | Path, split: str = "train", transform: Callable[[Item], Item] | None = None
+    ) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(
+                f"data folder {self.root} does not exist: pass paths.folder_root=<dir> holding {LAYOUTS}"
+            )
+        list_file, split_dir = self.root / f"{split}.txt", self.root / split
+        if list_file.is_file():
+            self.folder = self.root
+            names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+            listed_in = list_file
+        elif (split_dir / "images").is_dir():
+            self.folder = split_dir
+            names = sorted(
+                p.stem for p in (split_dir / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            listed_in = split_dir / "images"
+        else:
+            raise FileNotFoundError(f"data folder {self.root} has no split {split!r}: expected {LAYOUTS}")
+        if not names:
+            raise ValueError(f"{listed_in} names no images for split {split!r}")
+        self.with_classes = (self.folder / "classes").is_dir()
+        names_file = self.root / "classes.txt"
+        if names_file.is_file():
+            self.class_names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+        elif self.with_classes:
+            raise FileNotFoundError(
+                f"{self.folder / 'classes'} holds class maps but {names_file} does not exist: write the "
+                "class names there, one per line, background first"
+            )
+        else:
+            self.class_names = ["background", "object"]
+        self.names = names
+        self._images = {p.stem: p for p in self._image_candidates()}
+        require_files({name: list(self.files(name).values()) for name in names}, listed_in, LAYOUTS)
+        self.transform = transform
+
+    def _image_candidates(self) -> list[Path]:
+        images = self.folder / "images"
+        return [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES] if images.is_dir() else []
+
+    def files(self, name: str) -> dict[str, Path]:
+        """The image and label files of one image, by item key."""
+        files = {
+            "image": self._images.get(name, self.folder / "images" / f"{name}.jpg"),
+            "instances": self.folder / "instances" / f"{name}.png",
+        }
+        if self.with_classes:
+            files["classes"] = self.folder / "classes" / f"{name}.png"
+        return files
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> Item:
+        files = self.files(self.names[index])
+        try:
+            instances = read_instance_png(files["instances"])
+            if self.with_classes:
+                classes = read_class_png(files["classes"], len(self.class_names))
+            else:
+                classes = np.where(instances == VOID, VOID, (instances > 0).astype(np.int64))
+        except OSError as error:
+            raise OSError(f"cannot read the label maps of {files['image'].name}: {error}") from error
+        item = {
+            "image": read_image(files["image"], f"the file is missing or corrupt ({LAYOUTS})"),
+            "instances": torch.from_numpy(instances),
+            "classes": torch.from_numpy(classes),
+        }
+        check_sizes(item, files)
+        # Void in either map is void in both (VOC's convention).
+        void = (item["instances"] == VOID) | (item["classes"] == VOID)
+        item["instances"] = item["instances"].masked_fill(void, VOID)
+        item["classes"] = item["classes"].masked_fill(void, VOID)
+        return self.transform(item) if self.transform else item
