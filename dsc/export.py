@@ -10,6 +10,7 @@ carry what rounding and result files need, so that dsc rounds the outputs as the
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import re
@@ -83,6 +84,20 @@ def _layers_entered(network: nn.Module) -> Iterator[list[str]]:
             handle.remove()
 
 
+@contextlib.contextmanager
+def _quiet(*names: str) -> Iterator[None]:
+    """Only warnings and errors from these loggers while the block runs."""
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
 def _reason(error: Exception) -> str:
     """torch's reason for a failed export in one line: the summary of torch.onnx's report if it has
     one, else the message's first line (without terminal colours)."""
@@ -109,7 +124,12 @@ def export_onnx(
     names = output_names(model.heads)
     images = torch.rand(2, 3, *image_size)  # a batch of 1 would be specialised to 1
     dynamic = torch.export.Dim.DYNAMIC  # any size the network's operations allow
-    with _layers_entered(network) as running:
+    progress = io.StringIO()  # torch.onnx prints its steps; onnx_ir logs each graph pass at INFO
+    with (
+        _layers_entered(network) as running,
+        contextlib.redirect_stdout(progress),
+        _quiet("onnx_ir", "onnxscript"),
+    ):
         try:
             torch.onnx.export(
                 network,
