@@ -2,8 +2,11 @@
 (unit normalisation included), side by side, with the memory-bandwidth floor beside them:
 
 * normalise only: ``F.normalize`` forward + backward, the cost every variant pays;
-* plain torch: ``F.normalize`` then ``dsc.losses.spectral_loss`` (index_add; the CPU path and the
-  tests' reference), and its ``torch.compile`` version with ``--compile``;
+* normalise only with ``dsc.utils.normalize.unit_normalize`` (per-channel squares on CPUs);
+* plain torch: ``F.normalize`` then ``dsc.losses.spectral_loss`` (index_add; the tests'
+  reference), and its ``torch.compile`` version with ``--compile``;
+* dsc's CPU path (``SpectralLoss().from_raw_outputs`` on a CPU: ``dsc.losses.rows_in_cache``),
+  NCHW and channels-last;
 * fused Triton: ``dsc.losses.fused.fused_spectral_frobenius`` (CUDA only), NCHW and channels-last,
   float32 and bfloat16 outputs.
 
@@ -23,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from common import print_table, shapes_embeddings, time_ms
 
-from dsc.losses import spectral_loss
+from dsc.losses import SpectralLoss, spectral_loss
 from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
+from dsc.utils.normalize import unit_normalize
 
 
 def plain_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -66,8 +70,12 @@ def main() -> None:
 
     variants: list[tuple[str, Callable, torch.Tensor]] = [
         ("normalise only (F.normalize)", lambda x, _: F.normalize(x, dim=1).sum(), raw),
+        ("normalise only (dsc unit_normalize)", lambda x, _: unit_normalize(x).sum(), raw),
         ("plain torch (index_add)", plain_loss, raw),
     ]
+    if device.type == "cpu":
+        for layout, outputs in layouts.items():
+            variants.append((f"dsc CPU rows in cache, {layout}", SpectralLoss().from_raw_outputs, outputs))
     if args.compile:
         variants.append(("plain torch, torch.compile", torch.compile(plain_loss), raw))
     if fused_kernels_available(raw):

@@ -14,8 +14,9 @@ from functools import cached_property
 from typing import Literal, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from dsc.utils.normalize import unit_normalize
 
 Head = Literal["embedding", "classes"]
 Batch = dict[str, Tensor]  # "image" (B, 3, H, W), "instances" and "classes" (B, H, W), optional extras
@@ -46,10 +47,10 @@ class NetworkOutputs:
 
     @cached_property
     def embeddings(self) -> Tensor:
-        """(B, d, H, W) unit pixel vectors."""
+        """(B, d, H, W) unit pixel vectors (``F.normalize`` over channels)."""
         if self.raw_embeddings is None:
             raise ValueError("this network has no embedding head (model.embed_dim=0)")
-        return F.normalize(self.raw_embeddings, dim=1)
+        return unit_normalize(self.raw_embeddings)
 
     @cached_property
     def class_probabilities(self) -> Tensor:

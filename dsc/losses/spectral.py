@@ -25,6 +25,7 @@ from torch import Tensor
 
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses.fused import fused_kernels_available, fused_kernels_work, fused_spectral_frobenius
+from dsc.losses.rows_in_cache import exact_frobenius_from_raw
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.utils.grouping import group
 
@@ -271,8 +272,9 @@ class SpectralLoss:
     def from_raw_outputs(self, outputs: Tensor, labels: Tensor, **overrides) -> Tensor:
         """The loss of ``F.normalize(outputs, dim=1)`` from the network's raw (B, d, H, W) outputs,
         normalising no more than it needs: the exact squared Frobenius loss on a GPU runs as two
-        fused Triton passes (``dsc.losses.fused``, unless ``fused=False``); a sampled loss
-        normalises the sampled pixels only. Same value and gradients as the plain path."""
+        fused Triton passes (``dsc.losses.fused``, unless ``fused=False``), on a CPU in chunks of
+        pixel rows that stay in cache (``dsc.losses.rows_in_cache``); a sampled loss normalises the
+        sampled pixels only. Same value and gradients as the plain path."""
         options = self.options | overrides
         pixel_sample = options.pop("pixel_sample", None)
         generator = options.pop("generator", None)
@@ -285,6 +287,8 @@ class SpectralLoss:
                 generator,
             )
         if pixel_sample is None:
+            if options["norm"] == "frobenius" and outputs.device.type == "cpu":
+                return exact_frobenius_from_raw(outputs, labels, options["ignore_index"])  # float32 inside
             fused = self.fused and options["norm"] == "frobenius" and fused_kernels_available(outputs)
             if fused and fused_kernels_work(outputs.device):
                 return fused_spectral_frobenius(outputs, labels, options["ignore_index"])  # float32 inside

@@ -1,0 +1,140 @@
+"""The exact squared-Frobenius spectral loss from raw outputs on CPUs, in chunks of pixel rows that
+stay in the cache: what ``SpectralLoss.from_raw_outputs`` runs on a CPU (the GPU runs
+``dsc.losses.fused``).
+
+Per image, with f_i = x_i / max(‖x_i‖, ε) the unit rows of its n valid pixels (ε = 1e-12, as
+``F.normalize``), G = Σ f_i f_iᵀ (d × d), s_c = Σ_{i∈c} f_i and n_c the instance sizes:
+
+    loss = (‖G‖²_F − 2 Σ_c ‖s_c‖² + Σ_c n_c²) / n²,
+    ∂loss/∂f_i = 4 (G f_i − s_{c(i)}) / n²,
+    ∂loss/∂x_i = (g_i − f_i (f_i·g_i)) / ‖x_i‖ for g_i = ∂loss/∂f_i (g_i / ε where ‖x_i‖ < ε).
+
+The forward pass reads the outputs once (G and s_c accumulate chunk by chunk); the backward pass
+reads them once more and writes the gradient, recomputing each chunk's unit rows. Only the gradient
+is a full-size tensor: the plain path's normalised copy, its products and index_add buffers (each a
+fresh tensor as large as the outputs) never exist. Same value and gradient as
+``spectral_loss(F.normalize(outputs, dim=1), labels)``, to float32 rounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dsc.utils.grouping import fits_dense_table, group
+from dsc.utils.normalize import NORM_FLOOR
+
+CHUNK_PIXELS = 1 << 15  # 32768 rows of d floats: ~2.6 MiB at d = 21, within a core's L2/L3 share
+
+
+def _rows(outputs: Tensor) -> Tensor:
+    """(B, d, H, W) → (B, n, d) pixel rows (a view for channels-last outputs, else a strided view)."""
+    return outputs.flatten(2).transpose(1, 2)
+
+
+def _unit_chunk(rows: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Rows (m, d) of one chunk → unit rows f (m, d), zero where not ``valid``; the scale 1/max(‖x‖, ε)
+    (m,), zero where not valid; and whether ‖x‖ ≥ ε (m,)."""
+    rows = rows.contiguous()  # one transposing copy for NCHW outputs, none for channels-last
+    norms = torch.linalg.vector_norm(rows, dim=1)
+    scale = torch.where(valid, 1.0 / norms.clamp(min=NORM_FLOOR), 0.0)
+    return rows * scale.unsqueeze(1), scale, norms >= NORM_FLOOR
+
+
+def _chunks(num_pixels: int) -> range:
+    return range(0, num_pixels, CHUNK_PIXELS)
+
+
+class _ExactFrobenius(torch.autograd.Function):
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)  # float32 under bf16 autocast
+    def forward(ctx: Any, outputs: Tensor, slots: Tensor, num_slots: int) -> Tensor:
+        """outputs (B, d, H, W) float32; slots (B, n) int64 instance slot per pixel, ``num_slots``
+        for void. Returns the per-image losses (B,)."""
+        batch, dim = outputs.shape[:2]
+        rows = _rows(outputs)
+        valid = slots < num_slots
+        num_valid = valid.sum(dim=1).to(torch.float32)
+        grams = outputs.new_zeros(batch, dim, dim)
+        sums = outputs.new_zeros(batch, num_slots + 1, dim)
+        sizes = torch.zeros(batch, num_slots + 1, dtype=torch.float32)
+        for image in range(batch):
+            sizes[image] = torch.bincount(slots[image], minlength=num_slots + 1).float()
+            for start in _chunks(rows.shape[1]):
+                part = slice(start, start + CHUNK_PIXELS)
+                unit, _, _ = _unit_chunk(rows[image, part], valid[image, part])
+                grams[image].addmm_(unit.T, unit)
+                sums[image].index_add_(0, slots[image, part], unit)
+        sums[:, num_slots] = 0.0  # the void slot's rows are zero already; keep it exact
+        sizes[:, num_slots] = 0.0
+        squared = (
+            grams.square().sum(dim=(1, 2)) - 2.0 * sums.square().sum(dim=(1, 2)) + sizes.square().sum(dim=1)
+        )
+        ctx.save_for_backward(outputs, slots, grams, sums, num_valid)
+        ctx.num_slots = num_slots
+        return squared / num_valid.clamp(min=1.0).square()
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx: Any, grad_losses: Tensor) -> tuple[Tensor | None, None, None]:
+        outputs, slots, grams, sums, num_valid = ctx.saved_tensors
+        valid = slots < ctx.num_slots
+        rows = _rows(outputs)
+        grad = torch.empty_like(outputs)
+        grad_rows = _rows(grad)
+        coefficients = 4.0 * grad_losses / num_valid.clamp(min=1.0).square()
+        for image in range(outputs.shape[0]):
+            for start in _chunks(rows.shape[1]):
+                part = slice(start, start + CHUNK_PIXELS)
+                unit, scale, above_floor = _unit_chunk(rows[image, part], valid[image, part])
+                # g = 4 (G f − s_c) / n² (G is symmetric); void rows have f = 0 and s_void = 0.
+                toward = torch.mm(unit, grams[image]).sub_(sums[image].index_select(0, slots[image, part]))
+                toward.mul_(coefficients[image])
+                along = (unit * toward).sum(dim=1).mul_(above_floor)  # f·g; below ε: x/ε is linear
+                toward.sub_(unit * along.unsqueeze(1)).mul_(scale.unsqueeze(1))
+                grad_rows[image, part] = toward
+        return grad, None, None
+
+
+def exact_frobenius_from_raw(outputs: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    """Mean over images with valid pixels of ‖F Fᵀ − A‖²_F / n², F = F.normalize(outputs, dim=1).
+
+    outputs: (B, d, H, W) raw embeddings (any memory format); labels: (B, H, W) integer instance
+    ids, ``ignore_index`` void. A scalar, 0 with a zero gradient when no pixel is valid.
+    """
+    flat = labels.flatten(1)
+    slots, num_slots = instance_slots(flat, ignore_index)
+    losses = _ExactFrobenius.apply(outputs.float(), slots, num_slots)
+    has_pixels = (flat != ignore_index).any(dim=1)
+    return torch.where(has_pixels, losses, 0.0).sum() / has_pixels.sum().clamp(min=1)
+
+
+def instance_slots(labels: Tensor, ignore_index: int) -> tuple[Tensor, int]:
+    """Each pixel's instance as a slot 0..k−1 of its image (in id order), ``num_slots`` (the
+    largest k, at least 1) for void. labels: (B, n) integer ids → (B, n) int64 slots, num_slots.
+
+    A dense (B × id range) table of present ids when it is small (one ``bincount``, no masking);
+    otherwise the ids are grouped by ``dsc.utils.grouping.group``."""
+    batch = labels.shape[0]
+    low, high = torch.aminmax(labels) if labels.numel() else (labels.new_zeros(()), labels.new_zeros(()))
+    span = int(high - low) + 1
+    if fits_dense_table(batch * span, labels.numel()):
+        offsets = torch.arange(batch, device=labels.device).unsqueeze(1) * span
+        keys = (labels - low).add_(offsets)
+        present = torch.bincount(keys.flatten(), minlength=batch * span).view(batch, span) > 0
+        if 0 <= ignore_index - int(low) < span:
+            present[:, ignore_index - int(low)] = False
+        num_slots = max(int(present.sum(dim=1).max()), 1) if batch else 1
+        slot_of_id = torch.where(present, present.cumsum(dim=1) - 1, num_slots)
+        return torch.take(slot_of_id, keys), num_slots
+    valid = labels != ignore_index
+    image_index = torch.arange(batch, device=labels.device).unsqueeze(1).expand_as(labels)
+    instance_of_pixel, image_of_instance, _ = group(image_index[valid], labels[valid])
+    per_image = torch.bincount(image_of_instance, minlength=batch)
+    first_of_image = per_image.cumsum(0) - per_image
+    num_slots = max(int(per_image.max()), 1) if batch else 1
+    slots = torch.full_like(labels, num_slots, dtype=torch.int64)
+    slots[valid] = instance_of_pixel - first_of_image[image_of_instance[instance_of_pixel]]
+    return slots, num_slots
