@@ -85,5 +85,5 @@ def test_empty_images_and_refine_in_small_chunks(monkeypatch):
     assert round_embeddings(torch.ones(2, 3, 0, 5)).shape == (2, 0, 5)
     rows, _ = noisy_clusters(batch=2, num_pixels=600, noise=0.45)
     whole = kwikcluster_refine(rows, generator=torch.Generator().manual_seed(0))
-    monkeypatch.setattr(sys.modules["dsc.rounding.refine"], "_MAX_GAIN_ELEMENTS", 1000)  # tiny chunks
+    monkeypatch.setattr(sys.modules["dsc.rounding.refine"], "_GAIN_CHUNK_ELEMENTS", 1000)  # tiny chunks
     assert torch.equal(kwikcluster_refine(rows, generator=torch.Generator().manual_seed(0)), whole)
