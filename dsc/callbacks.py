@@ -14,7 +14,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from dsc.visualize import embedding_rgb, order_by_size, overlay, to_uint8_image
+from dsc.visualize import comparison_panels, match_to_truth, titled_row, upscale
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
@@ -26,12 +26,16 @@ def images_in_batch(batch: dict[str, Any]) -> int:
 
 
 class ValidationImages(pl.Callback):
-    """Show a few validation images each ``every_n_epochs`` epochs: the image, ground-truth and
-    predicted instances overlaid, and the embedding's top three principal directions as RGB.
+    """Show a few validation images each ``every_n_epochs`` epochs, side by side under titles and at
+    least 256 pixels high (``dsc.visualize.comparison_panels``): the image, the ground-truth
+    instances, the predicted segments coloured like the true instances they match, with boundaries,
+    and the embedding's top three principal directions as RGB.
 
-    Always written as PNGs under ``<default_root_dir>/images/epoch_XXX/``; also sent to W&B (as
+    Always written as PNGs under ``<default_root_dir>/images/epoch_XXX/`` (``images/final/`` for the
+    scoring after training and ``dsc.evaluate``'s); also sent to W&B (as
     images with ground-truth and predicted masks) and TensorBoard when those loggers are active.
-    Needs ``validation_step`` to return ``preds`` and ``embeddings`` (``DeepSpectralClustering`` does).
+    Needs ``validation_step`` to return ``preds`` and ``embeddings`` and the module's ``class_names``
+    (``DeepSpectralClustering`` has both).
     """
 
     def __init__(self, num_images: int = 4, every_n_epochs: int = 1) -> None:
@@ -51,35 +55,48 @@ class ValidationImages(pl.Callback):
         if batch_idx != 0 or trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
         count = min(self.num_images, len(batch["image"]))
-        folder = Path(trainer.default_root_dir) / "images" / f"epoch_{trainer.current_epoch:03d}"
+        # The scoring after fit (and dsc.evaluate's) is not another epoch.
+        name = f"epoch_{trainer.current_epoch:03d}" if trainer.state.fn == "fit" else "final"
+        folder = Path(trainer.default_root_dir) / "images" / name
         folder.mkdir(parents=True, exist_ok=True)
+        class_names = pl_module.class_names
         for index in range(count):
             image, truth = batch["image"][index], batch["instances"][index]
-            preds = order_by_size(outputs["preds"][index])
-            pictures = {
-                "image": to_uint8_image(image),
-                "ground_truth": overlay(image, truth),
-                "prediction": overlay(image, preds),
-                "embedding_pca": embedding_rgb(outputs["embeddings"][index]),
-            }
-            panel = np.concatenate(list(pictures.values()), axis=1)
+            pictures = comparison_panels(image, truth, outputs["preds"][index], outputs["embeddings"][index])
+            panel = titled_row(pictures)
             Image.fromarray(panel).save(folder / f"val_{index}.png")
-            self._send(trainer, index, pictures, truth.cpu().numpy(), preds.cpu().numpy())
+            factor = pictures["image"].shape[0] // image.shape[-2]
+            masks = {
+                "ground_truth": upscale(truth.cpu().numpy(), factor),
+                "predictions": upscale(match_to_truth(outputs["preds"][index], truth).numpy(), factor),
+            }
+            classes = upscale(batch["classes"][index].cpu().numpy(), factor) if class_names else None
+            self._send(trainer, index, pictures, panel, masks, classes, class_names)
 
     @staticmethod
-    def _send(trainer: pl.Trainer, index: int, pictures: dict, truth: np.ndarray, preds: np.ndarray) -> None:
+    def _send(
+        trainer: pl.Trainer,
+        index: int,
+        pictures: dict[str, np.ndarray],
+        panel: np.ndarray,
+        masks: dict[str, np.ndarray],
+        classes: np.ndarray | None,
+        class_names: list[str] | None,
+    ) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
-                masks = {"ground_truth": {"mask_data": truth}, "predictions": {"mask_data": preds}}
+                layers = {name: {"mask_data": mask} for name, mask in masks.items()}
+                if classes is not None and class_names:
+                    labels = {c: name for c, name in enumerate(class_names)} | {255: "void"}
+                    layers["classes"] = {"mask_data": classes, "class_labels": labels}
                 logger.log_image(
                     key=f"val/example_{index}",
-                    images=[pictures["image"], pictures["embedding_pca"]],
-                    masks=[masks, None],
-                    caption=["instances", "embedding (top 3 principal directions)"],
+                    images=[pictures["image"], pictures["embedding"]],
+                    masks=[layers, None],
+                    caption=["instances (matched colours)", "embedding (top 3 principal directions)"],
                     step=trainer.global_step,
                 )
             elif isinstance(logger, TensorBoardLogger):
-                panel = np.concatenate(list(pictures.values()), axis=1)
                 logger.experiment.add_image(
                     f"val/example_{index}", panel, trainer.global_step, dataformats="HWC"
                 )
@@ -167,3 +184,38 @@ class ValidationTime(pl.Callback):
         if self._started is not None:
             self.seconds += time.perf_counter() - self._started
             self._started = None
+
+
+class NetworkSummary(pl.Callback):
+    """Log the network a run trains, once at the start of ``fit``: its type, its parameters (and
+    their size in MiB) in total and per top-level block, and the heads. Lightning's own summary
+    would list every metric module of the LightningModule too, each with 0 parameters."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        backbone = pl_module.backbone
+        heads = []
+        if pl_module.embed_dim:
+            heads.append(f"embedding d = {pl_module.embed_dim}")
+        if pl_module.num_classes:
+            heads.append(f"classes C = {pl_module.num_classes}")
+        lines = [
+            f"network: {type(backbone).__name__} ({type(backbone).__module__}), "
+            f"{_count(backbone)} parameters ({_mebibytes(backbone):.1f} MiB), heads: {', '.join(heads)}"
+        ]
+        for name, block in backbone.named_children():
+            lines.append(f"  {name:<12} {type(block).__name__:<20} {_count(block):>8}")
+        log.info("\n".join(lines))
+
+
+def _count(module: Any) -> str:
+    """A module's parameter count, as Lightning prints them (42.5 K, 134 M)."""
+    number = sum(p.numel() for p in module.parameters())
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if number >= size:
+            return f"{number / size:.1f} {unit}"
+    return str(number)
+
+
+def _mebibytes(module: Any) -> float:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20

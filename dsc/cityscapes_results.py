@@ -41,7 +41,15 @@ class CityscapesInstanceFiles:
         earlier = [path for stem in stems for path in masks.glob(f"{stem}_*.png")] if masks.is_dir() else []
         return [self.output / f"{stem}.txt" for stem in stems] + earlier
 
-    def add(self, source: Path, stem: str, image: Tensor, labels: Tensor, instances: Instances) -> None:
+    def add(
+        self,
+        source: Path,
+        stem: str,
+        image: Tensor,
+        labels: Tensor,
+        instances: Instances,
+        features: Tensor | None = None,
+    ) -> None:
         (self.output / MASKS_FOLDER).mkdir(parents=True, exist_ok=True)
         lines = []
         for index, (mask, klass, score) in enumerate(

@@ -184,7 +184,15 @@ class CocoPredictionFile:
     def planned(self, stems: Sequence[str]) -> list[Path]:
         return [self.output / PREDICTIONS_FILE, self.output / IMAGES_FILE]
 
-    def add(self, source: Path, stem: str, image: Tensor, labels: Tensor, instances: Instances) -> None:
+    def add(
+        self,
+        source: Path,
+        stem: str,
+        image: Tensor,
+        labels: Tensor,
+        instances: Instances,
+        features: Tensor | None = None,
+    ) -> None:
         height, width = labels.shape[-2:]
         image_id = len(self.images) + 1 if self.image_ids is None else self.image_ids[source.name]
         self.images.append({"id": image_id, "file_name": source.name, "height": height, "width": width})

@@ -17,8 +17,9 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.checkpoints import load_model
-from dsc.coco_results import CocoResults
+from dsc.coco_results import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
 from dsc.data.datamodule import ClassNamedDataset
+from dsc.utils.console import print_config, quiet_console, where_things_went
 from dsc.utils.report import format_metrics_table, write_metrics
 from dsc.utils.schema import register_schemas
 
@@ -78,14 +79,25 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
     log.info("metrics of %s on %s:\n%s", cfg.ckpt_path, cfg.split, format_metrics_table(metrics))
     write_metrics(metrics, output_dir / "metrics.json")
-    if export == "coco":
-        log.info("COCO files of the scored instances are in %s", output_dir)
+    coco = export == "coco"
+    log.info(
+        where_things_went(
+            [
+                ("metrics", output_dir / "metrics.json"),
+                ("COCO results", output_dir / PREDICTIONS_FILE if coco else None),
+                ("COCO ground truth", output_dir / GROUND_TRUTH_FILE if coco else None),
+                ("pictures", output_dir / "images" / "final" if (output_dir / "images").is_dir() else None),
+            ],
+            [f"python -m dsc.predict ckpt_path={cfg.ckpt_path} input=<image or folder> output=<folder>"],
+        )
+    )
     return metrics
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    log.info("evaluate config:\n%s", OmegaConf.to_yaml(cfg))
+    quiet_console()
+    print_config(cfg, "evaluate")
     evaluate(cfg)
 
 

@@ -21,10 +21,11 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from dsc.contracts import Head, NetworkOutputs, Partitioner
+from dsc.utils.console import print_config, quiet_console, where_things_went
 
 log = logging.getLogger(__name__)
 CONFIG_KEY, CLASS_NAMES_KEY = "dsc_config", "dsc_class_names"
@@ -239,8 +240,15 @@ def export(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    log.info("export config:\n%s", OmegaConf.to_yaml(cfg))
-    export(cfg)
+    quiet_console()
+    print_config(cfg, "export")
+    output = export(cfg)
+    log.info(
+        where_things_went(
+            [("ONNX file", output)],
+            [f"python -m dsc.predict onnx={output} input=<image or folder> output=<folder>"],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -46,7 +46,8 @@ from dsc.data.coco import COCOInstances
 from dsc.data.voc import read_image
 from dsc.export import OnnxNetwork
 from dsc.instances import OBJECT, Instances, predicted_instances
-from dsc.visualize import order_by_size, overlay, voc_palette
+from dsc.utils.console import print_config, quiet_console, where_things_went
+from dsc.visualize import embedding_rgb, order_by_size, overlay, to_uint8_image, voc_palette
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "coco", "cityscapes")
@@ -77,8 +78,17 @@ class PredictionFiles(Protocol):
 
     def planned(self, stems: Sequence[str]) -> list[Path]: ...
 
-    def add(self, source: Path, stem: str, image: Tensor, labels: Tensor, instances: Instances) -> None:
-        """image (3, H, W) in [0, 1]; labels (H, W) segment ids; instances: the image's instances."""
+    def add(
+        self,
+        source: Path,
+        stem: str,
+        image: Tensor,
+        labels: Tensor,
+        instances: Instances,
+        features: Tensor | None = None,
+    ) -> None:
+        """image (3, H, W) in [0, 1]; labels (H, W) segment ids; instances: the image's instances;
+        features (d, H, W): the embedding, or the class probabilities of a network without one."""
 
     def finish(self) -> None: ...
 
@@ -156,24 +166,41 @@ def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> N
 
 class PaletteMasks:
     """``format=png``: per image ``<stem>.png`` (palette-mode instance ids, or 16-bit ids beyond 255
-    segments) and ``<stem>_overlay.png``."""
+    segments) and ``<stem>_overlay.png`` (the input beside its overlay with ``side_by_side``, else
+    the overlay alone); with ``embedding``, also ``<stem>_embedding.png`` (the embedding's top three
+    principal directions as RGB)."""
 
-    def __init__(self, output: Path) -> None:
+    def __init__(self, output: Path, side_by_side: bool = True, embedding: bool = False) -> None:
         self.output = output
+        self.side_by_side = side_by_side
+        self.embedding = embedding
 
     def planned(self, stems: Sequence[str]) -> list[Path]:
-        return [path for stem in stems for path in output_files(stem, self.output)]
+        extra = [self.output / f"{stem}_embedding.png" for stem in stems] if self.embedding else []
+        return [path for stem in stems for path in output_files(stem, self.output)] + extra
 
-    def add(self, source: Path, stem: str, image: Tensor, labels: Tensor, instances: Instances) -> None:
-        write_prediction(image, labels, self.output, stem)
+    def add(
+        self,
+        source: Path,
+        stem: str,
+        image: Tensor,
+        labels: Tensor,
+        instances: Instances,
+        features: Tensor | None = None,
+    ) -> None:
+        write_prediction(image, labels, self.output, stem, self.side_by_side)
+        if self.embedding and features is not None:
+            Image.fromarray(embedding_rgb(features)).save(self.output / f"{stem}_embedding.png")
 
     def finish(self) -> None:
         """Every file is written by ``add``."""
 
 
-def write_prediction(image: torch.Tensor, labels: torch.Tensor, folder: Path, stem: str) -> None:
+def write_prediction(
+    image: torch.Tensor, labels: torch.Tensor, folder: Path, stem: str, side_by_side: bool = False
+) -> None:
     """Save ``stem.png`` (palette-mode instance ids, or 16-bit ids beyond 255 segments) and
-    ``stem_overlay.png`` for one image."""
+    ``stem_overlay.png`` (beside the input image with ``side_by_side``) for one image."""
     ordered = order_by_size(labels)
     mask_file, overlay_file = output_files(stem, folder)
     segments = int(ordered.max()) + 1
@@ -191,7 +218,11 @@ def write_prediction(image: torch.Tensor, labels: torch.Tensor, folder: Path, st
         )
         mask = Image.fromarray(ordered.cpu().numpy().astype(np.uint16))
     mask.save(mask_file)
-    Image.fromarray(overlay(image, ordered)).save(overlay_file)
+    picture = overlay(image, ordered)
+    if side_by_side:
+        gap = np.full((picture.shape[0], 4, 3), 255, dtype=np.uint8)
+        picture = np.concatenate([to_uint8_image(image), gap, picture], axis=1)
+    Image.fromarray(picture).save(overlay_file)
 
 
 def _device(name: str, onnx: bool = False) -> torch.device:
@@ -316,7 +347,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     writers: list[PredictionFiles] = []
     for name in formats:
         if name == "png":
-            writers.append(PaletteMasks(output))
+            writers.append(PaletteMasks(output, cfg.side_by_side, cfg.embedding))
         elif name == "coco":
             writers.append(coco_file(model, output, dataset, paths))
         else:
@@ -344,20 +375,35 @@ def predict(cfg: DictConfig) -> dict[str, int]:
             outputs = model(images)
             labels = model.partition(outputs, generator=generator)
             instances = predicted_instances(labels, outputs)
-            for (path, image), image_labels, image_instances in zip(group, labels, instances, strict=True):
+            features = outputs.embeddings if "embedding" in model.heads else outputs.class_probabilities
+            for position, ((path, image), image_labels, image_instances) in enumerate(
+                zip(group, labels, instances, strict=True)
+            ):
                 for writer in writers:
-                    writer.add(path, stems[path], image, image_labels, image_instances)
+                    writer.add(path, stems[path], image, image_labels, image_instances, features[position])
                 written += 1
     for writer in writers:
         writer.finish()
     log.info("wrote %d predictions (%s) to %s; skipped %d unreadable files", written, ", ".join(formats),
              output, skipped)  # fmt: skip
+    files = {
+        "png": ("masks and overlays", output / "<name>.png, <name>_overlay.png"),
+        "coco": ("COCO results", output / "predictions_coco.json"),
+        "cityscapes": ("Cityscapes results", output / "<name>.txt, masks/"),
+    }
+    next_steps = (
+        ["pycocotools: COCO('images_coco.json').loadRes('predictions_coco.json')"]
+        if "coco" in formats
+        else []
+    )
+    log.info(where_things_went([files[name] for name in formats], next_steps))
     return {"written": written, "skipped": skipped}
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    log.info("predict config:\n%s", OmegaConf.to_yaml(cfg))
+    quiet_console()
+    print_config(cfg, "predict")
     predict(cfg)
 
 

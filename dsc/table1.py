@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dsc.checkpoints import load_checkpoint
 from dsc.evaluate import score_checkpoint
+from dsc.utils.console import print_config, quiet_console, where_things_went
 from dsc.utils.report import write_metrics
 from dsc.utils.schema import register_schemas
 
@@ -159,6 +160,8 @@ def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, str]:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="table1")
 def main(cfg: DictConfig) -> str:
+    quiet_console()
+    print_config(cfg, "table1")
     output = Path(cfg.paths.output_dir)
     checkpoints = {role: cfg[role] for role in ("spectral", "joint", "semantic") if cfg.get(role)}
     if not checkpoints:
@@ -184,6 +187,10 @@ def main(cfg: DictConfig) -> str:
         {f"{role}/{name}": value for role, metrics in scored.items() for name, value in metrics.items()},
         output / "metrics.json",
     )
+    places = [("table", output / "table1.txt"), ("rows as JSON", output / "table1.json")]
+    places += [("metrics", output / "metrics.json")]
+    places += [(f"{role} checkpoint", path) for role, path in checkpoints.items()]
+    log.info(where_things_went(places, []))
     return table
 
 

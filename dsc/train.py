@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import Logger
 
 from dsc.callbacks import ValidationTime
 from dsc.data.datamodule import ClassNamedDataset
@@ -26,6 +27,7 @@ from dsc.resume import (
     resumed_config,
     wandb_run_id,
 )
+from dsc.utils.console import print_config, quiet_console, where_things_went
 from dsc.utils.distributed import ddp_job, is_first_process, use_job_directories_for_ddp
 from dsc.utils.loggers import keep_csv_history
 from dsc.utils.report import format_metrics_table, write_metrics
@@ -46,6 +48,8 @@ def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
 
 
 def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
+    quiet_console()
+    print_config(cfg, "train")
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
     overrides = list(HydraConfig.get().overrides.task)
@@ -82,7 +86,9 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     model.score_instances = True  # mask AP and PQ in the final scoring, whatever model.instance_metrics
     started = time.perf_counter()
+    loggers, trainer.loggers = trainer.loggers, []  # not another epoch: logged once below, as final/…
     trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    trainer.loggers = loggers
     metrics = {
         name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")
     }
@@ -101,7 +107,46 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         )
         log.info("final validation metrics (%s):\n%s", best or "last weights", format_metrics_table(metrics))
         write_metrics(metrics, output_dir / "metrics.json")
+        for logger in trainer.loggers:
+            logger.log_metrics(
+                {f"final/{name}": value for name, value in metrics.items()}, trainer.global_step
+            )
+            logger.save()
+        log.info(_where_things_went(output_dir, best, trainer.loggers))
     return metrics.get(cfg.optimized_metric), metrics
+
+
+def _where_things_went(output_dir: Path, best: str, loggers: list[Logger]) -> str:
+    last = output_dir / "checkpoints" / "last.ckpt"
+    logs = [path for path in (output_dir / "train.log", output_dir / "csv" / "metrics.csv") if path.exists()]
+    tensorboard = output_dir / "tensorboard"
+    next_steps = []
+    if tensorboard.is_dir():
+        next_steps.append(f"tensorboard --logdir {tensorboard}")
+    if best or last.exists():
+        checkpoint = best or last
+        next_steps += [
+            f"python -m dsc.evaluate ckpt_path={checkpoint} [rounding=kwikcluster_refine] [export=coco]",
+            f"python -m dsc.predict ckpt_path={checkpoint} input=<image or folder> output=<folder>",
+            f"python -m dsc.export ckpt_path={checkpoint} output=model.onnx",
+        ]
+    images = output_dir / "images"
+    return where_things_went(
+        [
+            ("run directory", output_dir),
+            ("metrics", output_dir / "metrics.json"),
+            ("best checkpoint", best or None),
+            ("last checkpoint", last if last.exists() else None),
+            ("pictures", images if images.is_dir() else None),
+            ("logs", ", ".join(str(path) for path in logs) or None),
+            ("TensorBoard", tensorboard if tensorboard.is_dir() else None),
+            (
+                "W&B",
+                output_dir / "wandb" if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else None,
+            ),
+        ],
+        next_steps,
+    )
 
 
 def _gpus_requested(accelerator: str) -> bool:

@@ -67,3 +67,89 @@ def embedding_rgb(embeddings: Tensor) -> np.ndarray:
     rgb = torch.zeros(height * width, 3, dtype=torch.float64)
     rgb[:, : scaled.shape[1]] = scaled
     return (rgb * 255).round().byte().view(height, width, 3).cpu().numpy()
+
+
+PANEL_SIZE = 256  # pictures' panels are upscaled (nearest neighbour) to at least this many pixels high
+TITLE_HEIGHT = 18
+
+
+def match_to_truth(preds: Tensor, truth: Tensor) -> Tensor:
+    """Renumber a (H, W) predicted partition for display beside the (H, W) ground truth: a segment
+    mostly on background becomes 0 (untinted); the others take the id of the true instance they
+    overlap most, one segment per instance, larger overlaps first, so matching objects get matching
+    colours; segments left over get ids after the largest true id. Void truth pixels do not vote."""
+    pred = preds.detach().cpu().long().numpy().ravel()
+    true = truth.detach().cpu().long().numpy().ravel()
+    voting = true != VOID
+    pairs, overlaps = np.unique(np.stack([pred[voting], true[voting]]), axis=1, return_counts=True)
+    segments = np.unique(pred)
+    colour = {}
+    majority = {}
+    for (segment, instance), overlap in zip(pairs.T.tolist(), overlaps.tolist(), strict=True):
+        if overlap > majority.get(segment, (0, -1))[0]:
+            majority[segment] = (overlap, instance)
+    taken = set()
+    for index in np.argsort(-overlaps, kind="stable"):
+        segment, instance = pairs[:, index].tolist()
+        if segment in colour or majority[segment][1] == 0:
+            continue
+        if instance != 0 and instance not in taken:
+            colour[segment] = instance
+            taken.add(instance)
+    next_id = max([int(true[true != VOID].max()) if voting.any() else 0, 0]) + 1
+    for segment in segments.tolist():
+        if segment in majority and majority[segment][1] == 0:
+            colour[segment] = 0
+        elif segment not in colour:
+            colour[segment] = next_id
+            next_id += 1
+    lookup = np.vectorize(colour.__getitem__, otypes=[np.int64])
+    return torch.from_numpy(lookup(pred).reshape(tuple(preds.shape)))
+
+
+def upscale(array: np.ndarray | Tensor, factor: int) -> np.ndarray | Tensor:
+    """Nearest-neighbour upscaling of the last two (tensor) or first two (array) axes by ``factor``."""
+    if factor == 1:
+        return array
+    if isinstance(array, Tensor):
+        return array.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1)
+    return array.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def titled(picture: np.ndarray, title: str) -> np.ndarray:
+    """A (H, W, 3) uint8 picture with ``title`` written in a dark strip above it."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (picture.shape[1], TITLE_HEIGHT), (32, 32, 32))
+    ImageDraw.Draw(strip).text((4, 3), title, fill=(255, 255, 255))
+    return np.concatenate([np.asarray(strip), picture], axis=0)
+
+
+def comparison_panels(image: Tensor, truth: Tensor, preds: Tensor, features: Tensor) -> dict[str, np.ndarray]:
+    """The pictures of one validation image, at least ``PANEL_SIZE`` pixels high (nearest-neighbour
+    upscaling): the image, the ground truth's instances, the predicted segments coloured like the
+    true instances they match (``match_to_truth``), both with boundaries, and the embedding (or
+    class probabilities) through its top three principal directions. Inputs are (3, H, W),
+    (H, W), (H, W) and (d, H, W); each picture is (H', W', 3) uint8."""
+    factor = max(1, -(-PANEL_SIZE // image.shape[-2]))
+    big_image, big_truth = upscale(image, factor), upscale(truth, factor)
+    matched = upscale(match_to_truth(preds, truth), factor)
+    return {
+        "image": to_uint8_image(big_image),
+        "ground truth": overlay(big_image, big_truth),
+        "prediction": overlay(big_image, matched),
+        "embedding": upscale(embedding_rgb(features), factor),
+    }
+
+
+def titled_row(pictures: dict[str, np.ndarray]) -> np.ndarray:
+    """The pictures side by side, each under its name, with a 4-pixel gap."""
+    gap = None
+    parts = []
+    for name, picture in pictures.items():
+        if gap is not None:
+            parts.append(gap)
+        panel = titled(picture, name)
+        gap = np.full((panel.shape[0], 4, 3), 255, dtype=np.uint8)
+        parts.append(panel)
+    return np.concatenate(parts, axis=1)

@@ -155,3 +155,14 @@ def test_unknown_formats_and_unwritable_outputs_are_named(trained_checkpoint, tm
     blocker.write_text("")
     with pytest.raises(OSError, match=r"output=.*a_file/out cannot hold the predictions"):
         predict(predict_config(tmp_path, trained_checkpoint, image, blocker / "out"))
+
+
+def test_the_embedding_view_on_request_and_the_overlay_alone(trained_checkpoint, tmp_path):
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(image)
+    output = tmp_path / "out"
+    predict(
+        predict_config(tmp_path, trained_checkpoint, image, output, "embedding=true", "side_by_side=false")
+    )
+    assert Image.open(output / "image_overlay.png").size == (30, 20)
+    assert Image.open(output / "image_embedding.png").size == (30, 20)

@@ -1,5 +1,6 @@
 """The real entry point, driven with composed configs on tiny data (a few seconds each)."""
 
+import csv
 import json
 import os
 import subprocess
@@ -49,13 +50,24 @@ def test_tensorboard_logger(make_config, tmp_path):
     assert any(b"val/example_0" in file.read_bytes() for file in events)  # the validation pictures
 
 
+def test_final_scoring_is_not_logged_as_another_epoch(make_config, tmp_path):
+    _, metrics = train(make_config("trainer.max_epochs=2", "callbacks.validation_images.num_images=1"))
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["epoch_000", "epoch_001", "final"]
+    with (tmp_path / "csv" / "metrics.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted({row["epoch"] for row in rows if row.get("val/loss")}) == ["0", "1"]
+    (final,) = [row for row in rows if row.get("final/val/pairwise_fg_f1")]
+    assert float(final["final/val/pairwise_fg_f1"]) == pytest.approx(metrics["val/pairwise_fg_f1"])
+
+
 def test_validation_pictures_are_written(make_config, tmp_path):
     train(make_config("trainer.max_epochs=2", "callbacks.validation_images.num_images=2"))
     for epoch in (0, 1):
         pictures = sorted((tmp_path / "images" / f"epoch_{epoch:03d}").glob("val_*.png"))
         assert [p.name for p in pictures] == ["val_0.png", "val_1.png"]
     panel = np.asarray(Image.open(pictures[0]))
-    assert panel.shape == (64, 4 * 64, 3)  # image, ground truth, prediction, embedding
+    # image, ground truth, prediction, embedding: 64-px images at 256 px under an 18-px title
+    assert panel.shape == (18 + 256, 4 * 256 + 3 * 4, 3)
 
 
 def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config, tmp_path):
@@ -259,9 +271,16 @@ def test_configs_are_found_after_a_plain_install_from_any_directory(tmp_path):
 
 @pytest.mark.slow
 def test_main_job_with_defaults_separates_instances(tmp_path):
-    """`python -m dsc.train` as a user runs it: the quality bar on the built-in data."""
+    """`python -m dsc.train` as a user runs it: the default run's quality on the built-in data, and
+    a console that ends saying where things went, without Lightning's tips and known warnings."""
     result = run_dsc_train(cwd=tmp_path, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    assert "where things went:" in console and "python -m dsc.predict ckpt_path=" in console
+    assert "Tip:" not in console and "weights_only" not in console and "LeafSpec" not in console
+    assert "Modules in train mode" not in console and "network: SmallFCN" in console
+    (log_file,) = tmp_path.glob("logs/train/runs/*/train.log")
+    assert "GPU available" in log_file.read_text() and "where things went:" in log_file.read_text()
     (metrics_file,) = tmp_path.glob("logs/train/runs/*/metrics.json")
     metrics = json.loads(metrics_file.read_text())
     assert metrics["val/pairwise_fg_f1"] >= 0.90

@@ -3,7 +3,15 @@ import torch
 import torch.nn.functional as F
 
 from dsc.data import VOID
-from dsc.visualize import embedding_rgb, order_by_size, overlay, voc_palette
+from dsc.visualize import (
+    comparison_panels,
+    embedding_rgb,
+    match_to_truth,
+    order_by_size,
+    overlay,
+    titled_row,
+    voc_palette,
+)
 
 
 def test_voc_palette_matches_the_devkit():
@@ -39,3 +47,25 @@ def test_embedding_rgb_gives_each_cluster_one_colour():
     for c in range(3):
         assert (picture[labels == c] == picture[labels == c][0]).all()
     assert embedding_rgb(torch.ones(1, 4, 4)).shape == (4, 4, 3)  # d = 1
+
+
+def test_predicted_segments_take_the_colour_of_the_instance_they_match():
+    truth = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, VOID, VOID], [2, 2, 0, 0]])
+    preds = torch.tensor([[5, 5, 7, 7], [5, 5, 7, 7], [3, 3, 3, 3], [3, 3, 5, 5]])
+    assert match_to_truth(preds, truth).tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2], [2, 2, 0, 0]]
+    split = torch.tensor([[0, 0, 1, 4], [0, 0, 1, 4], [3, 3, 3, 3], [3, 3, 0, 0]])  # instance 1 in two
+    matched = match_to_truth(split, truth)
+    assert matched[0, 2] == 1 and matched[0, 3] == 3, "one segment per instance; the other gets a new id"
+
+
+def test_comparison_panels_are_at_least_256_pixels_high_and_titled():
+    image = torch.rand(3, 40, 50)
+    truth = torch.zeros(40, 50, dtype=torch.long)
+    truth[10:30, 10:30] = 1
+    pictures = comparison_panels(image, truth, truth * 4, torch.randn(5, 40, 50))
+    assert list(pictures) == ["image", "ground truth", "prediction", "embedding"]
+    assert all(p.shape == (280, 350, 3) for p in pictures.values())  # 40 × 7 ≥ 256, nearest neighbour
+    assert (pictures["prediction"] == pictures["ground truth"]).all(), "matched colours"
+    row = titled_row(pictures)
+    assert row.shape == (18 + 280, 4 * 350 + 3 * 4, 3)
+    assert (row[:18] != row[0, 0]).any(), "a title is written in the strip"

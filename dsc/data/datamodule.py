@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -17,9 +16,6 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from dsc.data.labels import VOID
 from dsc.data.transforms import pad_collate
 from dsc.losses.sampling import sample_pixels
-
-# torchdata 0.11 calls a torch function that torch 2.14 deprecates, once per loader: not ours to fix.
-warnings.filterwarnings("ignore", message="'set_vital' is deprecated", category=UserWarning)
 
 
 @runtime_checkable

@@ -65,6 +65,7 @@ class ModelSchema:
 @dataclasses.dataclass
 class TrainSchema:
     task_name: str = "train"
+    print_config: bool = False
     tags: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0
     optimized_metric: str = "val/pairwise_fg_f1"

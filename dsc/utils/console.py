@@ -1,0 +1,63 @@
+"""What the entry points print: Lightning's messages routed into the run's log file, the known
+noise left out (in one place), the config on request, and a closing "where things went" block."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+# Messages of Lightning and its dependencies that say nothing about the run.
+KNOWN_NOISE = (
+    "💡 Tip:",  # advertisements for Lightning's cloud products
+    "Trainer already configured with model summary callbacks",  # dsc configures its own summary
+    "`weights_only` was not set",  # Lightning's own torch.load of dsc's plain checkpoints
+)
+KNOWN_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's _pytree under torch 2.14
+    r".*'set_vital' is deprecated.*",  # torchdata's loader under torch 2.14
+    r".*does not have many workers.*",  # the built-in data need none
+)
+
+
+class _WithoutKnownNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(noise in message for noise in KNOWN_NOISE)
+
+
+def quiet_console() -> None:
+    """Route Lightning's log messages through the handlers Hydra set up (console and the run's
+    ``<task>.log``), without the known noise, and ignore warnings known to be harmless."""
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()  # its own stderr handler, added when no root handler existed yet
+        logger.propagate = True
+    noise_filter = _WithoutKnownNoise()
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _WithoutKnownNoise) for f in handler.filters):
+            handler.addFilter(noise_filter)
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
+def print_config(cfg: DictConfig, task: str) -> None:
+    """Log the composed config when ``print_config=true`` (every entry point has the key)."""
+    if cfg.get("print_config"):
+        log.info("%s config:\n%s", task, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def where_things_went(places: Sequence[tuple[str, str | Path | None]], next_steps: Sequence[str]) -> str:
+    """The closing block of an entry point: what is where, then the commands to run next.
+    Places without a path (None) are left out."""
+    shown = [(name, str(path)) for name, path in places if path is not None]
+    width = max((len(name) for name, _ in shown), default=0)
+    lines = ["where things went:"] + [f"  {name.ljust(width)}  {path}" for name, path in shown]
+    if next_steps:
+        lines += ["next:"] + [f"  {command}" for command in next_steps]
+    return "\n".join(lines)
