@@ -89,6 +89,7 @@ def register_schemas() -> None:
         OmegaConf.register_new_resolver("dsc_sum", lambda *terms: sum(int(term) for term in terms))
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainSchema)
-    store.store(group="trainer", name="trainer_schema", node=_trainer_schema())
-    store.store(group="loss", name="spectral_schema", node=SpectralLossSchema)
-    store.store(group="loss", name="joint_schema", node=JointLossSchema)
+    # At the top level, not in the trainer/ and loss/ groups: they are no choices for --help to list.
+    store.store(name="trainer_schema", node=_trainer_schema())
+    store.store(name="spectral_loss_schema", node=SpectralLossSchema)
+    store.store(name="joint_loss_schema", node=JointLossSchema)
