@@ -1,8 +1,10 @@
-"""Tabulate a Hydra multirun: ``python -m dsc.sweep_report logs/train/multiruns/<date>``.
+"""Tabulate a Hydra multirun: ``python -m dsc.sweep_report logs/train/multiruns/<date> [--plot]``.
 
 Prints the overrides common to all jobs, then a Markdown table with one row per job: the overrides
-that vary and the chosen entries of its ``metrics.json`` (jobs that wrote none, such as failed
-ones, show '-').
+that vary and the chosen entries of its ``metrics.json`` (a job that wrote none, a failed one, shows
+"failed"; a metric its file lacks, "-"). ``--plot`` also draws the first metric against each swept
+key, one line per value of the other swept keys, into ``<sweep dir>/sweep.png`` (or the file named;
+needs matplotlib: ``pip install "dsc[plot]"``).
 """
 
 from __future__ import annotations
@@ -52,9 +54,72 @@ def format_markdown(
     lines += ["| overrides | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
     for overrides, values in jobs:
         varying = " ".join(override for override in overrides if override not in common)
-        cells = ("-" if name not in values else f"{values[name]:.4g}" for name in metrics)
+        if not values:
+            cells = ["failed"] * len(metrics)
+        else:
+            cells = ["-" if name not in values else f"{values[name]:.4g}" for name in metrics]
         lines.append(f"| `{varying or '(defaults)'}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def swept_values(jobs: list[tuple[list[str], dict[str, float]]]) -> dict[str, list[str]]:
+    """Each key that takes more than one value across the jobs → its values, in first-seen order."""
+    values: dict[str, list[str]] = {}
+    for overrides, _ in jobs:
+        for override in overrides:
+            key, _, value = override.partition("=")
+            values.setdefault(key, [])
+            if value not in values[key]:
+                values[key].append(value)
+    return {key: seen for key, seen in values.items() if len(seen) > 1}
+
+
+def _as_number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def plot_sweep(jobs: list[tuple[list[str], dict[str, float]]], metric: str, path: Path) -> Path:
+    """One panel per swept key: ``metric`` against the key's values, one line per combination of
+    the other swept keys' values; failed jobs are left out. Saved as a PNG at ``path``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as error:
+        raise ImportError('--plot needs matplotlib: pip install "dsc[plot]"') from error
+    swept = swept_values(jobs)
+    if not swept:
+        raise ValueError("the jobs do not differ in any override: nothing to plot against")
+    settings = [dict(o.partition("=")[::2] for o in overrides) for overrides, _ in jobs]
+    figure, axes = plt.subplots(1, len(swept), figsize=(5 * len(swept), 4), squeeze=False)
+    for axis, (key, values) in zip(axes[0], swept.items(), strict=True):
+        numeric = all(isinstance(_as_number(v), float) for v in values)
+        order = sorted(values, key=_as_number) if numeric else values
+        lines: dict[str, dict[str, float]] = {}
+        for setting, (_, metrics) in zip(settings, jobs, strict=True):
+            if metric not in metrics or key not in setting:
+                continue
+            others = " ".join(f"{k}={setting[k]}" for k in swept if k != key and k in setting)
+            lines.setdefault(others, {})[setting[key]] = metrics[metric]
+        for label, points in lines.items():
+            xs = [v for v in order if v in points]
+            positions = [_as_number(v) if numeric else order.index(v) for v in xs]
+            axis.plot(positions, [points[v] for v in xs], marker="o", label=label or None)
+        if not numeric:
+            axis.set_xticks(range(len(order)), order)
+        axis.set_xlabel(key)
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        if any(lines):
+            axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,8 +128,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metrics.json keys"
     )
+    parser.add_argument(
+        "--plot", nargs="?", const="", default=None, metavar="PNG",
+        help="also draw the first metric against each swept key (default file: <sweep_dir>/sweep.png)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    print(format_markdown(collect_jobs(args.sweep_dir), tuple(args.metrics.split(","))))
+    jobs = collect_jobs(args.sweep_dir)
+    metrics = tuple(args.metrics.split(","))
+    print(format_markdown(jobs, metrics))
+    if args.plot is not None:
+        path = plot_sweep(jobs, metrics[0], Path(args.plot) if args.plot else args.sweep_dir / "sweep.png")
+        print(f"\nplot of {metrics[0]}: {path}")
 
 
 if __name__ == "__main__":

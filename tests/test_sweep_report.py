@@ -28,7 +28,23 @@ def test_rows_in_job_order_show_what_varies_and_missing_metrics(tmp_path, capsys
     assert lines[2:] == [
         "| overrides | val/pairwise_fg_f1 | val/loss |",
         "|---|---|---|",
-        "| `model.embed_dim=8` | - | - |",
+        "| `model.embed_dim=8` | failed | failed |",
         "| `model.embed_dim=16` | 0.75 | 0.1 |",
         "| `model.embed_dim=32` | 0.5 | - |",
     ]
+
+
+def test_plot_draws_the_metric_against_each_swept_key(tmp_path, capsys):
+    number = 0
+    for dim in (8, 16, 32):
+        for size in (256, 1024):
+            write_job(tmp_path, number, [f"model.embed_dim={dim}", f"loss.sample_size={size}"],
+                      {"val/pairwise_fg_f1": dim / 32 + size / 4096})  # fmt: skip
+            number += 1
+    write_job(tmp_path, number, ["model.embed_dim=64", "loss.sample_size=256"])  # failed
+    main([str(tmp_path), "--plot"])
+    assert "plot of val/pairwise_fg_f1:" in capsys.readouterr().out
+    from PIL import Image
+
+    picture = Image.open(tmp_path / "sweep.png")
+    assert picture.width >= 2 * picture.height and picture.format == "PNG"  # two panels side by side
