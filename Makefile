@@ -2,7 +2,7 @@
 PYTHON ?= python3
 STAMP := .installed.stamp
 
-.PHONY: install train test test-fast lint format clean
+.PHONY: install train demo test test-fast lint format clean
 
 # Install the package (editable) with the dev extras, again only when pyproject.toml changed.
 $(STAMP): pyproject.toml
@@ -13,6 +13,9 @@ install: $(STAMP)
 
 train: $(STAMP)
 	$(PYTHON) -m dsc.train $(ARGS)
+
+demo: $(STAMP)
+	$(PYTHON) -m dsc.demo $(ARGS)
 
 test: $(STAMP)
 	$(PYTHON) -m pytest
@@ -29,4 +32,4 @@ format: $(STAMP)
 	$(PYTHON) -m ruff check --fix .
 
 clean:
-	rm -rf $(STAMP) logs outputs .pytest_cache build *.egg-info
+	rm -rf $(STAMP) logs outputs demo .pytest_cache build *.egg-info

@@ -47,7 +47,15 @@ from dsc.data.voc import read_image
 from dsc.export import OnnxNetwork
 from dsc.instances import OBJECT, Instances, predicted_instances
 from dsc.utils.console import print_config, quiet_console, where_things_went
-from dsc.visualize import embedding_rgb, order_by_size, overlay, to_uint8_image, voc_palette
+from dsc.visualize import (
+    PANEL_SIZE,
+    embedding_rgb,
+    order_by_size,
+    overlay,
+    to_uint8_image,
+    upscale,
+    voc_palette,
+)
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "coco", "cityscapes")
@@ -200,7 +208,8 @@ def write_prediction(
     image: torch.Tensor, labels: torch.Tensor, folder: Path, stem: str, side_by_side: bool = False
 ) -> None:
     """Save ``stem.png`` (palette-mode instance ids, or 16-bit ids beyond 255 segments) and
-    ``stem_overlay.png`` (beside the input image with ``side_by_side``) for one image."""
+    ``stem_overlay.png`` for one image: the overlay at the image's size, or with ``side_by_side``
+    the input beside it, small images upscaled to ``PANEL_SIZE`` pixels high."""
     ordered = order_by_size(labels)
     mask_file, overlay_file = output_files(stem, folder)
     segments = int(ordered.max()) + 1
@@ -218,6 +227,9 @@ def write_prediction(
         )
         mask = Image.fromarray(ordered.cpu().numpy().astype(np.uint16))
     mask.save(mask_file)
+    if side_by_side:  # small images upscaled (nearest neighbour) to PANEL_SIZE pixels high
+        factor = max(1, -(-PANEL_SIZE // image.shape[-2]))
+        image, ordered = upscale(image, factor), upscale(ordered, factor)
     picture = overlay(image, ordered)
     if side_by_side:
         gap = np.full((picture.shape[0], 4, 3), 255, dtype=np.uint8)

@@ -52,10 +52,8 @@ def test_predict_writes_palette_masks_and_overlays_and_skips_bad_files(
         assert mask.getpalette()[3:6] == [128, 0, 0]  # VOC's colour of id 1
         ids = np.asarray(mask)
         assert (np.bincount(ids.flatten())[: ids.max() + 1] > 0).all(), "ids are consecutive from 0"
-        assert Image.open(output / f"{stem}_overlay.png").size == (
-            2 * size[0] + 4,
-            size[1],
-        )  # input | overlay
+        factor = -(-256 // size[1])  # upscaled (nearest neighbour) to 256 px high; input | overlay
+        assert Image.open(output / f"{stem}_overlay.png").size == (2 * size[0] * factor + 4, size[1] * factor)
     assert not (output / "notes.png").exists() and not (output / "broken.png").exists()
 
 

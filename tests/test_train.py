@@ -312,3 +312,16 @@ def test_fcn8_trains_on_the_official_voc_sample(make_config, tmp_path):
     assert 0.0 <= metrics["val/pairwise_fg_f1"] <= 1.0
     # A dog and a chair: two classes, one instance each, so the class partition separates them.
     assert metrics["val/semantic_oracle/pairwise_fg_f1"] == 1.0
+
+
+def test_help_lists_only_real_choices(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dsc.train", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loss: cross_entropy, spectral_frobenius" in result.stdout
+    assert "schema" not in result.stdout.split("== Config ==")[0]

