@@ -43,7 +43,7 @@ from dsc.coco_results import CocoPredictionFile
 from dsc.contracts import Head, NetworkOutputs
 from dsc.data.cityscapes import CLASS_NAMES as CITYSCAPES_CLASSES
 from dsc.data.coco import COCOInstances
-from dsc.data.voc import read_image
+from dsc.data.files import read_image
 from dsc.export import OnnxNetwork
 from dsc.instances import OBJECT, Instances, predicted_instances
 from dsc.utils.console import print_config, quiet_console, where_things_went

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dsc.data.files import Item, check_sizes, read_image, require_files
 from dsc.data.labels import VOID
-from dsc.data.voc import Item, check_sizes, read_image, require_files
 
 CITYSCAPES_DOWNLOAD = (
     "log in at https://www.cityscapes-dataset.com/downloads/, download gtFine_trainvaltest.zip and "

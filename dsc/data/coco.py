@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dsc.data.files import Item, read_image
 from dsc.data.labels import VOID
-from dsc.data.voc import Item, read_image
 
 COCO_DOWNLOAD = (
     "download val2017.zip / train2017.zip and annotations_trainval2017.zip from "

@@ -27,8 +27,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dsc.data.files import Item, check_sizes, read_image, read_lines, require_files
 from dsc.data.labels import VOID
-from dsc.data.voc import Item, check_sizes, read_image, require_files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VOID_16_BIT = 65535
@@ -100,7 +100,7 @@ class FolderInstances(Dataset):
         list_file, split_dir = self.root / f"{split}.txt", self.root / split
         if list_file.is_file():
             self.folder = self.root
-            names = [line.strip() for line in list_file.read_text().splitlines() if line.strip()]
+            names = read_lines(list_file)
             listed_in = list_file
         elif (split_dir / "images").is_dir():
             self.folder = split_dir
@@ -115,7 +115,7 @@ class FolderInstances(Dataset):
         self.with_classes = (self.folder / "classes").is_dir()
         names_file = self.root / "classes.txt"
         if names_file.is_file():
-            self.class_names = [line.strip() for line in names_file.read_text().splitlines() if line.strip()]
+            self.class_names = read_lines(names_file)
         elif self.with_classes:
             raise FileNotFoundError(
                 f"{self.folder / 'classes'} holds class maps but {names_file} does not exist: write the "

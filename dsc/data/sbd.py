@@ -14,7 +14,8 @@ from scipy.io import loadmat
 from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 
-from dsc.data.voc import VOC_CLASSES, Item, check_sizes, read_image, require_files
+from dsc.data.files import Item, check_sizes, read_image, read_lines, require_files
+from dsc.data.voc import VOC_CLASSES
 
 SBD_DOWNLOAD = (
     "download benchmark.tgz (http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/"
@@ -58,12 +59,12 @@ class SBDInstances(Dataset):
             raise FileNotFoundError(
                 f"SBD split file {split_file} does not exist (splits: train, val): {SBD_DOWNLOAD}"
             )
-        ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+        ids = read_lines(split_file)
         if exclude_ids_file is not None:
             exclude_path = Path(exclude_ids_file)
             if not exclude_path.is_file():
                 raise FileNotFoundError(f"exclude_ids_file {exclude_path} does not exist")
-            excluded = {line.strip() for line in exclude_path.read_text().splitlines()}
+            excluded = set(read_lines(exclude_path))
             ids = [image_id for image_id in ids if image_id not in excluded]
         if not ids:
             raise ValueError(f"no SBD images left in {split_file}")

@@ -6,11 +6,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
+from dsc.data.files import Item
 from dsc.data.labels import VOID
 
-Item = dict[str, Tensor]
 LABEL_KEYS = ("instances", "classes")
 
 

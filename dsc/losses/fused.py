@@ -20,7 +20,6 @@ the tests' reference. ``TRITON_INTERPRET=1`` runs these kernels on the CPU (slow
 from __future__ import annotations
 
 import os
-import warnings
 
 import torch
 from torch import Tensor
@@ -32,7 +31,6 @@ except ImportError:  # a CPU-only install: the plain torch loss is used
     triton = None
 
 # F.normalize's floor on the norm: x / max(‖x‖, eps).
-NORM_EPS = 1e-12
 MAX_INSTANCES = 256
 
 
@@ -218,47 +216,3 @@ def fused_spectral_frobenius(
     has_pixels = pixels > 0
     per_image = torch.where(has_pixels, squared / pixels.clamp(min=1).square(), 0.0)
     return per_image.sum() / has_pixels.sum().clamp(min=1)
-
-
-_SELF_CHECKS: dict[str, bool] = {}
-
-
-def fused_kernels_work(device: torch.device) -> bool:
-    """Whether the kernels compile and agree with the plain loss on ``device``: checked once per
-    device on a small input (value and gradient, float64 reference), so that a Triton or driver
-    problem falls back to plain torch with a warning instead of failing or corrupting training."""
-    key = str(device)
-    if key not in _SELF_CHECKS:
-        _SELF_CHECKS[key] = _self_check(device)
-    return _SELF_CHECKS[key]
-
-
-def _self_check(device: torch.device) -> bool:
-    from dsc.losses.spectral import spectral_loss  # spectral imports this module
-
-    generator = torch.Generator().manual_seed(0)
-    outputs = torch.randn(2, 21, 17, 19, generator=generator)
-    labels = torch.randint(0, 5, (2, 17, 19), generator=generator)
-    labels[:, :3] = 255
-    reference = outputs.double().requires_grad_()
-    expected = spectral_loss(torch.nn.functional.normalize(reference, dim=1), labels, 255)
-    expected.backward()
-    try:
-        x = outputs.to(device).requires_grad_()
-        loss = fused_spectral_frobenius(x, labels.to(device))
-        loss.backward()
-        gradient_error = (x.grad.cpu().double() - reference.grad).abs().max() / reference.grad.abs().max()
-        agrees = abs(loss.item() - expected.item()) <= 1e-2 * expected.item() and gradient_error <= 2e-2
-        problem = (
-            "" if agrees else f"loss {loss.item()} vs {expected.item()}, gradient error {gradient_error:.2e}"
-        )
-    except Exception as error:  # a compilation or launch failure
-        agrees, problem = False, f"{type(error).__name__}: {error}"
-    if not agrees:
-        warnings.warn(
-            f"the fused Triton spectral loss failed its check on {device} ({problem}); using the plain "
-            "torch loss instead (loss.fused=false silences this)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return agrees

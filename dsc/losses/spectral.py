@@ -19,12 +19,14 @@ the subgradient 0, and a tie for the largest |λ| (operator norm) shares the gra
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
 
 from dsc.contracts import Batch, Head, NetworkOutputs
-from dsc.losses.fused import fused_kernels_available, fused_kernels_work, fused_spectral_frobenius
+from dsc.losses import fused
+from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
 from dsc.losses.rows_in_cache import exact_frobenius_from_raw
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.utils.grouping import group
@@ -306,3 +308,46 @@ class SpectralLoss:
 
     def __repr__(self) -> str:
         return f"SpectralLoss({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+
+_SELF_CHECKS: dict[str, bool] = {}
+
+
+def fused_kernels_work(device: torch.device) -> bool:
+    """Whether the Triton kernels (``dsc.losses.fused``) compile and agree with ``spectral_loss`` on
+    ``device``: checked once per device on a small input (value and gradient, float64 reference),
+    so that a Triton or driver problem falls back to plain torch with a warning instead of failing
+    or corrupting training."""
+    key = str(device)
+    if key not in _SELF_CHECKS:
+        _SELF_CHECKS[key] = _self_check(device)
+    return _SELF_CHECKS[key]
+
+
+def _self_check(device: torch.device) -> bool:
+    generator = torch.Generator().manual_seed(0)
+    outputs = torch.randn(2, 21, 17, 19, generator=generator)
+    labels = torch.randint(0, 5, (2, 17, 19), generator=generator)
+    labels[:, :3] = 255
+    reference = outputs.double().requires_grad_()
+    expected = spectral_loss(torch.nn.functional.normalize(reference, dim=1), labels, 255)
+    expected.backward()
+    try:
+        x = outputs.to(device).requires_grad_()
+        loss = fused.fused_spectral_frobenius(x, labels.to(device))
+        loss.backward()
+        gradient_error = (x.grad.cpu().double() - reference.grad).abs().max() / reference.grad.abs().max()
+        agrees = abs(loss.item() - expected.item()) <= 1e-2 * expected.item() and gradient_error <= 2e-2
+        problem = (
+            "" if agrees else f"loss {loss.item()} vs {expected.item()}, gradient error {gradient_error:.2e}"
+        )
+    except Exception as error:  # a compilation or launch failure
+        agrees, problem = False, f"{type(error).__name__}: {error}"
+    if not agrees:
+        warnings.warn(
+            f"the fused Triton spectral loss failed its check on {device} ({problem}); using the plain "
+            "torch loss instead (loss.fused=false silences this)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return agrees

@@ -48,17 +48,15 @@ class FCN8s(nn.Module):
         outputs: class scores for a softmax, or embeddings that the caller normalises
         (``DeepSpectralClustering`` does, fusing it into the loss in training).
     score_init: ``random`` (small random score layers, for embeddings: F = 0 is a stationary point
-        of the spectral loss) or ``zero`` (the original semantic FCN-8s); None picks ``random`` with
-        ``unit_normalize`` and ``zero`` without.
+        of the spectral loss, so zero layers never train an embedding) or ``zero`` (the original
+        semantic FCN-8s, for class scores).
     Images are normalised with ImageNet's mean and standard deviation inside the network.
     """
 
     def __init__(
-        self, out_channels: int = 21, unit_normalize: bool = True, score_init: str | None = None
+        self, out_channels: int = 21, unit_normalize: bool = True, score_init: str = "random"
     ) -> None:
         super().__init__()
-        if score_init is None:
-            score_init = "random" if unit_normalize else "zero"
         if score_init not in ("random", "zero"):
             raise ValueError(f"score_init must be random or zero, got {score_init!r}")
         self.score_init = score_init
@@ -169,7 +167,7 @@ def fcn8s(
     unit_normalize: bool = True,
     weights: str | None = None,
     weights_path: str | None = None,
-    score_init: str | None = None,
+    score_init: str = "random",
 ) -> FCN8s:
     """Build FCN-8s for Hydra: ``weights=imagenet`` loads VGG16's ImageNet weights (see
     ``load_vgg16_weights``), ``weights=None`` starts from random convolutions."""

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from dsc.losses import squared_residual_norms
 from dsc.rounding.hashing import draw_seed, mix32
-from dsc.rounding.kwikcluster import _kwikcluster, as_batch
+from dsc.rounding.kwikcluster import as_batch, kwikcluster_labels
 
 
 def kwikcluster_best(
@@ -30,7 +30,7 @@ def kwikcluster_best(
     best_labels, best_objective = None, None
     for run in range(runs):
         run_seed = int(mix32(torch.tensor(seed + run)))
-        labels = _kwikcluster(rows, mask, threshold, run_seed, None, pixel_ids)
+        labels = kwikcluster_labels(rows, mask, threshold, run_seed, None, pixel_ids)
         objective = squared_residual_norms(rows, labels, mask)
         if best_labels is None:
             best_labels, best_objective = labels, objective

@@ -12,6 +12,9 @@ pivots in one matrix product and joins the first it agrees with, and the pixels 
 Each pass touches only the pixels still unclustered, all images of a batch advance together, and
 the host synchronises once per block, never per pivot. The labels are those of the one-pivot-at-a-time
 algorithm for the same seed.
+
+Shared with the schemes built on KwikCluster (``best_of``, ``refine``, ``kmeans``): ``as_batch``
+(rows and mask in batched form, checked) and ``kwikcluster_labels`` (the batched core, seeded).
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def _compact(keep: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     return (*compacted, valid)
 
 
-def _kwikcluster(
+def kwikcluster_labels(
     rows: Tensor,
     mask: Tensor,
     threshold: float,
@@ -203,7 +206,7 @@ def kwikcluster(
     Returns (N,) or (B, N) int64 labels 0..k−1 per image, numbered in the order pivots were visited.
     """
     rows, mask, unbatched = as_batch(rows, mask)
-    labels = _kwikcluster(rows, mask, threshold, draw_seed(generator), None, pixel_ids)
+    labels = kwikcluster_labels(rows, mask, threshold, draw_seed(generator), None, pixel_ids)
     return labels.squeeze(0) if unbatched else labels
 
 
@@ -223,5 +226,5 @@ def kwikcluster_soft(
     if power <= 0:
         raise ValueError(f"power must be positive, got {power}")
     rows, mask, unbatched = as_batch(rows, mask)
-    labels = _kwikcluster(rows, mask, 0.5, draw_seed(generator), power, pixel_ids)
+    labels = kwikcluster_labels(rows, mask, 0.5, draw_seed(generator), power, pixel_ids)
     return labels.squeeze(0) if unbatched else labels

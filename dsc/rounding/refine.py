@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from dsc.rounding.hashing import draw_seed
-from dsc.rounding.kwikcluster import _kwikcluster, as_batch
+from dsc.rounding.kwikcluster import as_batch, kwikcluster_labels
 from dsc.rounding.postprocess import cluster_sums, num_clusters, relabel_consecutive
 
 _GAIN_CHUNK_ELEMENTS = 2**18  # (B, pixels, K) gains per chunk: 1 MiB of float32, in a core's cache
@@ -82,6 +82,6 @@ def kwikcluster_refine(
     the objective ‖V̂V̂ᵀ − A_r‖²_F.
     """
     rows, mask, unbatched = as_batch(rows, mask)
-    labels = _kwikcluster(rows, mask, threshold, draw_seed(generator), None, pixel_ids)
+    labels = kwikcluster_labels(rows, mask, threshold, draw_seed(generator), None, pixel_ids)
     labels = refine(rows, labels, mask, max_iterations)
     return labels.squeeze(0) if unbatched else labels

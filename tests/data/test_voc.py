@@ -83,7 +83,7 @@ def test_sbd_errors(tmp_path):
 
 
 def test_read_image_keeps_the_precision_and_colours_of_every_mode(tmp_path):
-    from dsc.data.voc import read_image
+    from dsc.data.files import read_image
 
     grey16 = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000).astype(np.uint16)
     Image.fromarray(grey16).save(tmp_path / "grey16.png")
@@ -116,7 +116,7 @@ def test_read_image_keeps_the_precision_and_colours_of_every_mode(tmp_path):
 
 
 def test_read_image_turns_photos_upright_only_when_asked(tmp_path):
-    from dsc.data.voc import read_image
+    from dsc.data.files import read_image
 
     stored = np.zeros((2, 3, 3), dtype=np.uint8)
     stored[0, 0] = 255  # top left as stored

@@ -122,15 +122,16 @@ def test_loss_from_raw_outputs_equals_the_loss_of_normalised_outputs(sample_size
 
 def test_self_check_accepts_the_kernels_and_refuses_a_broken_one(monkeypatch):
     from dsc.losses import fused as fused_module
+    from dsc.losses import spectral as spectral_module
 
-    assert fused_module._self_check(torch.device(DEVICE))
+    assert spectral_module._self_check(torch.device(DEVICE))
 
     def broken(outputs, labels, *args):
         return 2 * fused_module.normalized_gram_and_sums(outputs, labels)[0].square().sum()
 
     monkeypatch.setattr(fused_module, "fused_spectral_frobenius", broken)
     with pytest.warns(RuntimeWarning, match="failed its check"):
-        assert not fused_module._self_check(torch.device(DEVICE))
+        assert not spectral_module._self_check(torch.device(DEVICE))
 
 
 def test_loss_is_computed_in_float32_under_bfloat16_autocast():

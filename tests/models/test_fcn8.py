@@ -95,7 +95,8 @@ def test_torchvision_weights_are_copied_where_shapes_match(tmp_path):
 
 
 def test_spectral_head_starts_off_the_stationary_point_and_semantic_head_at_zero():
-    """F = 0 has zero spectral-loss gradient: the embedding network must not start there."""
+    """F = 0 has zero spectral-loss gradient: the embedding network must not start there, whether it
+    normalises itself or not (raw outputs start random too unless score_init=zero is asked for)."""
     from dsc.losses import spectral_loss
 
     torch.manual_seed(0)
@@ -104,7 +105,8 @@ def test_spectral_head_starts_off_the_stationary_point_and_semantic_head_at_zero
     loss = spectral_loss(embeddings, torch.randint(0, 3, (1, 24, 24)))
     loss.backward()
     assert spectral.score_fr.weight.grad.abs().sum() > 0
-    semantic = FCN8s(out_channels=4, unit_normalize=False)
+    assert FCN8s(out_channels=4, unit_normalize=False).score_fr.weight.any()
+    semantic = FCN8s(out_channels=4, unit_normalize=False, score_init="zero")
     assert not semantic.score_fr.weight.any() and not semantic(torch.rand(1, 3, 8, 8)).any()
 
 

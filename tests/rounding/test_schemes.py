@@ -30,14 +30,14 @@ def test_best_of_runs_picks_the_lowest_objective_per_image():
     best = kwikcluster_best(rows, runs=5, generator=torch.Generator().manual_seed(2))
     # Each single run, seeded as kwikcluster_best seeds it.
     from dsc.rounding.hashing import draw_seed
-    from dsc.rounding.kwikcluster import _kwikcluster
+    from dsc.rounding.kwikcluster import kwikcluster_labels
 
     seed = draw_seed(torch.Generator().manual_seed(2))
     mask = torch.ones(rows.shape[:2], dtype=torch.bool)
     singles = torch.stack(
         [
             brute_force_objective(
-                rows, _kwikcluster(rows, mask, 0.5, int(mix32(torch.tensor(seed + r))), None)
+                rows, kwikcluster_labels(rows, mask, 0.5, int(mix32(torch.tensor(seed + r))), None)
             )
             for r in range(5)
         ]

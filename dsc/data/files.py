@@ -1,0 +1,91 @@
+"""Reading the files of instance segmentation data sets, shared by every data set and ``dsc.predict``:
+images at their precision, palette label maps, and checks that name the files at fault."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+
+Item = dict[str, Tensor]  # "image" (3, H, W), "instances" and "classes" (H, W), as the data sets give them
+
+
+def read_image(path: Path, what_to_do: str, exif_orientation: bool = False) -> Tensor:
+    """(3, H, W) float RGB in [0, 1]; a missing or unreadable file raises naming it.
+
+    8-bit images of any mode (grey, palette, RGB, CMYK) are converted to RGB; 16-bit and 32-bit
+    grey images keep their precision (scaled by 65535, values above it saturate); transparent
+    pixels (RGBA, LA, palette transparency) are composited over black. ``exif_orientation``
+    turns the image upright as its EXIF Orientation tag says (photos; data sets are annotated
+    on the stored pixels, so they read with it off).
+    """
+    try:
+        with Image.open(path) as image:
+            if exif_orientation:
+                image = ImageOps.exif_transpose(image)
+            array = _rgb_array(image)
+    except (OSError, ValueError) as error:
+        raise OSError(f"cannot read image {path} ({error}): {what_to_do}") from error
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _rgb_array(image: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1] of a PIL image of any mode."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        grey = np.asarray(image, dtype=np.float32)
+        if image.mode != "F":
+            grey = grey / 65535.0
+        return np.repeat(np.clip(grey, 0.0, 1.0)[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32) / 255.0
+        return np.ascontiguousarray(rgba[..., :3] * rgba[..., 3:])
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_palette_png(path: Path, what_to_do: str) -> Tensor:
+    """(H, W) int64 palette indices of a VOC label PNG (ids 0…, 255 void)."""
+    try:
+        with Image.open(path) as image:
+            if image.mode != "P":
+                raise ValueError(f"mode {image.mode}, expected a palette ('P') PNG")
+            array = np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError) as error:
+        raise OSError(f"cannot read label map {path} ({error}): {what_to_do}") from error
+    return torch.from_numpy(array.astype(np.int64))
+
+
+def check_sizes(item: Item, files: Mapping[str, Path]) -> None:
+    """Raise ValueError naming the files when an item's image and label maps differ in size.
+
+    files: the files the item was read from, by item key (``image``, ``instances``, ``classes``).
+    """
+    sizes = {key: tuple(item[key].shape[-2:]) for key in ("image", "instances", "classes")}
+    if len(set(sizes.values())) != 1:
+        described = ", ".join(f"{files.get(key, key)} is {h}×{w} (H×W)" for key, (h, w) in sizes.items())
+        raise ValueError(
+            f"image and label maps differ in size: {described}; the files do not belong together"
+        )
+
+
+def require_files(files_by_id: Mapping[str, Sequence[Path]], listed_in: Path, what_to_do: str) -> None:
+    """Raise FileNotFoundError listing the image ids of ``listed_in`` whose files are missing."""
+    missing = {image_id: [p for p in paths if not p.is_file()] for image_id, paths in files_by_id.items()}
+    missing = {image_id: paths for image_id, paths in missing.items() if paths}
+    if missing:
+        shown = "; ".join(
+            f"{image_id} ({', '.join(map(str, paths))})" for image_id, paths in list(missing.items())[:5]
+        )
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(files_by_id)} images listed in {listed_in} have missing files: "
+            f"{shown}{more}. Complete the data ({what_to_do}) or remove these ids from the list"
+        )
+
+
+def read_lines(path: Path) -> list[str]:
+    """The non-empty lines of a list file (split files, class names), stripped, in order."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
