@@ -17,9 +17,9 @@ import torch
 from common import print_table
 from torch.utils.data import DataLoader
 
+from dsc.backbones import fcn8s
 from dsc.data import RandomScaleCropFlip, VOCInstances, pad_collate
 from dsc.losses import SpectralLoss, sample_pixels
-from dsc.models import fcn8s
 
 
 def main() -> None:

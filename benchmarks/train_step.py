@@ -30,10 +30,10 @@ from pathlib import Path
 import torch
 from common import print_table, shapes_embeddings, time_ms
 
+from dsc.backbones import fcn8s
 from dsc.contracts import NetworkOutputs
 from dsc.losses import SemanticCrossEntropy, SpectralLoss, sample_pixels
 from dsc.losses.fused import fused_kernels_available
-from dsc.models import fcn8s
 
 
 def make_step(model, optimizer, loss, images, batch, embed_dim, autocast, sample_size):

@@ -251,3 +251,11 @@ def test_unknown_export_format_is_named(trained_checkpoint, tmp_path):
     cfg = compose_config("evaluate", tmp_path, f"ckpt_path={trained_checkpoint}", "export=lvis")
     with pytest.raises(ValueError, match="export=lvis is not a format dsc writes: use coco or null"):
         evaluate(cfg)
+
+
+def test_checkpoints_naming_the_former_models_package_still_load(trained_checkpoint, tmp_path):
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    checkpoint["dsc_config"]["backbone"]["_target_"] = "dsc.models.SmallFCN"  # as dsc 0.1.0 saved it
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    model, _ = load_model(tmp_path / "old.ckpt")
+    assert type(model.backbone).__module__ == "dsc.backbones.small_fcn"

@@ -3,9 +3,9 @@ import functools
 import pytest
 import torch
 
+from dsc.backbones import SmallFCN
 from dsc.data import VOID
 from dsc.losses import JointLoss, SemanticCrossEntropy, SpectralLoss
-from dsc.models import SmallFCN
 from dsc.module import DeepSpectralClustering
 from dsc.rounding import ConnectedComponents, Rounding
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from dsc.models.fcn8 import IMAGENET_MEAN, IMAGENET_STD
+from dsc.backbones.fcn8 import IMAGENET_MEAN, IMAGENET_STD
 
 ARCHITECTURES = ("fcn_resnet50", "deeplabv3_resnet50", "lraspp_mobilenet_v3_large")
 

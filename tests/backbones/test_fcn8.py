@@ -3,8 +3,8 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from dsc.models import FCN8s, TorchvisionSegmentation, fcn8s, load_vgg16_weights
-from dsc.models.fcn8 import VGG16_FILE, bilinear_kernel
+from dsc.backbones import FCN8s, TorchvisionSegmentation, fcn8s, load_vgg16_weights
+from dsc.backbones.fcn8 import VGG16_FILE, bilinear_kernel
 
 
 def count(module):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dsc.models import SmallFCN
+from dsc.backbones import SmallFCN
 
 
 @pytest.mark.parametrize("height,width", [(64, 64), (37, 50), (1, 1), (5, 9)])
