@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from dsc.checkpoints import load_model
 from dsc.coco_results import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
 from dsc.data.datamodule import ClassNamedDataset
+from dsc.metrics import keys
 from dsc.utils.console import print_config, quiet_console, where_things_went
 from dsc.utils.report import format_metrics_table, write_metrics
 from dsc.utils.schema import register_schemas
@@ -58,7 +59,11 @@ def score_checkpoint(
         callbacks.append(CocoResults(export_dir, names))
     trainer: pl.Trainer = hydra.utils.instantiate(trainer_config, logger=False, callbacks=callbacks)
     trainer.validate(model, datamodule=datamodule, verbose=False)
-    return {name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")}
+    return {
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith(keys.VALIDATION)
+    }
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -19,7 +19,7 @@ from dsc.contracts import Batch, Head, NetworkOutputs, Objective, Partitioner, c
 from dsc.data.labels import VOID
 from dsc.instances import Instances, predicted_instances, true_instances
 from dsc.losses import spectral_loss
-from dsc.metrics import InstanceScores, PairwiseScores, partition_loss
+from dsc.metrics import InstanceScores, PairwiseScores, keys, partition_loss
 from dsc.rounding import connected_components, fill_void
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class DeepSpectralClustering(pl.LightningModule):
         num_classes: int = 0,
         instance_metrics: str = "final",
         rounding_seed: int = 0,
-        monitor: str = "val/pairwise_fg_f1",
+        monitor: str = keys.MONITOR,
         unseen_classes: list[int] | None = None,
         channels_last: bool = True,
         compile: bool = False,
@@ -138,7 +138,7 @@ class DeepSpectralClustering(pl.LightningModule):
             num_classes=config["model"].get("num_classes", 0),
             instance_metrics=config["model"].get("instance_metrics", "final"),
             rounding_seed=config.get("seed", 0),
-            monitor=config.get("optimized_metric", "val/pairwise_fg_f1"),
+            monitor=config.get("optimized_metric", keys.MONITOR),
             unseen_classes=config["data"].get("exclude_classes"),
             channels_last=config["model"].get("channels_last", False),
             compile=config["model"].get("compile", False),
@@ -208,7 +208,7 @@ class DeepSpectralClustering(pl.LightningModule):
         instances, image_area = batch["instances"], batch.get("image_area")
         # A metric, not a synced log call: validation ranks may run different numbers of batches.
         self.val_loss.update(self.loss.validation_loss(outputs, batch), len(instances))
-        self.log("val/loss", self.val_loss)
+        self.log(keys.LOSS, self.val_loss)
         self._rounding_generator.manual_seed(self.rounding_seed)
         preds = self.partition(outputs, image_area=image_area)
         self.val_scores.update(preds, instances)
@@ -262,19 +262,19 @@ class DeepSpectralClustering(pl.LightningModule):
         if not self.trainer.sanity_checking:
             self._check_validation_pixels()
         metrics = [
-            ("val/pairwise_", self.val_scores),
-            ("val/semantic_oracle/pairwise_", self.val_semantic_oracle),
+            (keys.PAIRWISE, self.val_scores),
+            (keys.SEMANTIC_ORACLE, self.val_semantic_oracle),
         ]
         if "classes" in self.heads:
-            metrics.append(("val/class_partition/pairwise_", self.val_class_partition))
+            metrics.append((keys.CLASS_PARTITION, self.val_class_partition))
         if self.score_instances:
             metrics += [
-                ("val/", self.val_instances),
-                ("val/semantic_oracle_cc/pairwise_", self.val_semantic_oracle_cc),
-                ("val/semantic_oracle_cc/", self.val_semantic_oracle_cc_instances),
+                (keys.INSTANCES, self.val_instances),
+                (keys.ORACLE_CC_PAIRWISE, self.val_semantic_oracle_cc),
+                (keys.ORACLE_CC, self.val_semantic_oracle_cc_instances),
             ]
         if len(self.unseen_classes):
-            metrics += [("val/unseen/pairwise_", self.val_unseen), ("val/seen/pairwise_", self.val_seen)]
+            metrics += [(keys.UNSEEN, self.val_unseen), (keys.SEEN, self.val_seen)]
         for prefix, metric in metrics:
             for name, value in metric.compute().items():
                 self.log(prefix + name, value.float(), prog_bar=prefix + name == self.monitor)
@@ -283,10 +283,10 @@ class DeepSpectralClustering(pl.LightningModule):
             network, rounded = self.val_network_loss.compute(), self.val_rounded_loss.compute()
             self.log_dict(
                 {
-                    "val/theorem22/network_loss": network,
-                    "val/theorem22/rounded_loss": rounded,
+                    keys.THEOREM22 + "network_loss": network,
+                    keys.THEOREM22 + "rounded_loss": rounded,
                     # How much rounding costs; Theorem 2.2 bounds KwikCluster's by 6 in expectation.
-                    "val/theorem22/ratio": rounded / network.clamp(min=1e-12),
+                    keys.THEOREM22 + "ratio": rounded / network.clamp(min=1e-12),
                 }
             )
             self.val_network_loss.reset()

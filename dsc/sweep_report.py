@@ -15,7 +15,9 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_METRICS = ("val/pairwise_fg_f1", "val/pairwise_f1", "val/loss", "time/fit_seconds")
+from dsc.metrics import keys
+
+DEFAULT_METRICS = (keys.MONITOR, keys.PAIRWISE + "f1", keys.LOSS, "time/fit_seconds")
 
 
 def _job_order(override_file: Path) -> tuple[int, str]:

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dsc.checkpoints import load_checkpoint
 from dsc.evaluate import score_checkpoint
+from dsc.metrics import keys
 from dsc.utils.console import print_config, quiet_console, where_things_went
 from dsc.utils.report import write_metrics
 from dsc.utils.schema import register_schemas
@@ -70,9 +71,9 @@ def format_table1(semantic: dict[str, float], spectral: dict[str, float]) -> str
 
     rows = [
         ("FCN-8 (paper)", PAPER["semantic"], None),
-        ("FCN-8 (dsc)", triple(semantic, "val/class_partition/pairwise_"), None),
+        ("FCN-8 (dsc)", triple(semantic, keys.CLASS_PARTITION), None),
         ("Deep Spectral (paper)", None, PAPER["instance"]),
-        ("Deep Spectral (dsc)", None, triple(spectral, "val/pairwise_")),
+        ("Deep Spectral (dsc)", None, triple(spectral, keys.PAIRWISE)),
     ]
     width = 24
     header = "".ljust(width) + "Semantic".center(30) + "Instance".center(30)
@@ -82,9 +83,9 @@ def format_table1(semantic: dict[str, float], spectral: dict[str, float]) -> str
     lines += ["", "Over foreground pairs of the instance ground truth (where instances are told apart)"]
     lines.append("".ljust(width) + "".join(name.capitalize().rjust(10) for name in SCORES))
     for name, metrics, prefix in (
-        ("FCN-8 (dsc)", semantic, "val/pairwise_fg_"),
-        ("Deep Spectral (dsc)", spectral, "val/pairwise_fg_"),
-        ("GT semantic partition", spectral, "val/semantic_oracle/pairwise_fg_"),
+        ("FCN-8 (dsc)", semantic, keys.PAIRWISE + keys.FG),
+        ("Deep Spectral (dsc)", spectral, keys.PAIRWISE + keys.FG),
+        ("GT semantic partition", spectral, keys.SEMANTIC_ORACLE + keys.FG),
     ):
         lines.append(name.ljust(width) + "".join(c.rjust(10) for c in _cells(triple(metrics, prefix))))
     return "\n".join(lines)
@@ -98,9 +99,9 @@ def method_rows(scored: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
         if role == "oracle":
             if not scored:
                 continue
-            metrics, prefix = next(iter(scored.values())), "val/semantic_oracle_cc/"
+            metrics, prefix = next(iter(scored.values())), keys.ORACLE_CC
         elif role in scored:
-            metrics, prefix = scored[role], "val/"
+            metrics, prefix = scored[role], keys.INSTANCES
         else:
             continue
         rows[method] = {name: metrics.get(prefix + key) for name, key in METRICS.items()}

@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import Logger
 
 from dsc.callbacks import ValidationTime
 from dsc.data.datamodule import ClassNamedDataset
+from dsc.metrics import keys
 from dsc.module import DeepSpectralClustering
 from dsc.resume import (
     check_fresh_run_directory,
@@ -90,7 +91,9 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     trainer.loggers = loggers
     metrics = {
-        name: float(value) for name, value in trainer.callback_metrics.items() if name.startswith("val/")
+        name: float(value)
+        for name, value in trainer.callback_metrics.items()
+        if name.startswith(keys.VALIDATION)
     }
     metrics["time/fit_seconds"] = fit_seconds
     metrics["time/validation_seconds"] = validation_time.seconds

@@ -8,28 +8,30 @@ import math
 from collections.abc import Mapping
 from pathlib import Path
 
+from dsc.metrics import keys
+
 log = logging.getLogger(__name__)
 SCORES = ("accuracy", "precision", "recall", "f1")
 COLUMNS = (
-    ("instances", "val/pairwise_"),
-    ("semantic oracle", "val/semantic_oracle/pairwise_"),
-    ("fg instances", "val/pairwise_fg_"),
-    ("fg semantic oracle", "val/semantic_oracle/pairwise_fg_"),
+    ("instances", keys.PAIRWISE),
+    ("semantic oracle", keys.SEMANTIC_ORACLE),
+    ("fg instances", keys.PAIRWISE + keys.FG),
+    ("fg semantic oracle", keys.SEMANTIC_ORACLE + keys.FG),
 )
 
 
 UNSEEN_COLUMNS = (
-    ("fg unseen classes", "val/unseen/pairwise_fg_"),
-    ("fg seen classes", "val/seen/pairwise_fg_"),
+    ("fg unseen classes", keys.UNSEEN + keys.FG),
+    ("fg seen classes", keys.SEEN + keys.FG),
 )
 
 
 INSTANCE_SCORES = ("mask_ap", "mask_ap50", "mask_ap75", "pq", "sq", "rq")
 INSTANCE_COLUMNS = (
-    ("instances", "val/"),
-    ("class-agnostic", "val/agnostic/"),
-    ("sem. oracle + CC", "val/semantic_oracle_cc/"),
-    ("agnostic oracle + CC", "val/semantic_oracle_cc/agnostic/"),
+    ("instances", keys.INSTANCES),
+    ("class-agnostic", keys.AGNOSTIC_INSTANCES),
+    ("sem. oracle + CC", keys.ORACLE_CC),
+    ("agnostic oracle + CC", keys.ORACLE_CC + "agnostic/"),
 )
 
 
@@ -47,9 +49,9 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
     partition, over all valid pairs and over foreground pairs (and, after training without some
     classes, over their objects and the others'); then, where scored, mask AP and PQ of the
     instances and of the semantic oracle + connected components. Missing entries show as '-'."""
-    columns = COLUMNS + (UNSEEN_COLUMNS if any(k.startswith("val/unseen/") for k in metrics) else ())
+    columns = COLUMNS + (UNSEEN_COLUMNS if any(k.startswith(keys.UNSEEN) for k in metrics) else ())
     lines = _table(metrics, columns, SCORES)
-    if "val/agnostic/pq" in metrics:
+    if keys.AGNOSTIC_INSTANCES + "pq" in metrics:
         lines += ["", *_table(metrics, INSTANCE_COLUMNS, INSTANCE_SCORES)]
     return "\n".join(lines)
 

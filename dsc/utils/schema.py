@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from dsc.metrics import keys
+
 # Annotations that OmegaConf can check; anything richer is typed Any.
 _CHECKABLE = {int, float, bool, str, *(typing.Optional[t] for t in (int, float, bool, str))}  # noqa: UP045
 _PASSED_AT_RUN_TIME = {"self", "callbacks", "logger"}
@@ -68,7 +70,7 @@ class TrainSchema:
     print_config: bool = False
     tags: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0
-    optimized_metric: str = "val/pairwise_fg_f1"
+    optimized_metric: str = keys.MONITOR
     ckpt_path: str | None = None
     model: ModelSchema = dataclasses.field(default_factory=ModelSchema)
     data: Any = None
