@@ -2,7 +2,7 @@
 (unit normalisation included), side by side, with the memory-bandwidth floor beside them:
 
 * normalise only: ``F.normalize`` forward + backward, the cost every variant pays;
-* normalise only with ``dsc.utils.normalize.unit_normalize`` (per-channel squares on CPUs);
+* normalise only with ``dsc.ops.normalize.unit_normalize`` (per-channel squares on CPUs);
 * plain torch: ``F.normalize`` then ``dsc.losses.spectral_loss`` (index_add; the tests'
   reference), and its ``torch.compile`` version with ``--compile``;
 * dsc's CPU path (``SpectralLoss().from_raw_outputs`` on a CPU: ``dsc.losses.rows_in_cache``),
@@ -28,7 +28,7 @@ from common import print_table, shapes_embeddings, time_ms
 
 from dsc.losses import SpectralLoss, spectral_loss
 from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
-from dsc.utils.normalize import unit_normalize
+from dsc.ops.normalize import unit_normalize
 
 
 def plain_loss(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

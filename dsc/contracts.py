@@ -16,7 +16,7 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from dsc.utils.normalize import unit_normalize
+from dsc.ops.normalize import unit_normalize
 
 Head = Literal["embedding", "classes"]
 Batch = dict[str, Tensor]  # "image" (B, 3, H, W), "instances" and "classes" (B, H, W), optional extras

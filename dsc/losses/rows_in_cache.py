@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dsc.utils.grouping import fits_dense_table, group
-from dsc.utils.normalize import NORM_FLOOR
+from dsc.ops.grouping import fits_dense_table, group
+from dsc.ops.normalize import NORM_FLOOR
 
 CHUNK_PIXELS = 1 << 15  # 32768 rows of d floats: ~2.6 MiB at d = 21, within a core's L2/L3 share
 
@@ -116,7 +116,7 @@ def instance_slots(labels: Tensor, ignore_index: int) -> tuple[Tensor, int]:
     largest k, at least 1) for void. labels: (B, n) integer ids → (B, n) int64 slots, num_slots.
 
     A dense (B × id range) table of present ids when it is small (one ``bincount``, no masking);
-    otherwise the ids are grouped by ``dsc.utils.grouping.group``."""
+    otherwise the ids are grouped by ``dsc.ops.grouping.group``."""
     batch = labels.shape[0]
     low, high = torch.aminmax(labels) if labels.numel() else (labels.new_zeros(()), labels.new_zeros(()))
     span = int(high - low) + 1

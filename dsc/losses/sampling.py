@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dsc.utils.grouping import group
+from dsc.ops.grouping import group
 
 SAMPLINGS = ("uniform", "balanced")
 

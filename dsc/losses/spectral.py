@@ -29,7 +29,7 @@ from dsc.losses import fused
 from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
 from dsc.losses.rows_in_cache import exact_frobenius_from_raw
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
-from dsc.utils.grouping import group
+from dsc.ops.grouping import group
 
 NORMS = ("frobenius", "nuclear", "operator", "schatten")
 # Eigenvalues of ZᵀZ below this fraction of the largest are numerical zeros (float64 sums).

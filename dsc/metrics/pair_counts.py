@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dsc.utils.grouping import contingency_cells, group
+from dsc.ops.grouping import contingency_cells, group
 
 
 def _pairs(counts: Tensor) -> Tensor:

@@ -1,6 +1,6 @@
 import torch
 
-from dsc.utils.grouping import combine_keys, group
+from dsc.ops.grouping import combine_keys, group
 
 
 def reference_groups(*keys):
@@ -59,7 +59,7 @@ def brute_force_cells(preds, target):
 
 
 def test_contingency_cells_match_a_brute_force_count():
-    from dsc.utils.grouping import contingency_cells
+    from dsc.ops.grouping import contingency_cells
 
     generator = torch.Generator().manual_seed(2)
     cases = [

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dsc.utils.normalize import unit_normalize
+from dsc.ops.normalize import unit_normalize
 
 
 @pytest.mark.parametrize("layout", ["nchw", "channel_slice", "channels_last"])
