@@ -24,6 +24,8 @@ import os
 import torch
 from torch import Tensor
 
+from dsc.losses.closed_form import mean_over_images, squared_frobenius
+
 try:
     import triton
     import triton.language as tl
@@ -212,7 +214,4 @@ def fused_spectral_frobenius(
     mean over images with valid pixels) from raw outputs (B, d, H, W) in two fused passes."""
     gram, sums, sizes = normalized_gram_and_sums(outputs, labels, ignore_index, max_instances)
     pixels = sizes.sum(dim=1)
-    squared = gram.square().sum(dim=(1, 2)) - 2.0 * sums.square().sum(dim=(1, 2)) + sizes.square().sum(dim=1)
-    has_pixels = pixels > 0
-    per_image = torch.where(has_pixels, squared / pixels.clamp(min=1).square(), 0.0)
-    return per_image.sum() / has_pixels.sum().clamp(min=1)
+    return mean_over_images(squared_frobenius(gram, sums, sizes) / pixels.clamp(min=1).square(), pixels > 0)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dsc.losses.closed_form import mean_over_images, squared_frobenius
 from dsc.ops.grouping import fits_dense_table, group
 from dsc.ops.normalize import NORM_FLOOR
 
@@ -69,9 +70,7 @@ class _ExactFrobenius(torch.autograd.Function):
                 sums[image].index_add_(0, slots[image, part], unit)
         sums[:, num_slots] = 0.0  # the void slot's rows are zero already; keep it exact
         sizes[:, num_slots] = 0.0
-        squared = (
-            grams.square().sum(dim=(1, 2)) - 2.0 * sums.square().sum(dim=(1, 2)) + sizes.square().sum(dim=1)
-        )
+        squared = squared_frobenius(grams, sums, sizes)
         ctx.save_for_backward(outputs, slots, grams, sums, num_valid)
         ctx.num_slots = num_slots
         return squared / num_valid.clamp(min=1.0).square()
@@ -107,8 +106,7 @@ def exact_frobenius_from_raw(outputs: Tensor, labels: Tensor, ignore_index: int 
     flat = labels.flatten(1)
     slots, num_slots = instance_slots(flat, ignore_index)
     losses = _ExactFrobenius.apply(outputs.float(), slots, num_slots)
-    has_pixels = (flat != ignore_index).any(dim=1)
-    return torch.where(has_pixels, losses, 0.0).sum() / has_pixels.sum().clamp(min=1)
+    return mean_over_images(losses, (flat != ignore_index).any(dim=1))
 
 
 def instance_slots(labels: Tensor, ignore_index: int) -> tuple[Tensor, int]:

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses import fused
+from dsc.losses.closed_form import mean_over_images, squared_frobenius
 from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
 from dsc.losses.rows_in_cache import exact_frobenius_from_raw
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
@@ -74,9 +75,8 @@ def _instance_sums(features: Tensor, labels: Tensor, valid: Tensor) -> tuple[Ten
 
 
 def _squared_frobenius(features: Tensor, sums: Tensor, sizes: Tensor) -> Tensor:
-    """‖F Fᵀ − Y Yᵀ‖²_F = ‖FᵀF‖²_F − 2 ‖YᵀF‖²_F + Σ_c n_c², per image: (B,)."""
-    gram = features.transpose(1, 2) @ features
-    return gram.square().sum(dim=(1, 2)) - 2.0 * sums.square().sum(dim=(1, 2)) + sizes.square().sum(dim=1)
+    """‖F Fᵀ − Y Yᵀ‖²_F per image (B,) of features (B, n, d), YᵀF and the sizes (``closed_form``)."""
+    return squared_frobenius(features.transpose(1, 2) @ features, sums, sizes)
 
 
 def squared_residual_norms(features: Tensor, labels: Tensor, valid: Tensor) -> Tensor:
@@ -214,10 +214,7 @@ def spectral_loss(
             features.dtype
         )
 
-    # Masked mean without a host sync; an empty batch gives 0 with a zero gradient.
-    has_pixels = num_valid > 0
-    per_image = torch.where(has_pixels, per_image, 0.0)
-    return per_image.sum() / has_pixels.sum().clamp(min=1)
+    return mean_over_images(per_image, num_valid > 0)
 
 
 class SpectralLoss:

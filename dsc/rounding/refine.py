@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dsc.losses.closed_form import squared_frobenius
 from dsc.rounding.hashing import draw_seed
 from dsc.rounding.kwikcluster import as_batch, kwikcluster_labels
 from dsc.rounding.postprocess import cluster_sums, num_clusters, relabel_consecutive
@@ -49,12 +50,15 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     slots = num_clusters(labels)
     # The objective is a difference of sums of up to N² terms: float64, or rounding decides the best.
     rows64 = torch.where(mask.unsqueeze(-1), rows, 0.0).double()
-    gram_term = (rows64.transpose(1, 2) @ rows64).square().sum(dim=(1, 2))
+    gram = rows64.transpose(1, 2) @ rows64
     own_term = 2.0 * rows.square().sum(dim=-1) - 1.0
-    best_labels, best_objective = labels, torch.full_like(gram_term, float("inf"))
+    best_labels, best_objective = (
+        labels,
+        torch.full((rows.shape[0],), float("inf"), dtype=torch.float64, device=rows.device),
+    )
     for sweep in range(max_iterations + 1):
         sums, sizes = cluster_sums(rows64, labels, slots)
-        objective = gram_term - 2.0 * sums.square().sum(dim=(1, 2)) + sizes.square().sum(dim=1)
+        objective = squared_frobenius(gram, sums, sizes)
         better = objective < best_objective
         best_labels = torch.where(better.unsqueeze(1), labels, best_labels)
         best_objective = torch.minimum(objective, best_objective)
