@@ -32,8 +32,9 @@ class _WithoutKnownNoise(logging.Filter):
 
 
 def quiet_console() -> None:
-    """Route Lightning's log messages through the handlers Hydra set up (console and the run's
-    ``<task>.log``), without the known noise, and ignore warnings known to be harmless."""
+    """Route Lightning's log messages and Python's warnings through the handlers Hydra set up
+    (console and the run's ``<task>.log``), without the known noise, and ignore warnings known to
+    be harmless."""
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
         logger = logging.getLogger(name)
         logger.handlers.clear()  # its own stderr handler, added when no root handler existed yet
@@ -44,6 +45,7 @@ def quiet_console() -> None:
             handler.addFilter(noise_filter)
     for pattern in KNOWN_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+    logging.captureWarnings(True)  # the other warnings go to the run's log file too
 
 
 def print_config(cfg: DictConfig, task: str) -> None:
