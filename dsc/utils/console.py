@@ -22,6 +22,9 @@ KNOWN_WARNINGS = (
     r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",  # Lightning's _pytree under torch 2.14
     r".*'set_vital' is deprecated.*",  # torchdata's loader under torch 2.14
     r".*does not have many workers.*",  # the built-in data need none
+    # dsc's metrics synchronise themselves (torchmetrics states, all_gather of instances) before
+    # the values are logged, so Lightning's advice to add sync_dist does not apply.
+    r".*when logging on epoch level in distributed setting.*",
 )
 
 
