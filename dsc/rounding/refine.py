@@ -64,8 +64,10 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     # An image's own clusters only: the batch's spare slots would be new, empty clusters that a
     # pixel could move into in a batch but not alone.
     own_slots = torch.arange(slots, device=labels.device) <= labels.amax(dim=1, keepdim=True)
-    rows64 = torch.where(mask.unsqueeze(-1), rows, 0.0).double()
-    gram = rows64.transpose(1, 2) @ rows64
+    valid_rows = torch.where(mask.unsqueeze(-1), rows, 0.0)
+    # ‖G‖²_F is the same in every sweep: its float32 rounding shifts all objectives alike.
+    gram = (valid_rows.transpose(1, 2) @ valid_rows).double()
+    rows64 = valid_rows.double()
     sums, sizes = cluster_sums(rows64, labels, slots)  # float64, updated as pixels move
     own_term = 2.0 * rows.square().sum(dim=-1) - 1.0
     row_bound = 2.0 * float(rows.norm(dim=-1).amax())
