@@ -128,3 +128,29 @@ def test_every_scheme_separates_clean_clusters(scheme):
 def test_relabel_keeps_label_zero_beside_left_out_pixels():
     labels = torch.tensor([[-1] * 50 + [0, 0, 2] + [-1] * 50])
     assert relabel_consecutive(labels).tolist() == [[-1] * 50 + [0, 0, 1] + [-1] * 50]
+
+
+@pytest.mark.parametrize("num_pixels", [900, 3000])
+def test_refine_recomputing_uncertain_pixels_equals_recomputing_every_pixel(num_pixels, monkeypatch):
+    import sys
+
+    from dsc.rounding.kwikcluster import kwikcluster_labels
+
+    refine_module = sys.modules["dsc.rounding.refine"]
+    rows, _ = noisy_clusters(batch=2, num_pixels=num_pixels, num_clusters=7, noise=0.2, seed=0)
+    mask = torch.ones(rows.shape[:2], dtype=torch.bool)
+    mask[1, :50] = False
+    labels = kwikcluster_labels(rows, mask, 0.5, 0, None)
+    partial_sweeps = []
+    gains = refine_module._gains
+
+    def counted(rows, *args):
+        partial_sweeps.append(rows.shape[0] == 1)  # one image's uncertain pixels
+        return gains(rows, *args)
+
+    monkeypatch.setattr(refine_module, "_gains", counted)
+    margins_used = refine(rows, labels, mask)
+    assert any(partial_sweeps), "this scene exercises the sweeps over uncertain pixels"
+    assert not torch.equal(margins_used, labels)
+    monkeypatch.setattr(refine_module, "_FULL_SWEEP_SHARE", -1.0)  # every sweep recomputes every pixel
+    assert torch.equal(margins_used, refine(rows, labels, mask))
