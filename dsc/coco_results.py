@@ -5,12 +5,13 @@ and the results file of new images (``python -m dsc.predict … format=coco``, `
 
 Conventions, the same as the mask AP that dsc reports (``dsc.metrics.InstanceScores``):
 
-* Image ids are 1, 2, … in the order of the scored split; each mask is cropped to its image's own
-  size (a batch's padding is not part of it).
+* Image ids are 1, 2, … in the order of the scored split, or, for a COCO data set, its own ids;
+  each mask is cropped to its image's own size (a batch's padding is not part of it).
 * Void pixels are outside every predicted and true mask; every annotation has ``iscrowd`` 0.
 * A model with a class head exports its classes (category id = dsc's class id, named after the data
-  set's class names) and is compared with ``val/mask_ap``; a model without one exports class-agnostic
-  instances (category 1, "object") and is compared with ``val/agnostic/mask_ap``.
+  set's class names; for a COCO data set, its own category ids and records) and is compared with
+  ``val/mask_ap``; a model without one exports class-agnostic instances (category 1, "object") and
+  is compared with ``val/agnostic/mask_ap``.
 """
 
 from __future__ import annotations
@@ -80,9 +81,15 @@ class CocoResults(pl.Callback):
     returns when it scores instances (``model.score_instances``); one process only.
     """
 
-    def __init__(self, output_dir: str | Path, class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, output_dir: str | Path, class_names: Sequence[str] | None = None, dataset: Any = None
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names) if class_names is not None else None
+        # A COCO data set (dsc.data.COCOInstances) gives its own image and category ids.
+        self.dataset_image_ids: list[int] | None = None if dataset is None else list(dataset.image_ids)
+        self.category_of_class: list[int] | None = None if dataset is None else dataset.category_of_class
+        self.dataset_categories: list[dict[str, Any]] | None = None if dataset is None else dataset.categories
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
         self.predictions: list[dict[str, Any]] = []
@@ -110,18 +117,23 @@ class CocoResults(pl.Callback):
         for index, (predicted, true) in enumerate(
             zip(outputs["instances"], outputs["true_instances"], strict=True)
         ):
-            image_id = len(self.images) + 1
+            position = len(self.images)
+            ids = self.dataset_image_ids
+            image_id = position + 1 if ids is None else ids[position]
             size = image_size(None if image_area is None else image_area[index], height, width)
             self.images.append({"id": image_id, "height": size[0], "width": size[1]})
+            categories = self.category_of_class if self.per_class else None
             if not self.per_class:
                 predicted, true = predicted.class_agnostic(), true.class_agnostic()
-            for record in instance_records(true, image_id, size):
+            for record in instance_records(true, image_id, size, category_ids=categories):
                 self.annotations.append({**record, "id": len(self.annotations) + 1, "iscrowd": 0})
-            self.predictions.extend(instance_records(predicted, image_id, size, with_scores=True))
+            self.predictions.extend(instance_records(predicted, image_id, size, True, categories))
 
     def categories(self) -> list[dict[str, Any]]:
         if not self.per_class:
             return [{"id": OBJECT, "name": "object"}]
+        if self.dataset_categories is not None:
+            return self.dataset_categories
         if self.class_names is None:
             ids = sorted({a["category_id"] for a in self.annotations + self.predictions})
             return [{"id": c, "name": f"class {c}"} for c in ids]

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dsc.checkpoints import load_model
 from dsc.coco_results import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
+from dsc.data.coco import COCOInstances
 from dsc.data.datamodule import ClassNamedDataset
 from dsc.metrics import keys
 from dsc.utils.console import print_config, quiet_console, where_things_went
@@ -56,7 +57,8 @@ def score_checkpoint(
     if export_dir is not None:
         dataset = datamodule.val_dataset
         names = dataset.class_names if isinstance(dataset, ClassNamedDataset) else None
-        callbacks.append(CocoResults(export_dir, names))
+        coco = dataset if isinstance(dataset, COCOInstances) else None  # its own image and category ids
+        callbacks.append(CocoResults(export_dir, names, coco))
     trainer: pl.Trainer = hydra.utils.instantiate(trainer_config, logger=False, callbacks=callbacks)
     trainer.validate(model, datamodule=datamodule, verbose=False)
     return {

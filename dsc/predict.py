@@ -297,9 +297,7 @@ def coco_file(model: Segmenter, output: Path, dataset: Any, paths: list[Path]) -
             f"(e.g. {', '.join(unknown[:3])}), so they have no COCO image id: predict the data set's "
             "own images, or leave data out to number the images 1, 2, …"
         )
-    category_ids = [0, *sorted(dataset.class_of_category)]
-    categories = [dataset.coco.cats[category] for category in category_ids[1:]]
-    return CocoPredictionFile(output, categories, image_ids, category_ids)
+    return CocoPredictionFile(output, dataset.categories, image_ids, dataset.category_of_class)
 
 
 def cityscapes_files(model: Segmenter, output: Path, data_target: str | None) -> Any:

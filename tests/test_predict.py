@@ -166,3 +166,22 @@ def test_the_embedding_view_on_request_and_the_overlay_alone(trained_checkpoint,
     )
     assert Image.open(output / "image_overlay.png").size == (30, 20)
     assert Image.open(output / "image_embedding.png").size == (30, 20)
+
+
+def test_evaluate_exports_a_coco_data_sets_own_ids(joint_checkpoint, tmp_path):
+    from dsc.coco_results import coco_mask_ap
+    from dsc.evaluate import evaluate
+
+    root = tmp_path / "coco"
+    write_coco_tree(root)
+    output = tmp_path / "evaluate"
+    overrides = [f"ckpt_path={joint_checkpoint}", "export=coco", "data=coco", f"paths.coco_root={root}",
+                 "data.num_workers=0", "trainer.accelerator=cpu"]  # fmt: skip
+    metrics = evaluate(compose_config("evaluate", output, *overrides))
+    ground_truth = json.loads((output / "ground_truth_coco.json").read_text())
+    predictions = json.loads((output / "predictions_coco.json").read_text())
+    assert sorted(image["id"] for image in ground_truth["images"]) == [7, 42]
+    assert [c["id"] for c in ground_truth["categories"]] == CATEGORY_IDS
+    assert predictions and {p["category_id"] for p in predictions} <= set(CATEGORY_IDS)
+    assert {a["category_id"] for a in ground_truth["annotations"]} <= set(CATEGORY_IDS)
+    assert coco_mask_ap(output) == pytest.approx(metrics["val/mask_ap"], abs=0.005)

@@ -145,6 +145,8 @@ class COCOInstances(Dataset):
         self.annotation_file = annotation_file
         category_ids = sorted(self.coco.getCatIds())
         self.class_of_category = {category: index for index, category in enumerate(category_ids, start=1)}
+        self.category_of_class = [0, *category_ids]  # class c's COCO category id (c ≥ 1)
+        self.categories = [self.coco.cats[c] for c in category_ids]  # COCO's records, in class order
         self.class_names = ["background"] + [self.coco.cats[c]["name"] for c in category_ids]
         self.image_ids = sorted(self.coco.getImgIds())
         self.transform = transform
