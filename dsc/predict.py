@@ -300,7 +300,7 @@ def coco_file(model: Segmenter, output: Path, dataset: Any, paths: list[Path]) -
     return CocoPredictionFile(output, dataset.categories, image_ids, dataset.category_of_class)
 
 
-def cityscapes_files(model: Segmenter, output: Path, data_target: str | None) -> Any:
+def cityscapes_files(model: Segmenter, output: Path, data_target: str | None) -> CityscapesInstanceFiles:
     """``format=cityscapes``'s writer, for a model with Cityscapes' 8 instance classes."""
     trained_on = (model.run_config or {}).get("data", {}).get("val", {}).get("_target_")
     on_cityscapes = "CityscapesInstances" in str(data_target or trained_on)
