@@ -31,6 +31,9 @@ class CityscapesInstanceFiles:
     output: the results folder; label_ids[c − 1]: the Cityscapes label id of dsc class c.
     """
 
+    reads_instances = True
+    reads_features = False
+
     def __init__(self, output: Path, label_ids: Sequence[int] = INSTANCE_LABEL_IDS) -> None:
         self.output = Path(output)
         self.label_ids = list(label_ids)

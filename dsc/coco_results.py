@@ -179,6 +179,9 @@ class CocoPredictionFile:
     the data set's own, so the file can be submitted as it is.
     """
 
+    reads_instances = True
+    reads_features = False
+
     def __init__(
         self,
         output: Path,

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -82,7 +82,12 @@ class Segmenter(Protocol):
 
 class PredictionFiles(Protocol):
     """One output format: the files it will write for the inputs' stems (checked for clashes
-    before any work), then one image at a time, then whatever it writes at the end."""
+    before any work), then one image at a time, then whatever it writes at the end.
+    ``reads_instances`` / ``reads_features``: whether ``add`` needs the instances / the features
+    (``predict`` computes them only then, else passes None)."""
+
+    reads_instances: bool
+    reads_features: bool
 
     def planned(self, stems: Sequence[str]) -> list[Path]: ...
 
@@ -92,7 +97,7 @@ class PredictionFiles(Protocol):
         stem: str,
         image: Tensor,
         labels: Tensor,
-        instances: Instances,
+        instances: Instances | None,
         features: Tensor | None = None,
     ) -> None:
         """image (3, H, W) in [0, 1]; labels (H, W) segment ids; instances: the image's instances;
@@ -178,10 +183,13 @@ class PaletteMasks:
     the overlay alone); with ``embedding``, also ``<stem>_embedding.png`` (the embedding's top three
     principal directions as RGB)."""
 
+    reads_instances = False
+
     def __init__(self, output: Path, side_by_side: bool = True, embedding: bool = False) -> None:
         self.output = output
         self.side_by_side = side_by_side
         self.embedding = embedding
+        self.reads_features = embedding
 
     def planned(self, stems: Sequence[str]) -> list[Path]:
         extra = [self.output / f"{stem}_embedding.png" for stem in stems] if self.embedding else []
@@ -193,7 +201,7 @@ class PaletteMasks:
         stem: str,
         image: Tensor,
         labels: Tensor,
-        instances: Instances,
+        instances: Instances | None,
         features: Tensor | None = None,
     ) -> None:
         write_prediction(image, labels, self.output, stem, self.side_by_side)
@@ -345,7 +353,7 @@ def _writable(output: Path) -> None:
 @torch.inference_mode()
 def predict(cfg: DictConfig) -> dict[str, int]:
     """Segment every input image; returns counts of ``written`` and ``skipped`` files."""
-    formats = output_formats(cfg.format if not isinstance(cfg.format, ListConfig) else list(cfg.format))
+    formats = output_formats(cfg.format)
     device = _device(cfg.device, onnx=cfg.get("onnx") is not None)
     model = load_segmenter(cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -365,6 +373,8 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     planned = [file for writer in writers for file in writer.planned([stems[path] for path in paths])]
     check_outputs(paths, planned, cfg.overwrite)
     _writable(output)
+    reads_instances = any(writer.reads_instances for writer in writers)
+    reads_features = any(writer.reads_features for writer in writers)
 
     loader = DataLoader(
         ImageFiles(paths), batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=list
@@ -384,13 +394,16 @@ def predict(cfg: DictConfig) -> dict[str, int]:
             images = torch.stack([image for _, image in group]).to(device)
             outputs = model(images)
             labels = model.partition(outputs, generator=generator)
-            instances = predicted_instances(labels, outputs)
-            features = outputs.embeddings if "embedding" in model.heads else outputs.class_probabilities
+            instances = predicted_instances(labels, outputs) if reads_instances else [None] * len(group)
+            features = None
+            if reads_features:
+                features = outputs.embeddings if "embedding" in model.heads else outputs.class_probabilities
             for position, ((path, image), image_labels, image_instances) in enumerate(
                 zip(group, labels, instances, strict=True)
             ):
+                image_features = None if features is None else features[position]
                 for writer in writers:
-                    writer.add(path, stems[path], image, image_labels, image_instances, features[position])
+                    writer.add(path, stems[path], image, image_labels, image_instances, image_features)
                 written += 1
     for writer in writers:
         writer.finish()
