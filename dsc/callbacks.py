@@ -14,7 +14,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from dsc.visualize import comparison_panels, match_to_truth, titled_row, upscale
+from dsc.visualize import comparison_panels, match_to_truth, panel_scale, titled_row, upscale
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
@@ -62,13 +62,15 @@ class ValidationImages(pl.Callback):
         class_names = pl_module.class_names
         for index in range(count):
             image, truth = batch["image"][index], batch["instances"][index]
-            pictures = comparison_panels(image, truth, outputs["preds"][index], outputs["embeddings"][index])
+            preds = outputs["preds"][index]
+            matched = match_to_truth(preds, truth)
+            pictures = comparison_panels(image, truth, preds, outputs["embeddings"][index], matched)
             panel = titled_row(pictures)
             Image.fromarray(panel).save(folder / f"val_{index}.png")
-            factor = pictures["image"].shape[0] // image.shape[-2]
+            factor = panel_scale(image.shape[-2])
             masks = {
                 "ground_truth": upscale(truth.cpu().numpy(), factor),
-                "predictions": upscale(match_to_truth(outputs["preds"][index], truth).numpy(), factor),
+                "predictions": upscale(matched.numpy(), factor),
             }
             classes = upscale(batch["classes"][index].cpu().numpy(), factor) if class_names else None
             self._send(trainer, index, pictures, panel, masks, classes, class_names)

@@ -48,10 +48,10 @@ from dsc.export import OnnxNetwork
 from dsc.instances import OBJECT, Instances, predicted_instances
 from dsc.utils.console import print_config, quiet_console, where_things_went
 from dsc.visualize import (
-    PANEL_SIZE,
     embedding_rgb,
     order_by_size,
     overlay,
+    panel_scale,
     to_uint8_image,
     upscale,
     voc_palette,
@@ -236,7 +236,7 @@ def write_prediction(
         mask = Image.fromarray(ordered.cpu().numpy().astype(np.uint16))
     mask.save(mask_file)
     if side_by_side:  # small images upscaled (nearest neighbour) to PANEL_SIZE pixels high
-        factor = max(1, -(-PANEL_SIZE // image.shape[-2]))
+        factor = panel_scale(image.shape[-2])
         image, ordered = upscale(image, factor), upscale(ordered, factor)
     picture = overlay(image, ordered)
     if side_by_side:

@@ -81,8 +81,10 @@ def match_to_truth(preds: Tensor, truth: Tensor) -> Tensor:
     pred = preds.detach().cpu().long().numpy().ravel()
     true = truth.detach().cpu().long().numpy().ravel()
     voting = true != VOID
-    pairs, overlaps = np.unique(np.stack([pred[voting], true[voting]]), axis=1, return_counts=True)
-    segments = np.unique(pred)
+    span = int(true[voting].max()) + 1 if voting.any() else 1
+    keys, overlaps = np.unique(pred[voting] * span + true[voting], return_counts=True)  # (segment, instance)
+    pairs = np.stack([keys // span, keys % span])
+    segments, segment_of_pixel = np.unique(pred, return_inverse=True)
     colour = {}
     majority = {}
     for (segment, instance), overlap in zip(pairs.T.tolist(), overlaps.tolist(), strict=True):
@@ -96,15 +98,15 @@ def match_to_truth(preds: Tensor, truth: Tensor) -> Tensor:
         if instance != 0 and instance not in taken:
             colour[segment] = instance
             taken.add(instance)
-    next_id = max([int(true[true != VOID].max()) if voting.any() else 0, 0]) + 1
+    next_id = int(true[voting].max()) + 1 if voting.any() else 1
     for segment in segments.tolist():
         if segment in majority and majority[segment][1] == 0:
             colour[segment] = 0
         elif segment not in colour:
             colour[segment] = next_id
             next_id += 1
-    lookup = np.vectorize(colour.__getitem__, otypes=[np.int64])
-    return torch.from_numpy(lookup(pred).reshape(tuple(preds.shape)))
+    colours = np.array([colour[segment] for segment in segments.tolist()], dtype=np.int64)
+    return torch.from_numpy(colours[segment_of_pixel].reshape(tuple(preds.shape)))
 
 
 def upscale(array: np.ndarray | Tensor, factor: int) -> np.ndarray | Tensor:
@@ -125,15 +127,23 @@ def titled(picture: np.ndarray, title: str) -> np.ndarray:
     return np.concatenate([np.asarray(strip), picture], axis=0)
 
 
-def comparison_panels(image: Tensor, truth: Tensor, preds: Tensor, features: Tensor) -> dict[str, np.ndarray]:
-    """The pictures of one validation image, at least ``PANEL_SIZE`` pixels high (nearest-neighbour
-    upscaling): the image, the ground truth's instances, the predicted segments coloured like the
-    true instances they match (``match_to_truth``), both with boundaries, and the embedding (or
-    class probabilities) through its top three principal directions. Inputs are (3, H, W),
-    (H, W), (H, W) and (d, H, W); each picture is (H', W', 3) uint8."""
-    factor = max(1, -(-PANEL_SIZE // image.shape[-2]))
+def panel_scale(height: int) -> int:
+    """The nearest-neighbour upscaling factor that makes a picture ``height`` pixels high at least
+    ``PANEL_SIZE`` pixels high (1 for pictures that are already)."""
+    return max(1, -(-PANEL_SIZE // height))
+
+
+def comparison_panels(
+    image: Tensor, truth: Tensor, preds: Tensor, features: Tensor, matched: Tensor | None = None
+) -> dict[str, np.ndarray]:
+    """The pictures of one validation image, upscaled by ``panel_scale``: the image, the ground
+    truth's instances, the predicted segments coloured like the true instances they match
+    (``match_to_truth``; pass ``matched`` when it is computed already), both with boundaries, and
+    the embedding (or class probabilities) through its top three principal directions. Inputs
+    are (3, H, W), (H, W), (H, W) and (d, H, W); each picture is (H', W', 3) uint8."""
+    factor = panel_scale(image.shape[-2])
     big_image, big_truth = upscale(image, factor), upscale(truth, factor)
-    matched = upscale(match_to_truth(preds, truth), factor)
+    matched = upscale(match_to_truth(preds, truth) if matched is None else matched, factor)
     return {
         "image": to_uint8_image(big_image),
         "ground truth": overlay(big_image, big_truth),
