@@ -32,7 +32,7 @@ class ValidationImages(pl.Callback):
     and the embedding's top three principal directions as RGB.
 
     Always written as PNGs under ``<default_root_dir>/images/epoch_XXX/`` (``images/final/`` for the
-    scoring after training and ``dsc.evaluate``'s); also sent to W&B (as
+    scoring after training); also sent to W&B (as
     images with ground-truth and predicted masks) and TensorBoard when those loggers are active.
     Needs ``validation_step`` to return ``preds`` and ``embeddings`` and the module's ``class_names``
     (``DeepSpectralClustering`` has both).

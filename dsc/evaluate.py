@@ -93,7 +93,6 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 ("metrics", output_dir / "metrics.json"),
                 ("COCO results", output_dir / PREDICTIONS_FILE if coco else None),
                 ("COCO ground truth", output_dir / GROUND_TRUTH_FILE if coco else None),
-                ("pictures", output_dir / "images" / "final" if (output_dir / "images").is_dir() else None),
             ],
             [f"python -m dsc.predict ckpt_path={cfg.ckpt_path} input=<image or folder> output=<folder>"],
         )
