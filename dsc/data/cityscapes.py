@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dsc.data.files import Item, check_sizes, read_image, require_files
+from dsc.data.files import Item, check_sizes, number_instances, read_image, require_files
 from dsc.data.labels import VOID
 
 CITYSCAPES_DOWNLOAD = (
@@ -34,21 +34,18 @@ CLASS_NAMES = ("background", "person", "rider", "car", "truck", "bus", "train", 
 IGNORED_LABEL_IDS = (0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30, -1)
 
 
-def instance_maps(instance_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(H, W) instanceIds values → int64 instance map (0, 1..k, 255) and class map (0..8, 255)."""
+def instance_maps(
+    instance_ids: np.ndarray, source: str = "an instanceIds map"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) instanceIds values → int64 instance map (0, 1..k, 255) and class map (0..8, 255);
+    ``source`` names the map in errors."""
     values = instance_ids.astype(np.int64)
     label = np.where(values >= 1000, values // 1000, values)
     klass = np.zeros_like(values)
     for index, label_id in enumerate(INSTANCE_LABEL_IDS, start=1):
         klass[label == label_id] = index
     void = np.isin(label, IGNORED_LABEL_IDS) | ((klass > 0) & (values < 1000))
-    instances = np.zeros_like(values)
-    objects = (klass > 0) & ~void
-    ids, inverse = np.unique(values[objects], return_inverse=True)
-    if len(ids) > VOID - 1:
-        raise ValueError(f"{len(ids)} instances in one image: more than {VOID - 1} ids fit")
-    instances[objects] = inverse + 1
-    instances[void] = VOID
+    instances = number_instances(values, (klass > 0) & ~void, void, source)
     klass[void] = VOID
     return instances, klass
 
@@ -103,7 +100,7 @@ class CityscapesInstances(Dataset):
                 values = np.asarray(label_image)
         except OSError as error:
             raise OSError(f"cannot read {label_file} ({error}): {CITYSCAPES_DOWNLOAD}") from error
-        instances, classes = instance_maps(values)
+        instances, classes = instance_maps(values, str(label_file))
         item = {
             "image": image,
             "instances": torch.from_numpy(instances),

@@ -11,6 +11,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
+from dsc.data.labels import VOID
+
 Item = dict[str, Tensor]  # "image" (3, H, W), "instances" and "classes" (H, W), as the data sets give them
 
 
@@ -89,3 +91,19 @@ def require_files(files_by_id: Mapping[str, Sequence[Path]], listed_in: Path, wh
 def read_lines(path: Path) -> list[str]:
     """The non-empty lines of a list file (split files, class names), stripped, in order."""
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def number_instances(ids: np.ndarray, objects: np.ndarray, void: np.ndarray, source: str) -> np.ndarray:
+    """(H, W) int64 instance map from raw per-pixel ids: the distinct ids of the ``objects`` pixels
+    become 1..k in id order, ``void`` pixels ``VOID``, the rest 0 (background). Raises ValueError
+    naming ``source`` when k exceeds the ``VOID`` − 1 ids an instance map holds."""
+    distinct, inverse = np.unique(ids[objects], return_inverse=True)
+    if len(distinct) > VOID - 1:
+        raise ValueError(
+            f"{source} has {len(distinct)} instances; dsc numbers at most {VOID - 1} per image: merge or "
+            "void the smallest"
+        )
+    instances = np.zeros(ids.shape, dtype=np.int64)
+    instances[objects] = inverse + 1
+    instances[void] = VOID
+    return instances

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from dsc.data.files import Item, check_sizes, read_image, read_lines, require_files
+from dsc.data.files import Item, check_sizes, number_instances, read_image, read_lines, require_files
 from dsc.data.labels import VOID
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -47,19 +47,8 @@ def read_instance_png(path: Path) -> np.ndarray:
     if mode in ("P", "L"):
         return values.astype(np.int64)
     if mode in ("I;16", "I;16B", "I"):
-        values = values.astype(np.int64)
         void = values == VOID_16_BIT
-        objects = (values != 0) & ~void
-        ids, inverse = np.unique(values[objects], return_inverse=True)
-        if len(ids) > VOID - 1:
-            raise ValueError(
-                f"{path} has {len(ids)} instances; dsc numbers at most {VOID - 1} per image: merge or void "
-                "the smallest"
-            )
-        instances = np.zeros_like(values)
-        instances[objects] = inverse + 1
-        instances[void] = VOID
-        return instances
+        return number_instances(values, (values != 0) & ~void, void, str(path))
     raise ValueError(
         f"{path} is a {mode} image: instance masks are 8-bit palette or grey PNGs (0 background, "
         "255 void) or 16-bit grey PNGs (0 background, 65535 void)"
@@ -104,12 +93,15 @@ class FolderInstances(Dataset):
             listed_in = list_file
         elif (split_dir / "images").is_dir():
             self.folder = split_dir
-            names = sorted(
-                p.stem for p in (split_dir / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            names = None  # every image of the folder
             listed_in = split_dir / "images"
         else:
             raise FileNotFoundError(f"data folder {self.root} has no split {split!r}: expected {LAYOUTS}")
+        images = self.folder / "images"
+        found = [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES] if images.is_dir() else []
+        self._images = {p.stem: p for p in found}
+        if names is None:
+            names = sorted(self._images)
         if not names:
             raise ValueError(f"{listed_in} names no images for split {split!r}")
         self.with_classes = (self.folder / "classes").is_dir()
@@ -124,13 +116,8 @@ class FolderInstances(Dataset):
         else:
             self.class_names = ["background", "object"]
         self.names = names
-        self._images = {p.stem: p for p in self._image_candidates()}
         require_files({name: list(self.files(name).values()) for name in names}, listed_in, LAYOUTS)
         self.transform = transform
-
-    def _image_candidates(self) -> list[Path]:
-        images = self.folder / "images"
-        return [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES] if images.is_dir() else []
 
     def files(self, name: str) -> dict[str, Path]:
         """The image and label files of one image, by item key."""
