@@ -86,10 +86,7 @@ class CocoResults(pl.Callback):
     ) -> None:
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names) if class_names is not None else None
-        # A COCO data set (dsc.data.COCOInstances) gives its own image and category ids.
-        self.dataset_image_ids: list[int] | None = None if dataset is None else list(dataset.image_ids)
-        self.category_of_class: list[int] | None = None if dataset is None else dataset.category_of_class
-        self.dataset_categories: list[dict[str, Any]] | None = None if dataset is None else dataset.categories
+        self.dataset = dataset  # a COCO data set (dsc.data.COCOInstances): its own image and category ids
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
         self.predictions: list[dict[str, Any]] = []
@@ -118,11 +115,11 @@ class CocoResults(pl.Callback):
             zip(outputs["instances"], outputs["true_instances"], strict=True)
         ):
             position = len(self.images)
-            ids = self.dataset_image_ids
-            image_id = position + 1 if ids is None else ids[position]
+            image_id = position + 1 if self.dataset is None else self.dataset.image_ids[position]
             size = image_size(None if image_area is None else image_area[index], height, width)
             self.images.append({"id": image_id, "height": size[0], "width": size[1]})
-            categories = self.category_of_class if self.per_class else None
+            coco_ids = self.per_class and self.dataset is not None
+            categories = self.dataset.category_of_class if coco_ids else None
             if not self.per_class:
                 predicted, true = predicted.class_agnostic(), true.class_agnostic()
             for record in instance_records(true, image_id, size, category_ids=categories):
@@ -132,8 +129,8 @@ class CocoResults(pl.Callback):
     def categories(self) -> list[dict[str, Any]]:
         if not self.per_class:
             return [{"id": OBJECT, "name": "object"}]
-        if self.dataset_categories is not None:
-            return self.dataset_categories
+        if self.dataset is not None:
+            return self.dataset.categories
         if self.class_names is None:
             ids = sorted({a["category_id"] for a in self.annotations + self.predictions})
             return [{"id": c, "name": f"class {c}"} for c in ids]
