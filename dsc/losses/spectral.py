@@ -27,7 +27,6 @@ from torch import Tensor
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses import fused
 from dsc.losses.closed_form import mean_over_images, squared_frobenius
-from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
 from dsc.losses.rows_in_cache import exact_frobenius_from_raw
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.ops.grouping import group
@@ -286,11 +285,12 @@ class SpectralLoss:
                 generator,
             )
         if pixel_sample is None:
-            if options["norm"] == "frobenius" and outputs.device.type == "cpu":
-                return exact_frobenius_from_raw(outputs, labels, options["ignore_index"])  # float32 inside
-            fused = self.fused and options["norm"] == "frobenius" and fused_kernels_available(outputs)
-            if fused and fused_kernels_work(outputs.device):
-                return fused_spectral_frobenius(outputs, labels, options["ignore_index"])  # float32 inside
+            frobenius, ignore_index = options["norm"] == "frobenius", options["ignore_index"]
+            if frobenius and outputs.device.type == "cpu":
+                return exact_frobenius_from_raw(outputs, labels, ignore_index)  # float32 inside
+            use_fused = frobenius and self.fused and fused.fused_kernels_available(outputs)
+            if use_fused and fused_kernels_work(outputs.device):
+                return fused.fused_spectral_frobenius(outputs, labels, ignore_index)  # float32 inside
             return self(torch.nn.functional.normalize(outputs.float(), dim=1), labels, **options)
         batch, dim = outputs.shape[:2]
         rows = outputs.flatten(2).gather(2, pixel_sample.unsqueeze(1).expand(-1, dim, -1)).unsqueeze(2)
