@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from dsc.losses.closed_form import mean_over_images, squared_frobenius
-from dsc.ops.grouping import fits_dense_table, group
+from dsc.ops.grouping import instance_slots
 from dsc.ops.normalize import NORM_FLOOR
 
 CHUNK_PIXELS = 1 << 15  # 32768 rows of d floats: ~2.6 MiB at d = 21, within a core's L2/L3 share
@@ -104,35 +104,6 @@ def exact_frobenius_from_raw(outputs: Tensor, labels: Tensor, ignore_index: int 
     ids, ``ignore_index`` void. A scalar, 0 with a zero gradient when no pixel is valid.
     """
     flat = labels.flatten(1)
-    slots, num_slots = instance_slots(flat, ignore_index)
+    slots, num_slots = instance_slots(flat, flat != ignore_index)
     losses = _ExactFrobenius.apply(outputs.float(), slots, num_slots)
     return mean_over_images(losses, (flat != ignore_index).any(dim=1))
-
-
-def instance_slots(labels: Tensor, ignore_index: int) -> tuple[Tensor, int]:
-    """Each pixel's instance as a slot 0..k−1 of its image (in id order), ``num_slots`` (the
-    largest k, at least 1) for void. labels: (B, n) integer ids → (B, n) int64 slots, num_slots.
-
-    A dense (B × id range) table of present ids when it is small (one ``bincount``, no masking);
-    otherwise the ids are grouped by ``dsc.ops.grouping.group``."""
-    batch = labels.shape[0]
-    low, high = torch.aminmax(labels) if labels.numel() else (labels.new_zeros(()), labels.new_zeros(()))
-    span = int(high - low) + 1
-    if fits_dense_table(batch * span, labels.numel()):
-        offsets = torch.arange(batch, device=labels.device).unsqueeze(1) * span
-        keys = (labels - low).add_(offsets)
-        present = torch.bincount(keys.flatten(), minlength=batch * span).view(batch, span) > 0
-        if 0 <= ignore_index - int(low) < span:
-            present[:, ignore_index - int(low)] = False
-        num_slots = max(int(present.sum(dim=1).max()), 1) if batch else 1
-        slot_of_id = torch.where(present, present.cumsum(dim=1) - 1, num_slots)
-        return torch.take(slot_of_id, keys), num_slots
-    valid = labels != ignore_index
-    image_index = torch.arange(batch, device=labels.device).unsqueeze(1).expand_as(labels)
-    instance_of_pixel, image_of_instance, _ = group(image_index[valid], labels[valid])
-    per_image = torch.bincount(image_of_instance, minlength=batch)
-    first_of_image = per_image.cumsum(0) - per_image
-    num_slots = max(int(per_image.max()), 1) if batch else 1
-    slots = torch.full_like(labels, num_slots, dtype=torch.int64)
-    slots[valid] = instance_of_pixel - first_of_image[image_of_instance[instance_of_pixel]]
-    return slots, num_slots

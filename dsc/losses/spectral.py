@@ -29,7 +29,7 @@ from dsc.losses import fused
 from dsc.losses.closed_form import mean_over_images, squared_frobenius
 from dsc.losses.rows_in_cache import exact_frobenius_from_raw
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
-from dsc.ops.grouping import group
+from dsc.ops.grouping import instance_slots
 
 NORMS = ("frobenius", "nuclear", "operator", "schatten")
 # Eigenvalues of ZᵀZ below this fraction of the largest are numerical zeros (float64 sums).
@@ -56,21 +56,13 @@ def _instance_sums(features: Tensor, labels: Tensor, valid: Tensor) -> tuple[Ten
     Returns sums (B, K, d) and sizes (B, K) in the features' dtype; padding rows are zero.
     """
     batch, _, dim = features.shape
-    image_index = torch.arange(batch, device=labels.device).unsqueeze(1).expand_as(labels)
-    instance_of_pixel, image_of_instance, flat_sizes = group(image_index[valid], labels[valid])
-    per_image = torch.bincount(image_of_instance, minlength=batch)  # instances are grouped by image
-    first_of_image = per_image.cumsum(0) - per_image
-    slot = torch.arange(len(image_of_instance), device=labels.device) - first_of_image[image_of_instance]
-    num_slots = max(int(per_image.max()), 1) if batch else 1
-
-    flat_sums = features.new_zeros(len(image_of_instance), dim).index_add_(
-        0, instance_of_pixel, features[valid]
-    )
-    sums = features.new_zeros(batch, num_slots, dim).index_put_((image_of_instance, slot), flat_sums)
-    sizes = features.new_zeros(batch, num_slots).index_put_(
-        (image_of_instance, slot), flat_sizes.to(features.dtype)
-    )
-    return sums, sizes
+    slots, num_slots = instance_slots(labels, valid)  # invalid pixels: slot num_slots, dropped below
+    cells = (torch.arange(batch, device=labels.device).unsqueeze(1) * (num_slots + 1) + slots).flatten()
+    sums = features.new_zeros(batch * (num_slots + 1), dim).index_add_(0, cells, features.reshape(-1, dim))
+    sizes = torch.bincount(cells, minlength=batch * (num_slots + 1)).to(features.dtype)
+    return sums.view(batch, num_slots + 1, dim)[:, :num_slots], sizes.view(batch, num_slots + 1)[
+        :, :num_slots
+    ]
 
 
 def _squared_frobenius(features: Tensor, sums: Tensor, sizes: Tensor) -> Tensor:

@@ -135,3 +135,31 @@ def contingency_cells(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Te
     if pred_values is not None:
         pred_label = pred_values[pred_label]
     return image, pred_label, target_values[column], counts[cell]
+
+
+def instance_slots(labels: Tensor, valid: Tensor) -> tuple[Tensor, int]:
+    """Each valid pixel's instance as a slot 0..k−1 of its image (in id order); ``num_slots`` (the
+    largest k, at least 1) for the others. labels: (B, n) integer ids, valid: (B, n) bool →
+    (B, n) int64 slots and num_slots.
+
+    A dense (B × id range) table of present ids when it is small (one ``bincount``, no masking);
+    otherwise the ids are grouped by ``group``."""
+    batch = labels.shape[0]
+    low, high = torch.aminmax(labels) if labels.numel() else (labels.new_zeros(()), labels.new_zeros(()))
+    span = int(high - low) + 1
+    if fits_dense_table(batch * span, labels.numel()):
+        offsets = torch.arange(batch, device=labels.device).unsqueeze(1) * span
+        cells = batch * span  # the last cell, one past the table, collects the invalid pixels
+        keys = torch.where(valid, (labels - low).add_(offsets), cells)
+        present = torch.bincount(keys.flatten(), minlength=cells + 1)[:cells].view(batch, span) > 0
+        num_slots = max(int(present.sum(dim=1).max()), 1) if batch else 1
+        slot_of_id = torch.where(present, present.cumsum(dim=1) - 1, num_slots).flatten()
+        return torch.take(torch.cat([slot_of_id, slot_of_id.new_full((1,), num_slots)]), keys), num_slots
+    image_index = torch.arange(batch, device=labels.device).unsqueeze(1).expand_as(labels)
+    instance_of_pixel, image_of_instance, _ = group(image_index[valid], labels[valid])
+    per_image = torch.bincount(image_of_instance, minlength=batch)
+    first_of_image = per_image.cumsum(0) - per_image
+    num_slots = max(int(per_image.max()), 1) if batch else 1
+    slots = torch.full_like(labels, num_slots, dtype=torch.int64)
+    slots[valid] = instance_of_pixel - first_of_image[image_of_instance[instance_of_pixel]]
+    return slots, num_slots

@@ -1,6 +1,6 @@
 import torch
 
-from dsc.ops.grouping import combine_keys, group
+from dsc.ops.grouping import combine_keys, group, instance_slots
 
 
 def reference_groups(*keys):
@@ -77,3 +77,12 @@ def test_contingency_cells_match_a_brute_force_count():
         image, pred, true, size = contingency_cells(preds, target)
         got = sorted(zip(image.tolist(), pred.tolist(), true.tolist(), size.tolist(), strict=True))
         assert got == brute_force_cells(preds, target)
+
+
+def test_instance_ids_of_any_range_give_the_same_slots():
+    labels = torch.tensor([[5, 5, 9, 255, 7], [255, 255, 255, 255, 255], [3, 2**40, 3, 2**40, 255]])
+    slots, num_slots = instance_slots(labels, labels != 255)  # ids up to 2^40: grouped by sorting
+    assert num_slots == 3
+    assert slots.tolist() == [[0, 0, 2, 3, 1], [3, 3, 3, 3, 3], [0, 1, 0, 1, 3]]
+    small, small_slots = instance_slots(labels.clamp(max=300), labels != 255)  # a dense table of ids
+    assert small_slots == 3 and torch.equal(small, slots)
