@@ -14,8 +14,6 @@ Everything it writes stays under ``output`` (default ``demo``), which it may ove
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
@@ -25,6 +23,7 @@ from PIL import Image
 
 from dsc.data import Shapes
 from dsc.utils.console import print_config, quiet_console, where_things_went
+from dsc.utils.task import run_entry_point
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +48,6 @@ def write_samples(folder: Path, num_shapes: int, seed: int) -> list[Path]:
     return files
 
 
-def _run(command: list[str], what: str, log_file: Path) -> None:
-    log.info("%s: python %s", what, " ".join(command[1:]))
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{what} failed (exit code {result.returncode}); see {log_file}:\n{result.stderr[-3000:]}"
-        )
-
-
 def demo(cfg: DictConfig) -> Path:
     """Run the demo (module docstring); returns the predictions folder."""
     output = Path(cfg.output)
@@ -70,14 +60,14 @@ def demo(cfg: DictConfig) -> Path:
             log.info("the default run is trained already: %s", checkpoint)
         else:
             resume = ["ckpt_path=last"] if checkpoint.is_file() else []
-            command = [sys.executable, "-m", "dsc.train", *resume, f"hydra.run.dir={run_dir}"]
-            _run(command, "training the default run (about 2 minutes on 2 CPU cores)", run_dir / "train.log")
+            what = "training the default run (about 2 minutes on 2 CPU cores)"
+            run_entry_point("dsc.train", [*resume, f"hydra.run.dir={run_dir}"], what, run_dir / "train.log")
     predictions = output / "predictions"
-    command = [
-        sys.executable, "-m", "dsc.predict", f"ckpt_path={checkpoint}", f"input={output / 'inputs'}",
-        f"output={predictions}", "overwrite=true", "embedding=true", f"hydra.run.dir={output / 'predict'}",
+    arguments = [
+        f"ckpt_path={checkpoint}", f"input={output / 'inputs'}", f"output={predictions}", "overwrite=true",
+        "embedding=true", f"hydra.run.dir={output / 'predict'}",
     ]  # fmt: skip
-    _run(command, "predicting the samples", output / "predict" / "predict.log")
+    run_entry_point("dsc.predict", arguments, "predicting the samples", output / "predict" / "predict.log")
     log.info(
         where_things_went(
             [

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import hydra
@@ -34,6 +32,7 @@ from dsc.metrics import keys
 from dsc.utils.console import print_config, quiet_console, where_things_went
 from dsc.utils.report import write_metrics
 from dsc.utils.schema import register_schemas
+from dsc.utils.task import run_entry_point
 
 log = logging.getLogger(__name__)
 register_schemas()
@@ -139,23 +138,11 @@ def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, str]:
             log.info("the %s model is trained already: %s", role, checkpoints[role])
             continue
         resume = ["ckpt_path=last"] if (run_dir / "checkpoints" / "last.ckpt").is_file() else []
-        command = [
-            sys.executable,
-            "-m",
-            "dsc.train",
-            f"experiment={experiment}",
-            f"seed={cfg.seed}",
-            *cfg.train_overrides,
-            *resume,
+        arguments = [
+            f"experiment={experiment}", f"seed={cfg.seed}", *cfg.train_overrides, *resume,
             f"hydra.run.dir={run_dir}",
-        ]
-        log.info("training the %s model: %s", role, " ".join(command[2:]))
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"training the {role} model failed (exit code {result.returncode}); its log is in "
-                f"{run_dir}/train.log:\n{result.stderr[-3000:]}"
-            )
+        ]  # fmt: skip
+        run_entry_point("dsc.train", arguments, f"training the {role} model", run_dir / "train.log")
     return checkpoints
 
 

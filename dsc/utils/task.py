@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import logging
 import signal
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
@@ -82,3 +84,16 @@ def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig],
             _finish_wandb(failed)
 
     return wrapped
+
+
+def run_entry_point(module: str, arguments: Sequence[str], what: str, log_file: Path) -> None:
+    """Run ``python -m <module> <arguments>`` as a user would, in its own process; raise
+    RuntimeError naming ``what``, the exit code and ``log_file``, with the end of its stderr, when
+    it fails."""
+    log.info("%s: python -m %s %s", what, module, " ".join(arguments))
+    result = subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{what} failed (exit code {result.returncode}); its log is in {log_file}:\n"
+            f"{result.stderr[-3000:]}"
+        )
