@@ -104,6 +104,7 @@ def exact_frobenius_from_raw(outputs: Tensor, labels: Tensor, ignore_index: int 
     ids, ``ignore_index`` void. A scalar, 0 with a zero gradient when no pixel is valid.
     """
     flat = labels.flatten(1)
-    slots, num_slots = instance_slots(flat, flat != ignore_index)
+    valid = flat != ignore_index
+    slots, num_slots = instance_slots(flat, valid)
     losses = _ExactFrobenius.apply(outputs.float(), slots, num_slots)
-    return mean_over_images(losses, (flat != ignore_index).any(dim=1))
+    return mean_over_images(losses, valid.any(dim=1))
