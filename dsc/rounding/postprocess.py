@@ -5,18 +5,30 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+_SUM_CHUNK_PIXELS = 4096  # pixels whose rows are added in their own precision, then widened
 
-def cluster_sums(rows: Tensor, labels: Tensor, num_clusters: int) -> tuple[Tensor, Tensor]:
-    """Sum of rows and size of every cluster: (B, K, d) and (B, K); labels −1 count nowhere."""
-    batch, _, dim = rows.shape
-    kept = labels >= 0
-    slot = torch.where(kept, labels, 0)
-    weights = kept.to(rows.dtype)
-    sums = rows.new_zeros(batch, num_clusters, dim).scatter_add_(
-        1, slot.unsqueeze(-1).expand(-1, -1, dim), rows * weights.unsqueeze(-1)
-    )
-    sizes = rows.new_zeros(batch, num_clusters).scatter_add_(1, slot, weights)
-    return sums, sizes
+
+def cluster_sums(
+    rows: Tensor, labels: Tensor, num_clusters: int, dtype: torch.dtype | None = None
+) -> tuple[Tensor, Tensor]:
+    """Sum of rows and size of every cluster: (B, K, d) and (B, K) in ``dtype`` (the rows' by
+    default); labels −1 count nowhere. A wider ``dtype`` adds the rows in their own precision per
+    run of ``_SUM_CHUNK_PIXELS`` pixels (one ``index_add`` for all runs) and the runs' sums in
+    ``dtype``: float32 rows give float64 sums good to float32 rounding of a run's sum."""
+    batch, num_pixels, dim = rows.shape
+    dtype = dtype or rows.dtype
+    runs = 1 if dtype == rows.dtype else -(-num_pixels // _SUM_CHUNK_PIXELS)
+    # One slot per (image, run, cluster) and a last one per image and run for pixels counted nowhere.
+    slot = torch.where(labels >= 0, labels, num_clusters)
+    first_slot = torch.arange(batch, device=labels.device).unsqueeze(1) * runs
+    if runs > 1:
+        first_slot = first_slot + torch.arange(num_pixels, device=labels.device) // _SUM_CHUNK_PIXELS
+    slot += (num_clusters + 1) * first_slot
+    partial = torch.zeros(batch * runs * (num_clusters + 1), dim, dtype=rows.dtype, device=rows.device)
+    partial.index_add_(0, slot.flatten(), rows.reshape(-1, dim))
+    sums = partial.view(batch, runs, num_clusters + 1, dim).to(dtype).sum(dim=1)
+    sizes = torch.bincount(slot.flatten(), minlength=partial.shape[0]).view(batch, runs, -1).sum(dim=1)
+    return sums[:, :num_clusters], sizes[:, :num_clusters].to(dtype)
 
 
 def num_clusters(labels: Tensor) -> int:

@@ -5,119 +5,208 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dsc.losses.closed_form import squared_frobenius
 from dsc.rounding.hashing import draw_seed
 from dsc.rounding.kwikcluster import as_batch, kwikcluster_labels
-from dsc.rounding.postprocess import cluster_sums, num_clusters, relabel_consecutive
+from dsc.rounding.postprocess import cluster_sums, num_clusters
 
-_GAIN_CHUNK_ELEMENTS = 2**18  # (B, pixels, K) gains per chunk: 1 MiB of float32, in a core's cache
-_FULL_SWEEP_SHARE = 0.25  # recompute every pixel's gains once this share of pixels is uncertain
-
-
-def _gains(rows: Tensor, labels: Tensor, targets: Tensor, bias: Tensor, own_term: Tensor) -> Tensor:
-    """Gains 2 v_i·s_c − n_c (B, m, K) of (B, m, d) rows, each pixel's own cluster without itself."""
-    gain = torch.baddbmm(bias, rows, targets)
-    return gain.scatter_add_(2, labels.clamp(min=0).unsqueeze(-1), -own_term.unsqueeze(-1))
-
-
-def _best_and_margins(
-    rows: Tensor, labels: Tensor, targets: Tensor, bias: Tensor, own_term: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Every pixel's best cluster (B, N) and by how much it beats the second best (B, N), the
-    gains computed in chunks that stay in the cache."""
-    batch, num_pixels, _ = rows.shape
-    slots = targets.shape[2]
-    chunk = max(64, _GAIN_CHUNK_ELEMENTS // max(batch * slots, 1))
-    best = torch.empty_like(labels)
-    margins = torch.full(labels.shape, float("inf"), device=rows.device)
-    for start in range(0, num_pixels, chunk):
-        part = slice(start, start + chunk)
-        gain = _gains(rows[:, part], labels[:, part], targets, bias, own_term[:, part])
-        first, index = gain.max(dim=-1)  # the first of equal gains, as argmax: batch-independent
-        best[:, part] = index
-        if slots > 1:
-            second = gain.scatter_(2, index.unsqueeze(-1), float("-inf")).amax(dim=-1)
-            margins[:, part] = first - second
-    return best, margins
+_GAIN_CHUNK_ELEMENTS = 2**20  # (K, pixels) gains per chunk: 4 MiB of float32, in a core's cache
+_SMALL_CLUSTER_GAIN = 16.0  # clusters no pixel can gain more than this from are searched last
+_FULL_SWEEP_SHARE = 0.5  # search every pixel once this share of pixels is uncertain
 
 
 def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10) -> Tensor:
-    """Move every pixel to the cluster it agrees with most, until nothing moves or the cap.
+    """Move every pixel to the cluster it agrees with most, until nothing moves, a sweep does not
+    lower the objective, or ``max_iterations`` sweeps.
 
     Pixel i in cluster c costs 2 Σ_{j∈c, j≠i} (1 − 2 v_i·v_j) of ‖V̂V̂ᵀ − A_r‖²_F, so its best
     cluster maximises 2 v_i·s_c − n_c (s_c, n_c: the cluster's sum and size without i) over the
     clusters KwikCluster gave its image. All pixels move at once, which need not lower the
-    objective every time, so each image keeps the best labels seen. rows (B, N, d), labels and
-    mask (B, N) → (B, N) labels 0..k−1 (−1 outside mask).
+    objective: a sweep that does not is undone and its image stops there (pixels on a boundary
+    between two clusters would otherwise swap back and forth). rows (B, N, d), labels and mask
+    (B, N) → (B, N) labels 0..k−1 (−1 outside mask).
 
-    Only the first sweep computes every pixel's gains, with the margin by which its best cluster
-    wins. Later sweeps update the cluster sums from the pixels that moved and recompute only the
-    pixels whose margin the sums' changes since could have overturned (a gain moves by at most
-    2‖Δs_c‖ + |Δn_c| for a unit row) and the pixels that moved, which in practice are few; when
-    they are many, every pixel's gains again. The objective ‖G‖²_F − 2 Σ‖s_c‖² + Σ n_c² comes from
-    the same sums, in float64.
+    The first sweep searches every pixel and keeps the margin by which its cluster won. Moves
+    change a cluster's gains by at most its drift 2 max‖v‖ ‖Δs_c‖ + |Δn_c|, so later sweeps search
+    only the pixels whose margin the drift since could have overturned, and those that moved. The
+    objective, less ‖G‖²_F which no move changes, is Σ n_c² − 2 Σ‖s_c‖² from the same sums, in
+    float64.
     """
-    if labels.shape[1] == 0:
-        return labels
-    batch, num_pixels, _ = rows.shape
     slots = num_clusters(labels)
+    if labels.shape[1] == 0 or slots == 1:
+        return torch.where(mask, labels, -1)
+    batch, num_pixels, _ = rows.shape
+    labels = torch.where(mask, labels, -1)
     # An image's own clusters only: the batch's spare slots would be new, empty clusters that a
     # pixel could move into in a batch but not alone.
     own_slots = torch.arange(slots, device=labels.device) <= labels.amax(dim=1, keepdim=True)
-    valid_rows = torch.where(mask.unsqueeze(-1), rows, 0.0)
-    # ‖G‖²_F is the same in every sweep: its float32 rounding shifts all objectives alike.
-    gram = (valid_rows.transpose(1, 2) @ valid_rows).double()
-    rows64 = valid_rows.double()
-    sums, sizes = cluster_sums(rows64, labels, slots)  # float64, updated as pixels move
-    own_term = 2.0 * rows.square().sum(dim=-1) - 1.0
-    row_bound = 2.0 * float(rows.norm(dim=-1).amax())
+    sums, sizes = cluster_sums(rows, labels, slots, dtype=torch.float64)  # updated as pixels move
+    squared_norms = torch.einsum("bnd,bnd->bn", rows, rows)
+    own_terms = 2.0 * squared_norms - 1.0
+    max_norm = float(squared_norms.amax()) ** 0.5
     tolerance = 1e-4 * num_pixels + 1e-3  # above float32 rounding of gains of size ~N
-    best_labels = labels
-    best_objective = torch.full((batch,), float("inf"), dtype=torch.float64, device=rows.device)
-    margins = drift = moved_since = None
-    for sweep in range(max_iterations + 1):
-        objective = squared_frobenius(gram, sums, sizes)
-        better = objective < best_objective
-        best_labels = torch.where(better.unsqueeze(1), labels, best_labels)
-        best_objective = torch.minimum(objective, best_objective)
-        if sweep == max_iterations:
+    objective = _objective(sums, sizes)
+    active = torch.ones(batch, dtype=torch.bool, device=labels.device)  # images still improving
+    # Each pixel's margin (−inf: to search; inf: never moves) and the sweep it comes from.
+    margins = torch.where(mask, float("-inf"), float("inf"))
+    stamps = torch.zeros(labels.shape, dtype=torch.int64, device=labels.device)
+    drift_at = [torch.zeros(batch, slots, device=rows.device)]  # each cluster's drift at each sweep
+    for sweep in range(max_iterations):
+        bias = torch.where(own_slots, -sizes.float(), float("-inf"))  # (B, K)
+        targets = 2.0 * sums.float()  # (B, K, d)
+        drift_since = (drift_at[-1] - torch.stack(drift_at)).amax(dim=2).T  # (B, sweeps)
+        uncertain = margins <= 2.0 * drift_since.gather(1, stamps) + tolerance
+        every_pixel = sweep == 0 or int(uncertain.sum()) > _FULL_SWEEP_SHARE * uncertain.numel()
+        image_of, pixel_of, joins = [], [], []
+        for image in active.nonzero().squeeze(1).tolist():
+            pixels = slice(None) if every_pixel else uncertain[image].nonzero().squeeze(1)
+            current = labels[image, pixels]
+            best, margins[image, pixels] = best_and_margins(
+                rows[image, pixels], current.clamp(min=0), own_terms[image, pixels], targets[image],
+                bias[image], max_norm,
+            )  # fmt: skip
+            stamps[image, pixels] = sweep
+            moves = ((best != current) & (current >= 0)).nonzero().squeeze(1)
+            image_of.append(torch.full_like(moves, image))
+            pixel_of.append(moves if every_pixel else pixels[moves])
+            joins.append(best[moves])
+        margins.masked_fill_(~mask, float("inf"))
+        image_of, pixel_of, joins = (torch.cat(parts) if parts else labels.new_zeros(0)
+                                     for parts in (image_of, pixel_of, joins))  # fmt: skip
+        if len(image_of) == 0:
             break
-        bias = torch.where(own_slots, -sizes.float(), float("-inf")).unsqueeze(1)  # (B, 1, K)
-        targets = 2.0 * sums.float().transpose(1, 2)  # (B, d, K)
-        uncertain = None
-        if margins is not None:
-            uncertain = mask & (moved_since | (margins <= drift.amax(dim=1, keepdim=True) * 2 + tolerance))
-        if uncertain is None or int(uncertain.sum()) > _FULL_SWEEP_SHARE * uncertain.numel():
-            best, margins = _best_and_margins(rows, labels, targets, bias, own_term)
-            drift = torch.zeros(batch, slots, device=rows.device)
-            moved_since = torch.zeros_like(mask)
-        else:
-            best = labels.clone()
-            for image in range(batch):
-                pixels = uncertain[image].nonzero().squeeze(1)
-                if len(pixels):
-                    picked = (rows[image, pixels], labels[image, pixels], own_term[image, pixels])
-                    gain = _gains(picked[0][None], picked[1][None], targets[image][None], bias[image][None],
-                                  picked[2][None])  # fmt: skip
-                    best[image, pixels] = gain[0].argmax(dim=-1)
-        moved = mask & (best != labels)
-        if not bool(moved.any()):
-            break
-        image_of, pixel_of = moved.nonzero(as_tuple=True)
-        moved_rows = rows64[image_of, pixel_of]
-        delta_sums = torch.zeros_like(sums)
-        delta_sums.index_put_((image_of, labels[image_of, pixel_of]), -moved_rows, accumulate=True)
-        delta_sums.index_put_((image_of, best[image_of, pixel_of]), moved_rows, accumulate=True)
-        delta_sizes = torch.zeros_like(sizes)
-        ones = torch.ones_like(image_of, dtype=sizes.dtype)
-        delta_sizes.index_put_((image_of, labels[image_of, pixel_of]), -ones, accumulate=True)
-        delta_sizes.index_put_((image_of, best[image_of, pixel_of]), ones, accumulate=True)
+        delta_sums, delta_sizes = _moves(rows, image_of, pixel_of, labels[image_of, pixel_of], joins, sums)
+        candidate = _objective(sums + delta_sums, sizes + delta_sizes)
+        accepted = candidate < objective  # the others undo this sweep and stop
+        keep = accepted[image_of]
+        image_of, pixel_of, joins = image_of[keep], pixel_of[keep], joins[keep]
+        delta_sums *= accepted.view(-1, 1, 1)
+        delta_sizes *= accepted.view(-1, 1)
         sums += delta_sums
         sizes += delta_sizes
-        drift += (row_bound * delta_sums.norm(dim=-1) + delta_sizes.abs()).float()
-        moved_since |= moved
-        labels = torch.where(mask, best, -1)
-    return relabel_consecutive(best_labels)
+        objective = torch.where(accepted, candidate, objective)
+        labels[image_of, pixel_of] = joins
+        margins[image_of, pixel_of] = float("-inf")  # in another cluster now: search again
+        drift_at.append(drift_at[-1] + (2.0 * max_norm * delta_sums.norm(dim=-1) + delta_sizes.abs()).float())
+        if not bool(accepted.all()):
+            active &= accepted
+            margins[~active] = float("inf")
+            if not bool(active.any()):
+                break
+    # Clusters that lost all their pixels leave gaps: number the rest 0..k−1 in order.
+    new_id = (sizes > 0).cumsum(dim=1) - 1
+    return torch.where(labels >= 0, new_id.gather(1, labels.clamp(min=0)), -1)
+
+
+def _moves(
+    rows: Tensor, image_of: Tensor, pixel_of: Tensor, leaves: Tensor, joins: Tensor, sums: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Changes of the cluster sums (B, K, d) float64 and sizes (B, K) when pixels (image_of,
+    pixel_of) leave clusters ``leaves`` for ``joins``."""
+    batch, slots, dim = sums.shape
+    moved_rows = rows[image_of, pixel_of].double()
+    delta_sums = torch.zeros(batch * slots, dim, dtype=sums.dtype, device=sums.device)
+    delta_sums.index_add_(0, image_of * slots + leaves, moved_rows, alpha=-1.0)
+    delta_sums.index_add_(0, image_of * slots + joins, moved_rows)
+    delta_sizes = torch.bincount(image_of * slots + joins, minlength=batch * slots)
+    delta_sizes -= torch.bincount(image_of * slots + leaves, minlength=batch * slots)
+    return delta_sums.view(batch, slots, dim), delta_sizes.view(batch, slots).to(sums.dtype)
+
+
+def _objective(sums: Tensor, sizes: Tensor) -> Tensor:
+    """Σ_c n_c² − 2 Σ_c ‖s_c‖² per image (B,): ‖V̂V̂ᵀ − A_r‖²_F less ‖G‖²_F, which no move changes."""
+    return sizes.square().sum(dim=1) - 2.0 * sums.square().sum(dim=(1, 2))
+
+
+def best_and_margins(
+    rows: Tensor, labels: Tensor, own_terms: Tensor, targets: Tensor, bias: Tensor, max_norm: float
+) -> tuple[Tensor, Tensor]:
+    """Each pixel's best cluster and the margin by which it wins, for one image's m pixels.
+
+    rows (m, d) of norm ≤ ``max_norm``, labels (m,) their clusters (≥ 0), own_terms (m,) 2‖v_i‖² − 1,
+    targets (K, d) the clusters' 2 s_c and bias (K,) −n_c (−inf for slots the image does not use).
+    The gain of cluster c is 2 v_i·s_c − n_c, of the pixel's own cluster without the pixel itself. A
+    pixel stays unless another cluster gains strictly more; among others the first of equal gains
+    wins. Returns best (m,) and margins (m,): the best gain minus the second best, or less (inf
+    with one cluster).
+
+    No pixel gains more than ‖2 s_c‖ max‖v‖ − n_c from cluster c. When one cluster's bound is more
+    than twice any other's (a background), its pixels whose own gain beats every other bound stay
+    without further search. Of the rest, clusters whose bound is at most ``_SMALL_CLUSTER_GAIN``
+    (KwikCluster's many tiny ones) are left out, and only pixels whose best gain does not beat the
+    largest such bound, or which belong to such a cluster, get the gains of all clusters. Bounds
+    stand in for the gains left out, so margins can be smaller than the exact ones.
+    """
+    limits = targets.norm(dim=1) * max_norm + bias  # (K,)
+    if limits.shape[0] == 1:
+        return labels.clone(), torch.full(labels.shape, float("inf"), device=rows.device)
+    (first, second), (dominant, _) = limits.topk(2)
+    if not bool(first > 2.0 * second.clamp(min=0.0)):
+        return _search(rows, labels, own_terms, targets, bias, limits)
+    margins = torch.mv(rows, targets[dominant]).add_(bias[dominant] - second).sub_(own_terms)
+    best = labels.clone()
+    pixels = ((labels != dominant) | (margins <= 0)).nonzero().squeeze(1)
+    if len(pixels):
+        best[pixels], margins[pixels] = _search(
+            rows[pixels], labels[pixels], own_terms[pixels], targets, bias, limits
+        )
+    return best, margins
+
+
+def _search(
+    rows: Tensor, labels: Tensor, own_terms: Tensor, targets: Tensor, bias: Tensor, limits: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``best_and_margins`` by the gains of the clusters whose bound ``limits`` (K,) exceeds
+    ``_SMALL_CLUSTER_GAIN``, then of all clusters for the pixels those do not settle."""
+    small = limits <= _SMALL_CLUSTER_GAIN
+    if not bool(small.any()) or bool(small.all()):
+        best, margins, _ = _best_among(rows, labels, own_terms, targets, bias, float("-inf"))
+        return best, margins
+    kept = (~small).nonzero().squeeze(1)
+    position = labels.new_full(bias.shape, -1)
+    position[kept] = torch.arange(len(kept), device=labels.device)
+    floor = float(limits[small].amax())
+    best, margins, unsure = _best_among(rows, position[labels], own_terms, targets[kept], bias[kept], floor)
+    best = kept[best.clamp(min=0)]
+    pixels = unsure.nonzero().squeeze(1)
+    if len(pixels):
+        best[pixels], margins[pixels], _ = _best_among(
+            rows[pixels], labels[pixels], own_terms[pixels], targets, bias, float("-inf")
+        )
+    return best, margins
+
+
+def _best_among(
+    rows: Tensor, own: Tensor, own_terms: Tensor, targets: Tensor, bias: Tensor, floor: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``best_and_margins`` over the K' clusters of ``targets`` (K', d) and ``bias`` (K',) only;
+    own (m,) each pixel's position among them (−1: not among them), ``floor`` a bound on every
+    other cluster's gain (−inf when there is none). Returns best (m,) positions, margins (m,) and
+    unsure (m,): pixels whose own cluster is not listed or whose best gain does not beat ``floor``,
+    for which best and margins mean nothing."""
+    num_pixels = rows.shape[0]
+    chunk = max(64, _GAIN_CHUNK_ELEMENTS // max(targets.shape[0], 1))
+    best = own.clone()
+    margins = torch.empty(num_pixels, device=rows.device)
+    unsure = torch.empty(num_pixels, dtype=torch.bool, device=rows.device)
+    for start in range(0, num_pixels, chunk):
+        part = slice(start, start + chunk)
+        # (K', m): bmm writes the product in this layout at a fraction of mm's cost on CPUs
+        gains = torch.bmm(targets.unsqueeze(0), rows[part].T.unsqueeze(0))[0].add_(bias.unsqueeze(1))
+        listed = own[part] >= 0
+        index = own[part].clamp(min=0).unsqueeze(0)
+        stay = torch.where(listed, gains.gather(0, index).squeeze(0) - own_terms[part], float("-inf"))
+        other = gains.scatter_(0, index, float("-inf")).amax(dim=0)
+        margin = stay - other.clamp(min=floor)
+        movers = ((other > stay) & listed).nonzero().squeeze(1)
+        if len(movers):
+            gains_of_movers = gains[:, movers]
+            first, index = gains_of_movers.max(dim=0)  # the first of equal gains, as argmax
+            second = gains_of_movers.scatter_(0, index.unsqueeze(0), float("-inf")).amax(dim=0)
+            best[start + movers] = index
+            margin[movers] = first - torch.maximum(second, stay[movers]).clamp(min=floor)
+        margins[part] = margin
+        unsure[part] = ~listed | (torch.maximum(stay, other) <= floor)
+    return best, margins, unsure
 
 
 def kwikcluster_refine(

@@ -142,13 +142,13 @@ def test_refine_recomputing_uncertain_pixels_equals_recomputing_every_pixel(num_
     mask[1, :50] = False
     labels = kwikcluster_labels(rows, mask, 0.5, 0, None)
     partial_sweeps = []
-    gains = refine_module._gains
+    best_and_margins = refine_module.best_and_margins
 
     def counted(rows, *args):
-        partial_sweeps.append(rows.shape[0] == 1)  # one image's uncertain pixels
-        return gains(rows, *args)
+        partial_sweeps.append(rows.shape[0] < num_pixels)  # one image's uncertain pixels
+        return best_and_margins(rows, *args)
 
-    monkeypatch.setattr(refine_module, "_gains", counted)
+    monkeypatch.setattr(refine_module, "best_and_margins", counted)
     margins_used = refine(rows, labels, mask)
     assert any(partial_sweeps), "this scene exercises the sweeps over uncertain pixels"
     assert not torch.equal(margins_used, labels)
