@@ -46,7 +46,8 @@ class _UnitNormalize(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> Tensor:
         # ∂/∂x of x / ‖x‖ applied to g: (g − f (f·g)) / ‖x‖ with f = x / ‖x‖; below ε, g / ε.
         x, scale, above_floor = ctx.saved_tensors
-        along = _sum_over_channels(x, grad.contiguous()).mul_(scale.square() * above_floor)  # (f·g) / ‖x‖
+        # Any strides: a gradient broadcast from a sum (stride 0) is read as it is, never copied.
+        along = _sum_over_channels(x, grad).mul_(scale.square() * above_floor)  # (f·g) / ‖x‖
         result = grad * scale.unsqueeze(1)
         return result.addcmul_(x, (along * scale).unsqueeze(1), value=-1.0)
 

@@ -41,6 +41,7 @@ def test_value_and_gradient_match_the_plain_loss(channels_last, chunk, monkeypat
     (weight * result).backward()
     torch.testing.assert_close(x_rows.grad, x_plain.grad, rtol=1e-4, atol=1e-6)
     assert x_rows.grad.stride() == x_rows.stride()  # the gradient keeps the memory format
+    assert torch.equal(x_rows.detach(), outputs)  # the outputs themselves are left as they were
 
 
 def test_gradient_is_the_derivative_in_float64():

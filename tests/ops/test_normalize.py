@@ -24,3 +24,12 @@ def test_value_and_gradient_equal_f_normalize(layout):
     (expected * weights).sum().backward()
     torch.testing.assert_close(ours.grad, theirs.grad)
     assert torch.all(result[0, :, 1, 1] == 0)
+
+
+def test_a_broadcast_gradient_is_read_as_it_is():
+    # .sum() sends back a gradient of stride 0 in every dimension.
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64)
+    ours, theirs = x.clone().requires_grad_(), x.clone().requires_grad_()
+    unit_normalize(ours).sum().backward()
+    F.normalize(theirs, dim=1).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad)
