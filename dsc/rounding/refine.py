@@ -46,30 +46,32 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     tolerance = 1e-4 * num_pixels + 1e-3  # above float32 rounding of gains of size ~N
     objective = _objective(sums, sizes)
     active = torch.ones(batch, dtype=torch.bool, device=labels.device)  # images still improving
-    # Each pixel's margin (−inf: to search; inf: never moves) and the sweep it comes from.
-    margins = torch.where(mask, float("-inf"), float("inf"))
-    stamps = torch.zeros(labels.shape, dtype=torch.int64, device=labels.device)
-    drift_at = [torch.zeros(batch, slots, device=rows.device)]  # each cluster's drift at each sweep
+    # A sweep moves a cluster's gains by at most its drift 2 max‖v‖ ‖Δs_c‖ + |Δn_c|. The credit,
+    # twice the sum over sweeps of the largest drift, bounds how far two gains closed in since any
+    # sweep; each pixel keeps its margin plus the credit when it was found (−inf: to search; inf:
+    # never moves) and is searched again once the credit could have overturned that margin.
+    keys = torch.where(mask, float("-inf"), float("inf"))
+    credit = torch.zeros(batch, 1, device=rows.device)
     for sweep in range(max_iterations):
         bias = torch.where(own_slots, -sizes.float(), float("-inf"))  # (B, K)
         targets = 2.0 * sums.float()  # (B, K, d)
-        drift_since = (drift_at[-1] - torch.stack(drift_at)).amax(dim=2).T  # (B, sweeps)
-        uncertain = margins <= 2.0 * drift_since.gather(1, stamps) + tolerance
+        uncertain = keys <= credit + tolerance
         every_pixel = sweep == 0 or int(uncertain.sum()) > _FULL_SWEEP_SHARE * uncertain.numel()
         image_of, pixel_of, joins = [], [], []
         for image in active.nonzero().squeeze(1).tolist():
             pixels = slice(None) if every_pixel else uncertain[image].nonzero().squeeze(1)
             current = labels[image, pixels]
-            best, margins[image, pixels] = best_and_margins(
+            best, margins = best_and_margins(
                 rows[image, pixels], current.clamp(min=0), own_terms[image, pixels], targets[image],
                 bias[image], max_norm,
             )  # fmt: skip
-            stamps[image, pixels] = sweep
+            keys[image, pixels] = margins + credit[image]
             moves = ((best != current) & (current >= 0)).nonzero().squeeze(1)
             image_of.append(torch.full_like(moves, image))
             pixel_of.append(moves if every_pixel else pixels[moves])
             joins.append(best[moves])
-        margins.masked_fill_(~mask, float("inf"))
+        if every_pixel:
+            keys.masked_fill_(~mask, float("inf"))
         image_of, pixel_of, joins = (torch.cat(parts) if parts else labels.new_zeros(0)
                                      for parts in (image_of, pixel_of, joins))  # fmt: skip
         if len(image_of) == 0:
@@ -85,11 +87,12 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
         sizes += delta_sizes
         objective = torch.where(accepted, candidate, objective)
         labels[image_of, pixel_of] = joins
-        margins[image_of, pixel_of] = float("-inf")  # in another cluster now: search again
-        drift_at.append(drift_at[-1] + (2.0 * max_norm * delta_sums.norm(dim=-1) + delta_sizes.abs()).float())
+        keys[image_of, pixel_of] = float("-inf")  # in another cluster now: search again
+        drift = 2.0 * max_norm * delta_sums.norm(dim=-1) + delta_sizes.abs()
+        credit += 2.0 * drift.amax(dim=1, keepdim=True).float()
         if not bool(accepted.all()):
             active &= accepted
-            margins[~active] = float("inf")
+            keys[~active] = float("inf")
             if not bool(active.any()):
                 break
     # Clusters that lost all their pixels leave gaps: number the rest 0..k−1 in order.
