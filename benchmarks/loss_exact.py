@@ -20,6 +20,7 @@ H100: ≤ 2 ms at 16 × 512², d = 21 (a straightforward index_add version takes
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 
 import torch
@@ -103,6 +104,7 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"exact spectral loss, forward + backward, {args.batch} × {args.size}², d = {args.dim}, {name}")
     print(f"copy bandwidth {bandwidth / 1e6:.0f} GB/s; floor: 3 passes over X plus 2 over the labels")
+    print(f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} (importing dsc sets 1 unless set)")
     print_table(["variant", "ms", "floor ms", "× floor"], rows)
 
 

@@ -52,6 +52,7 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     # never moves) and is searched again once the credit could have overturned that margin.
     keys = torch.where(mask, float("-inf"), float("inf"))
     credit = torch.zeros(batch, 1, device=rows.device)
+    every_pixel_labelled = bool(mask.all())  # then no −1 labels to keep out of the searches
     for sweep in range(max_iterations):
         bias = torch.where(own_slots, -sizes.float(), float("-inf"))  # (B, K)
         targets = 2.0 * sums.float()  # (B, K, d)
@@ -61,16 +62,19 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
         for image in active.nonzero().squeeze(1).tolist():
             pixels = slice(None) if every_pixel else uncertain[image].nonzero().squeeze(1)
             current = labels[image, pixels]
+            searched = current if every_pixel_labelled or not every_pixel else current.clamp(min=0)
             best, margins = best_and_margins(
-                rows[image, pixels], current.clamp(min=0), own_terms[image, pixels], targets[image],
-                bias[image], max_norm,
-            )  # fmt: skip
+                rows[image, pixels], searched, own_terms[image, pixels], targets[image], bias[image], max_norm
+            )
             keys[image, pixels] = margins + credit[image]
-            moves = ((best != current) & (current >= 0)).nonzero().squeeze(1)
+            moves = best != searched
+            if searched is not current:  # pixels outside the mask were searched as cluster 0
+                moves &= current >= 0
+            moves = moves.nonzero().squeeze(1)
             image_of.append(torch.full_like(moves, image))
             pixel_of.append(moves if every_pixel else pixels[moves])
             joins.append(best[moves])
-        if every_pixel:
+        if every_pixel and not every_pixel_labelled:
             keys.masked_fill_(~mask, float("inf"))
         image_of, pixel_of, joins = (torch.cat(parts) if parts else labels.new_zeros(0)
                                      for parts in (image_of, pixel_of, joins))  # fmt: skip
@@ -95,6 +99,8 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
             keys[~active] = float("inf")
             if not bool(active.any()):
                 break
+    if not bool(((sizes == 0) & own_slots).any()):
+        return labels
     # Clusters that lost all their pixels leave gaps: number the rest 0..k−1 in order.
     new_id = (sizes > 0).cumsum(dim=1) - 1
     return torch.where(labels >= 0, new_id.gather(1, labels.clamp(min=0)), -1)
@@ -191,24 +197,25 @@ def _best_among(
     best = own.clone()
     margins = torch.empty(num_pixels, device=rows.device)
     unsure = torch.empty(num_pixels, dtype=torch.bool, device=rows.device)
+    bounded = floor > float("-inf")
     for start in range(0, num_pixels, chunk):
         part = slice(start, start + chunk)
         # (K', m): bmm writes the product in this layout at a fraction of mm's cost on CPUs
         gains = torch.bmm(targets.unsqueeze(0), rows[part].T.unsqueeze(0))[0].add_(bias.unsqueeze(1))
-        listed = own[part] >= 0
-        index = own[part].clamp(min=0).unsqueeze(0)
-        stay = torch.where(listed, gains.gather(0, index).squeeze(0) - own_terms[part], float("-inf"))
+        index = own[part].clamp(min=0).unsqueeze(0)  # pixels not listed are unsure: any index will do
+        stay = gains.gather(0, index).squeeze(0).sub_(own_terms[part])
         other = gains.scatter_(0, index, float("-inf")).amax(dim=0)
-        margin = stay - other.clamp(min=floor)
-        movers = ((other > stay) & listed).nonzero().squeeze(1)
+        margin = torch.sub(stay, other.clamp(min=floor) if bounded else other, out=margins[part])
+        movers = (margin < 0).nonzero().squeeze(1)  # another cluster gains more, or unsure
         if len(movers):
             gains_of_movers = gains[:, movers]
             first, index = gains_of_movers.max(dim=0)  # the first of equal gains, as argmax
             second = gains_of_movers.scatter_(0, index.unsqueeze(0), float("-inf")).amax(dim=0)
             best[start + movers] = index
             margin[movers] = first - torch.maximum(second, stay[movers]).clamp(min=floor)
-        margins[part] = margin
-        unsure[part] = ~listed | (torch.maximum(stay, other) <= floor)
+        unsure[part] = own[part] < 0
+        if bounded:
+            unsure[part] |= torch.maximum(stay, other) <= floor
     return best, margins, unsure
 
 
