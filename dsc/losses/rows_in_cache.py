@@ -99,9 +99,19 @@ class _ExactFrobenius(torch.autograd.Function):
                 unit = rows[image, part].contiguous() * scale  # never in place: a view of the outputs
                 own_sums = toward_sums.index_select(0, slots[image, part])
                 toward = torch.addmm(own_sums, unit, toward_gram, beta=-1.0)
-                # f·g, dropped below ε where x/ε is linear: scale is 1/ε exactly there
-                along = torch.linalg.vecdot(unit, toward).mul_(scale.squeeze(1) < 1.0 / NORM_FLOOR)
-                grad_rows[image, part] = toward.sub_(unit * along.unsqueeze(1)).mul_(scale)
+                along = torch.einsum("md,md->m", unit, toward)  # f·g
+                toward.addcmul_(unit, along.unsqueeze(1), value=-1.0)
+                torch.mul(toward, scale, out=grad_rows[image, part])
+        # Rows shorter than ε: x/ε is linear there, so g/ε without the projection (scale is 1/ε).
+        image_of, pixel_of = (scales > 0.5 / NORM_FLOOR).nonzero(as_tuple=True)  # ‖x‖ < 2ε
+        below = torch.linalg.vector_norm(rows[image_of, pixel_of], dim=1) < NORM_FLOOR
+        image_of, pixel_of = image_of[below], pixel_of[below]
+        if len(image_of):
+            scale = scales[image_of, pixel_of].unsqueeze(1)
+            unit = rows[image_of, pixel_of] * scale
+            own_sums = sums[image_of, slots[image_of, pixel_of]]
+            toward = torch.bmm(unit.unsqueeze(1), grams[image_of]).squeeze(1) - own_sums
+            grad_rows[image_of, pixel_of] = toward * (coefficients[image_of].unsqueeze(1) * scale)
         return grad, None, None
 
 
