@@ -52,7 +52,7 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     # never moves) and is searched again once the credit could have overturned that margin.
     keys = torch.where(mask, float("-inf"), float("inf"))
     credit = torch.zeros(batch, 1, device=rows.device)
-    every_pixel_labelled = bool(mask.all())  # then no −1 labels to keep out of the searches
+    every_pixel_labelled = bool((labels >= 0).all())  # then no −1 labels to keep out of searches
     for sweep in range(max_iterations):
         bias = torch.where(own_slots, -sizes.float(), float("-inf"))  # (B, K)
         targets = 2.0 * sums.float()  # (B, K, d)
