@@ -1,4 +1,4 @@
-"""Synthetic clustered embeddings shared by the rounding tests."""
+"""Synthetic clustered embeddings and a brute-force objective shared by the rounding tests."""
 
 import torch
 import torch.nn.functional as F
@@ -16,3 +16,9 @@ def same_partition(labels, truth):
     """Equal up to renaming: (label, truth) pairs form a bijection."""
     pairs = torch.unique(torch.stack([labels.flatten(), truth.flatten()]), dim=1)
     return pairs.shape[1] == len(labels.unique()) == len(truth.unique())
+
+
+def brute_force_objective(rows, labels):
+    """‖V̂V̂ᵀ − A_r‖²_F with the explicit N × N matrices, per image."""
+    adjacency = (labels.unsqueeze(-1) == labels.unsqueeze(-2)).double()
+    return (rows.double() @ rows.double().transpose(-1, -2) - adjacency).square().sum(dim=(-1, -2))

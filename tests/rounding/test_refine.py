@@ -5,7 +5,7 @@ import sys
 
 import pytest
 import torch
-from synthetic_clusters import noisy_clusters
+from synthetic_clusters import brute_force_objective, noisy_clusters
 
 from dsc.rounding import kwikcluster, refine
 from dsc.rounding.kwikcluster import kwikcluster_labels
@@ -98,11 +98,6 @@ def test_leaving_tiny_clusters_out_changes_no_label(monkeypatch):
     monkeypatch.setattr(refine_module, "_SMALL_CLUSTER_GAIN", float("-inf"))
     assert torch.equal(pruned, refine(rows, labels, mask))
     assert not torch.equal(pruned, labels)
-
-
-def brute_force_objective(rows, labels):
-    adjacency = ((labels.unsqueeze(-1) == labels.unsqueeze(-2)) & (labels >= 0).unsqueeze(-1)).double()
-    return (rows.double() @ rows.double().transpose(-1, -2) - adjacency).square().sum(dim=(-1, -2))
 
 
 def test_more_sweeps_never_raise_the_objective():

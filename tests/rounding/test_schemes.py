@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic_clusters import noisy_clusters, same_partition
+from synthetic_clusters import brute_force_objective, noisy_clusters, same_partition
 
 from dsc.rounding import (
     estimate_num_clusters,
@@ -17,12 +17,6 @@ from dsc.rounding import (
     relabel_consecutive,
 )
 from dsc.rounding.hashing import mix32
-
-
-def brute_force_objective(rows, labels):
-    """‖V̂V̂ᵀ − A_r‖²_F with the explicit N × N matrices, per image."""
-    adjacency = (labels.unsqueeze(-1) == labels.unsqueeze(-2)).double()
-    return (rows.double() @ rows.double().transpose(-1, -2) - adjacency).square().sum(dim=(-1, -2))
 
 
 def test_best_of_runs_picks_the_lowest_objective_per_image():
