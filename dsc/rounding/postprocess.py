@@ -36,15 +36,18 @@ def num_clusters(labels: Tensor) -> int:
     return max(int(labels.max()) + 1, 1) if labels.numel() else 1
 
 
-def relabel_consecutive(labels: Tensor) -> Tensor:
-    """Renumber each image's labels 0..k−1 keeping their order; −1 stays −1. labels: (B, N)."""
-    slots = num_clusters(labels)
+def relabel_consecutive(labels: Tensor, sizes: Tensor | None = None) -> Tensor:
+    """Renumber each image's labels 0..k−1 keeping their order; −1 stays −1. labels: (B, N);
+    sizes (B, K), K > the largest label: the clusters' sizes where the caller has them (counted
+    here otherwise)."""
     kept = labels >= 0
-    # Count (not overwrite): pixels left out share slot 0 with weight 0.
-    counts = torch.zeros(labels.shape[0], slots, dtype=torch.int64, device=labels.device)
-    counts.scatter_add_(1, torch.where(kept, labels, 0), kept.to(torch.int64))
-    new_id = (counts > 0).cumsum(dim=1) - 1
-    return torch.where(kept, new_id.gather(1, torch.where(kept, labels, 0)), -1)
+    slot = torch.where(kept, labels, 0)
+    if sizes is None:
+        # Count (not overwrite): pixels left out share slot 0 with weight 0.
+        sizes = torch.zeros(labels.shape[0], num_clusters(labels), dtype=torch.int64, device=labels.device)
+        sizes.scatter_add_(1, slot, kept.to(torch.int64))
+    new_id = (sizes > 0).cumsum(dim=1) - 1
+    return torch.where(kept, new_id.gather(1, slot), -1)
 
 
 def merge_small_clusters(rows: Tensor, labels: Tensor, min_size: int) -> Tensor:

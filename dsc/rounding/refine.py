@@ -7,7 +7,7 @@ from torch import Tensor
 
 from dsc.rounding.hashing import draw_seed
 from dsc.rounding.kwikcluster import as_batch, kwikcluster_labels
-from dsc.rounding.postprocess import cluster_sums, num_clusters
+from dsc.rounding.postprocess import cluster_sums, num_clusters, relabel_consecutive
 
 _GAIN_CHUNK_ELEMENTS = 2**20  # (K, pixels) gains per chunk: 4 MiB of float32, in a core's cache
 _SMALL_CLUSTER_GAIN = 16.0  # clusters no pixel can gain more than this from are searched last
@@ -101,9 +101,7 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
                 break
     if not bool(((sizes == 0) & own_slots).any()):
         return labels
-    # Clusters that lost all their pixels leave gaps: number the rest 0..k−1 in order.
-    new_id = (sizes > 0).cumsum(dim=1) - 1
-    return torch.where(labels >= 0, new_id.gather(1, labels.clamp(min=0)), -1)
+    return relabel_consecutive(labels, sizes)  # clusters that lost all their pixels leave gaps
 
 
 def _moves(
