@@ -27,6 +27,8 @@ from dsc.rounding.hashing import draw_seed, hash_keys, hash_uniform
 _NO_PRIORITY = 2**33  # above every hash key: pixels already clustered or left out
 _MAX_BLOCK = 64  # candidate pivots settled per pass
 _BLOCK_ELEMENTS = 2**24  # bound on B × (pixels left) × K, the size of one pass's comparison
+_CPU_CHUNK_ELEMENTS = 2**20  # on CPUs, B × rows × pivots compared at a time: 4 MiB that stay in cache
+_FEW_PIVOTS = 16  # up to this many pivots, a pass compares them with the pixels pivot-major
 
 
 def as_batch(rows: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, bool]:
@@ -109,6 +111,60 @@ def _settle_pivots(
     return pivot
 
 
+def _first_agreeing_pivot(
+    rows: Tensor,
+    index: Tensor | None,
+    pivot_rows: Tensor,
+    pivot_valid: Tensor,
+    threshold: float,
+    seed: int,
+    soft_power: float | None,
+    first_label: Tensor,
+    ids: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """For each pixel left, whether it agrees with any of P pivots and the first it agrees with.
+
+    rows: (B, N, d); index: (B, R) the pixels left (None: all N); pivot_rows: (B, P, d) in visiting
+    order, ``pivot_valid`` (B, P) false for padding; first_label: (B,) the label of pivot 0;
+    ids: (B, R) pixel ids. Returns joined (B, R + 1) bool and first (B, R + 1) int64 (0 where not
+    joined), each with a spare last column for the caller to write padding to.
+    On CPUs the rows go through in chunks whose comparison with the pivots stays in cache.
+    """
+    batch, pivots, dim = pivot_rows.shape
+    left = rows.shape[1] if index is None else index.shape[1]
+    chunk = left
+    if rows.device.type == "cpu":
+        chunk = max(1, _CPU_CHUNK_ELEMENTS // (batch * max(pivots, 1)))
+    # Comparisons laid out (B, P, rows) for a few pivots, (B, rows, P) for many: CPU BLAS runs the
+    # product with a handful of output columns at a fraction of its speed.
+    pivot_axis = 1 if pivots <= _FEW_PIVOTS else 2
+    along_pivots = (-1, pivots, 1) if pivot_axis == 1 else (-1, 1, pivots)
+    streams = (
+        first_label.view(batch, 1, 1) + torch.arange(pivots, device=rows.device).view(along_pivots)
+    ) + 1
+    padding = None if bool(pivot_valid.all()) else ~pivot_valid.view(along_pivots)
+    joined = torch.zeros(batch, left + 1, dtype=torch.bool, device=rows.device)
+    first = torch.zeros(batch, left + 1, dtype=torch.int64, device=rows.device)
+    for start in range(0, left, chunk):
+        part = slice(start, min(start + chunk, left))
+        if index is None:
+            left_rows = rows[:, part]
+        else:
+            left_rows = rows.gather(1, index[:, part].unsqueeze(2).expand(-1, -1, dim))
+        if pivot_axis == 1:
+            similarity = pivot_rows @ left_rows.transpose(1, 2)
+        else:
+            similarity = left_rows @ pivot_rows.transpose(1, 2)
+        if padding is not None:
+            similarity.masked_fill_(padding, -torch.inf)  # padding pivots join nothing
+        pixel_ids = ids[:, part].unsqueeze(pivot_axis)
+        joins = _agreement(similarity, threshold, seed, soft_power, streams, pixel_ids)
+        # The first pivot each pixel agrees with (max returns the first of equal maxima).
+        agreed, first_part = joins.view(torch.uint8).max(pivot_axis)
+        joined[:, part], first[:, part] = agreed.bool(), first_part
+    return joined, first
+
+
 def _compact(keep: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     """Move the kept entries of each (B, R) tensor to the front of its row, in their order, and
     cut the rows to the largest count kept; returns the tensors and the (B, R') validity mask."""
@@ -162,21 +218,26 @@ def kwikcluster_labels(
         pivot_position, pivot_valid = _compact(pivot, position)
         pivots = pivot_position.shape[1]
         pivot_rows = rows.gather(1, index.gather(1, pivot_position).unsqueeze(2).expand(-1, -1, dim))
-        if left == num_pixels and bool(valid.all()):  # nothing clustered or left out yet
-            left_rows = rows
-        else:
-            left_rows = rows.gather(1, index.unsqueeze(2).expand(-1, -1, dim))
-        similarity = left_rows @ pivot_rows.transpose(1, 2)  # (B, R, P)
-        # A pivot joins itself, whatever its similarity (rows need not be unit, the threshold may
-        # be ≥ 1); padding columns join nothing. Padding rows are never written back.
-        similarity.scatter_(1, pivot_position.unsqueeze(1), torch.inf)
-        if not bool(pivot_valid.all()):
-            similarity.masked_fill_(~pivot_valid.unsqueeze(1), -torch.inf)
-        numbers = next_label.view(batch, 1, 1) + torch.arange(pivots, device=rows.device).view(1, 1, pivots)
-        joins = _agreement(similarity, threshold, seed, soft_power, numbers + 1, ids.unsqueeze(2))
-        # The first pivot each pixel agrees with (max returns the first of equal maxima).
-        joined, first = joins.view(torch.uint8).max(2)
-        joined = joined.bool()
+        everything_left = left == num_pixels and bool(valid.all())  # nothing clustered or left out yet
+        joined, first = _first_agreeing_pivot(
+            rows,
+            None if everything_left else index,
+            pivot_rows,
+            pivot_valid,
+            threshold,
+            seed,
+            soft_power,
+            next_label,
+            ids,
+        )
+        # A pivot joins itself, whatever its similarity (rows need not be unit, the threshold may be
+        # ≥ 1), unless it agrees with an earlier pivot. Padding pivots write to the spare column.
+        own = torch.arange(pivots, device=rows.device).expand(batch, pivots)
+        earlier = torch.where(joined.gather(1, pivot_position), first.gather(1, pivot_position), pivots)
+        target = torch.where(pivot_valid, pivot_position, left)
+        first.scatter_(1, target, torch.minimum(earlier, own))
+        joined.scatter_(1, target, True)
+        joined, first = joined[:, :left], first[:, :left]
         new = torch.where(joined, next_label.unsqueeze(1) + first, -1)
         labels.scatter_(1, torch.where(valid, index, num_pixels), new)
         next_label += pivot.sum(1)
