@@ -29,18 +29,28 @@ def shapes_embeddings(
 
 def time_ms(function: Callable[[], object], device: torch.device, repeats: int = 5, warmup: int = 1) -> float:
     """Median wall time of ``function()`` in milliseconds, synchronising a CUDA device."""
+    return time_side_by_side({"": function}, device, repeats, warmup)[""]
+
+
+def time_side_by_side(
+    functions: dict[str, Callable[[], object]], device: torch.device, repeats: int = 5, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time in milliseconds of each function, calling them in turn (one call of each
+    per round), so that a machine's drift in speed reaches all of them alike."""
     for _ in range(warmup):
-        function()
-    timings = []
+        for function in functions.values():
+            function()
+    timings: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        started = time.perf_counter()
-        function()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        timings.append((time.perf_counter() - started) * 1e3)
-    return sorted(timings)[len(timings) // 2]
+        for name, function in functions.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            function()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timings[name].append((time.perf_counter() - started) * 1e3)
+    return {name: sorted(values)[len(values) // 2] for name, values in timings.items()}
 
 
 def devices(choice: str) -> list[torch.device]:

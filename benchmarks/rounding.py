@@ -11,8 +11,9 @@ clusters with 0.1 % scattered noise pixels (each a random direction, a pivot of 
 
     python benchmarks/rounding.py [--scenes clean6,noisy40,shapes] [--batch 1] [--device all|cpu|cuda]
 
-Targets on the CPU against the NumPy loop: ≥ 3× on clean6 and ≥ 8× on noisy40; dsc + refine at
-most 3× dsc's KwikCluster (the last column). The GPU target:
+The NumPy loop is timed first, then dsc's methods of a device in turn, one call of each per
+round; medians are shown. Targets on the CPU against the NumPy loop: ≥ 3× on clean6 and
+≥ 8× on noisy40; dsc + refine at most 3× dsc's KwikCluster (the last column). The GPU target:
 ≤ 1 ms per 512×512 image at d = 21 on an H100 (``--scenes shapes --batch 16``).
 """
 
@@ -23,7 +24,7 @@ import argparse
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import devices, print_table, shapes_embeddings, time_ms
+from common import devices, print_table, shapes_embeddings, time_ms, time_side_by_side
 
 from dsc.rounding import kwikcluster, kwikcluster_refine
 
@@ -103,13 +104,13 @@ def main() -> None:
         clusters = int(kwikcluster(rows_cpu[0], generator=torch.Generator().manual_seed(0)).max()) + 1
         name = f"{scene} ({clusters} clusters)"
         numpy_rows = rows_cpu.numpy()
-        numpy_ms = time_ms(
-            lambda numpy_rows=numpy_rows: [
-                numpy_kwikcluster(r, 0.5, np.random.default_rng(0)) for r in numpy_rows
-            ],
-            torch.device("cpu"),
-            args.repeats,
-        )
+
+        def numpy_loop(numpy_rows: np.ndarray = numpy_rows) -> list[np.ndarray]:
+            return [numpy_kwikcluster(r, 0.5, np.random.default_rng(0)) for r in numpy_rows]
+
+        # The NumPy loop is timed on its own: NumPy's BLAS threads keep spinning after each call and
+        # would slow torch's threads on the same cores if the two took turns.
+        numpy_ms = time_ms(numpy_loop, torch.device("cpu"), args.repeats)
         table.append([name, "numpy loop", "cpu", f"{numpy_ms / args.batch:.2f}", "1.00", ""])
         for device in devices(args.device):
             rows = rows_cpu.to(device)
@@ -125,8 +126,8 @@ def main() -> None:
                 methods["torch per pivot"] = lambda rows=rows: [
                     torch_per_pivot_kwikcluster(r, 0.5, torch.Generator().manual_seed(0)) for r in rows
                 ]
+            timings = time_side_by_side(methods, device, args.repeats, warmup=2)
             device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-            timings = {label: time_ms(method, device, args.repeats) for label, method in methods.items()}
             for label, ms in timings.items():
                 per_image, speed_up = f"{ms / args.batch:.2f}", f"{numpy_ms / ms:.2f}"
                 versus_plain = f"{ms / timings['dsc kwikcluster']:.2f}"
