@@ -170,6 +170,8 @@ def _compact(keep: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     cut the rows to the largest count kept; returns the tensors and the (B, R') validity mask."""
     counts = keep.sum(1)
     width = int(counts.max()) if keep.numel() else 0  # the host synchronisation of a pass
+    if width == 0:  # nothing kept: the last pass ends here
+        return (*(value[:, :0] for value in values), keep[:, :0])
     position = torch.where(keep, keep.cumsum(1) - 1, width)  # dropped entries go to a spare column
     valid = torch.arange(width, device=keep.device).unsqueeze(0) < counts.unsqueeze(1)
     compacted = []
