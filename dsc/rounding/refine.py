@@ -34,7 +34,8 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     slots = num_clusters(labels)
     if labels.shape[1] == 0 or slots == 1:
         return torch.where(mask, labels, -1)
-    batch, num_pixels, _ = rows.shape
+    batch, num_pixels, dim = rows.shape
+    rows = rows.contiguous()  # one copy of (B, d, N)-ordered rows makes every later pass faster
     labels = torch.where(mask, labels, -1)
     # An image's own clusters only: the batch's spare slots would be new, empty clusters that a
     # pixel could move into in a batch but not alone.
@@ -60,19 +61,24 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
         every_pixel = sweep == 0 or int(uncertain.sum()) > _FULL_SWEEP_SHARE * uncertain.numel()
         image_of, pixel_of, joins = [], [], []
         for image in active.nonzero().squeeze(1).tolist():
-            pixels = slice(None) if every_pixel else uncertain[image].nonzero().squeeze(1)
-            current = labels[image, pixels]
+            pixels = None if every_pixel else uncertain[image].nonzero().squeeze(1)
+            current = _take(labels[image], pixels)
             searched = current if every_pixel_labelled or not every_pixel else current.clamp(min=0)
             best, margins = best_and_margins(
-                rows[image, pixels], searched, own_terms[image, pixels], targets[image], bias[image], max_norm
+                _take(rows[image], pixels),
+                searched,
+                _take(own_terms[image], pixels),
+                targets[image],
+                bias[image],
+                max_norm,
             )
-            keys[image, pixels] = margins + credit[image]
+            _put(keys[image], pixels, margins + credit[image])
             moves = best != searched
             if searched is not current:  # pixels outside the mask were searched as cluster 0
                 moves &= current >= 0
             moves = moves.nonzero().squeeze(1)
             image_of.append(torch.full_like(moves, image))
-            pixel_of.append(moves if every_pixel else pixels[moves])
+            pixel_of.append(moves if pixels is None else pixels.index_select(0, moves))
             joins.append(best[moves])
         if every_pixel and not every_pixel_labelled:
             keys.masked_fill_(~mask, float("inf"))
@@ -80,18 +86,21 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
                                      for parts in (image_of, pixel_of, joins))  # fmt: skip
         if len(image_of) == 0:
             break
-        delta_sums, delta_sizes = _moves(rows, image_of, pixel_of, labels[image_of, pixel_of], joins, sums)
+        moved = image_of * num_pixels + pixel_of  # into the flattened (B·N) pixels
+        leaves = labels.view(-1).index_select(0, moved)
+        moved_rows = rows.view(-1, dim).index_select(0, moved)
+        delta_sums, delta_sizes = _moves(moved_rows, image_of, leaves, joins, sums)
         candidate = _objective(sums + delta_sums, sizes + delta_sizes)
         accepted = candidate < objective  # the others undo this sweep and stop
-        keep = accepted[image_of]
-        image_of, pixel_of, joins = image_of[keep], pixel_of[keep], joins[keep]
+        keep = accepted.index_select(0, image_of).nonzero().squeeze(1)
+        moved, joins = moved.index_select(0, keep), joins.index_select(0, keep)
         delta_sums *= accepted.view(-1, 1, 1)
         delta_sizes *= accepted.view(-1, 1)
         sums += delta_sums
         sizes += delta_sizes
         objective = torch.where(accepted, candidate, objective)
-        labels[image_of, pixel_of] = joins
-        keys[image_of, pixel_of] = float("-inf")  # in another cluster now: search again
+        labels.view(-1).index_copy_(0, moved, joins)
+        keys.view(-1).index_fill_(0, moved, float("-inf"))  # in another cluster now: search again
         drift = 2.0 * max_norm * delta_sums.norm(dim=-1) + delta_sizes.abs()
         credit += 2.0 * drift.amax(dim=1, keepdim=True).float()
         if not bool(accepted.all()):
@@ -104,13 +113,27 @@ def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10)
     return relabel_consecutive(labels, sizes)  # clusters that lost all their pixels leave gaps
 
 
+def _take(values: Tensor, pixels: Tensor | None) -> Tensor:
+    """``values`` (N, ...) at ``pixels`` (m,), or all of them for None (``index_select``: CPU
+    advanced indexing costs several times more)."""
+    return values if pixels is None else values.index_select(0, pixels)
+
+
+def _put(values: Tensor, pixels: Tensor | None, new: Tensor) -> None:
+    """Write ``new`` into ``values`` (N,) at ``pixels`` (m,), or everywhere for None."""
+    if pixels is None:
+        values.copy_(new)
+    else:
+        values.index_copy_(0, pixels, new)
+
+
 def _moves(
-    rows: Tensor, image_of: Tensor, pixel_of: Tensor, leaves: Tensor, joins: Tensor, sums: Tensor
+    moved_rows: Tensor, image_of: Tensor, leaves: Tensor, joins: Tensor, sums: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Changes of the cluster sums (B, K, d) float64 and sizes (B, K) when pixels (image_of,
-    pixel_of) leave clusters ``leaves`` for ``joins``."""
+    """Changes of the cluster sums (B, K, d) float64 and sizes (B, K) when pixels of rows
+    ``moved_rows`` (M, d) in images ``image_of`` (M,) leave clusters ``leaves`` for ``joins``."""
     batch, slots, dim = sums.shape
-    moved_rows = rows[image_of, pixel_of].double()
+    moved_rows = moved_rows.double()
     delta_sums = torch.zeros(batch * slots, dim, dtype=sums.dtype, device=sums.device)
     delta_sums.index_add_(0, image_of * slots + leaves, moved_rows, alpha=-1.0)
     delta_sums.index_add_(0, image_of * slots + joins, moved_rows)
@@ -153,9 +176,11 @@ def best_and_margins(
     best = labels.clone()
     pixels = ((labels != dominant) | (margins <= 0)).nonzero().squeeze(1)
     if len(pixels):
-        best[pixels], margins[pixels] = _search(
-            rows[pixels], labels[pixels], own_terms[pixels], targets, bias, limits
+        found = _search(
+            *(part.index_select(0, pixels) for part in (rows, labels, own_terms)), targets, bias, limits
         )
+        best.index_copy_(0, pixels, found[0])
+        margins.index_copy_(0, pixels, found[1])
     return best, margins
 
 
@@ -172,13 +197,19 @@ def _search(
     position = labels.new_full(bias.shape, -1)
     position[kept] = torch.arange(len(kept), device=labels.device)
     floor = float(limits[small].amax())
-    best, margins, unsure = _best_among(rows, position[labels], own_terms, targets[kept], bias[kept], floor)
-    best = kept[best.clamp(min=0)]
+    own = position.index_select(0, labels)
+    best, margins, unsure = _best_among(rows, own, own_terms, targets[kept], bias[kept], floor)
+    best = kept.index_select(0, best.clamp(min=0))
     pixels = unsure.nonzero().squeeze(1)
     if len(pixels):
-        best[pixels], margins[pixels], _ = _best_among(
-            rows[pixels], labels[pixels], own_terms[pixels], targets, bias, float("-inf")
+        found = _best_among(
+            *(part.index_select(0, pixels) for part in (rows, labels, own_terms)),
+            targets,
+            bias,
+            float("-inf"),
         )
+        best.index_copy_(0, pixels, found[0])
+        margins.index_copy_(0, pixels, found[1])
     return best, margins
 
 
@@ -206,11 +237,12 @@ def _best_among(
         margin = torch.sub(stay, other.clamp(min=floor) if bounded else other, out=margins[part])
         movers = (margin < 0).nonzero().squeeze(1)  # another cluster gains more, or unsure
         if len(movers):
-            gains_of_movers = gains[:, movers]
+            gains_of_movers = gains.index_select(1, movers)
             first, index = gains_of_movers.max(dim=0)  # the first of equal gains, as argmax
             second = gains_of_movers.scatter_(0, index.unsqueeze(0), float("-inf")).amax(dim=0)
-            best[start + movers] = index
-            margin[movers] = first - torch.maximum(second, stay[movers]).clamp(min=floor)
+            best.index_copy_(0, start + movers, index)
+            stays = stay.index_select(0, movers)
+            margin.index_copy_(0, movers, first - torch.maximum(second, stays).clamp(min=floor))
         unsure[part] = own[part] < 0
         if bounded:
             unsure[part] |= torch.maximum(stay, other) <= floor
