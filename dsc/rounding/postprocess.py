@@ -22,7 +22,8 @@ def cluster_sums(
     slot = torch.where(labels >= 0, labels, num_clusters)
     first_slot = torch.arange(batch, device=labels.device).unsqueeze(1) * runs
     if runs > 1:
-        first_slot = first_slot + torch.arange(num_pixels, device=labels.device) // _SUM_CHUNK_PIXELS
+        run_of = torch.arange(runs, device=labels.device).repeat_interleave(_SUM_CHUNK_PIXELS)
+        first_slot = first_slot + run_of[:num_pixels]
     slot += (num_clusters + 1) * first_slot
     partial = torch.zeros(batch * runs * (num_clusters + 1), dim, dtype=rows.dtype, device=rows.device)
     partial.index_add_(0, slot.flatten(), rows.reshape(-1, dim))
