@@ -6,7 +6,9 @@
 * plain torch: ``F.normalize`` then ``dsc.losses.spectral_loss`` (index_add; the tests'
   reference), and its ``torch.compile`` version with ``--compile``;
 * dsc's CPU path (``SpectralLoss().from_raw_outputs`` on a CPU: ``dsc.losses.rows_in_cache``),
-  NCHW and channels-last;
+  NCHW and channels-last, and beside it the two d × d matrix products that path runs per pixel
+  with a fresh gradient's write alone (``products_and_gradient``: what any CPU loss built from
+  PyTorch operations pays at the least; not a loss);
 * fused Triton: ``dsc.losses.fused.fused_spectral_frobenius`` (CUDA only), NCHW and channels-last,
   float32 and bfloat16 outputs.
 
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from common import print_table, shapes_embeddings, time_ms
 
-from dsc.losses import SpectralLoss, spectral_loss
+from dsc.losses import SpectralLoss, rows_in_cache, spectral_loss
 from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
 from dsc.ops.normalize import unit_normalize
 
@@ -42,6 +44,21 @@ def forward_backward(loss_fn: Callable, outputs: torch.Tensor, labels: torch.Ten
         loss_fn(outputs, labels).backward()
 
     return step
+
+
+def products_and_gradient(outputs: torch.Tensor) -> None:
+    """Only what any CPU loss built from PyTorch operations pays at the least: the two d × d
+    matrix products per pixel (Gram FᵀF forward, F G backward) in the loss's chunks, and writing
+    a fresh gradient. Not a loss."""
+    rows = rows_in_cache._rows(outputs)
+    chunks = range(0, rows.shape[1], rows_in_cache.CHUNK_PIXELS)
+    for image in range(rows.shape[0]):
+        gram = outputs.new_zeros(rows.shape[2], rows.shape[2])
+        for start in chunks:
+            gram += rows_in_cache._gram(rows[image, start : start + rows_in_cache.CHUNK_PIXELS])
+        for start in chunks:
+            rows[image, start : start + rows_in_cache.CHUNK_PIXELS] @ gram
+    torch.empty_like(outputs).fill_(0.0)
 
 
 def copy_bandwidth(device: torch.device, megabytes: int = 512) -> float:
@@ -88,9 +105,8 @@ def main() -> None:
 
     bandwidth = copy_bandwidth(device)
     rows = []
-    for name, loss_fn, outputs in variants:
-        x = outputs.detach().clone(memory_format=torch.preserve_format).requires_grad_()
-        milliseconds = time_ms(forward_backward(loss_fn, x, labels), device, repeats=args.repeats, warmup=2)
+
+    def add_row(name: str, milliseconds: float, x: torch.Tensor) -> None:
         moved = 3 * x.numel() * x.element_size() + 2 * labels.numel() * labels.element_size()
         rows.append(
             [
@@ -100,6 +116,14 @@ def main() -> None:
                 f"{milliseconds * bandwidth / moved:.1f}",
             ]
         )
+
+    for name, loss_fn, outputs in variants:
+        x = outputs.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+        add_row(name, time_ms(forward_backward(loss_fn, x, labels), device, args.repeats, warmup=2), x)
+    if device.type == "cpu":
+        bound = layouts["channels-last"]
+        milliseconds = time_ms(lambda: products_and_gradient(bound), device, args.repeats, warmup=2)
+        add_row("d × d products + fresh gradient only", milliseconds, bound)
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"exact spectral loss, forward + backward, {args.batch} × {args.size}², d = {args.dim}, {name}")
