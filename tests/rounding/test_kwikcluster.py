@@ -111,50 +111,47 @@ def test_same_labels_on_cpu_and_gpu():
         assert torch.equal(on_cpu, on_gpu.cpu())
 
 
-@pytest.mark.parametrize("block", [1, 3, 64])
-def test_labels_do_not_depend_on_how_many_pivots_a_pass_settles(block, monkeypatch):
-    """Blocks of candidate pivots give the labels of one pivot at a time, for both variants, with
-    a mask that leaves different numbers of pixels in each image."""
+def assert_settings_keep_the_labels(monkeypatch, baseline: dict, changed: dict) -> None:
+    """Both variants give a masked batch (different numbers of pixels per image) the same labels
+    under the module settings ``changed`` as under ``baseline``, and the hard variant's labels are
+    the one-pivot-at-a-time reference's."""
     module = importlib.import_module("dsc.rounding.kwikcluster")  # the module, not the function
-
     rows, _ = noisy_clusters(batch=3, num_pixels=500, num_clusters=12, dim=12, noise=0.5)
     mask = torch.rand(rows.shape[:2], generator=torch.Generator().manual_seed(4)) < 0.7
-    expected = {
-        scheme: scheme(rows, generator=torch.Generator().manual_seed(2), mask=mask)
-        for scheme in (kwikcluster, kwikcluster_soft)
-    }
-    monkeypatch.setattr(module, "_MAX_BLOCK", block)
+
+    def labels_of(scheme):
+        return scheme(rows, generator=torch.Generator().manual_seed(2), mask=mask)
+
+    for name, value in baseline.items():
+        monkeypatch.setattr(module, name, value)
+    expected = {scheme: labels_of(scheme) for scheme in (kwikcluster, kwikcluster_soft)}
+    for name, value in changed.items():
+        monkeypatch.setattr(module, name, value)
     for scheme, labels in expected.items():
-        assert torch.equal(scheme(rows, generator=torch.Generator().manual_seed(2), mask=mask), labels)
+        assert torch.equal(labels_of(scheme), labels)
     _, order = visiting_order(2, 500)
     for image in range(3):
         kept = [pixel for pixel in order if mask[image, pixel]]
         reference = reference_kwikcluster(rows[image], kept, lambda s, i, c: s > 0.5)
         assert torch.equal(expected[kwikcluster][image][mask[image]], reference[mask[image]])
 
+
+@pytest.mark.parametrize("block", [1, 3, 64])
+def test_labels_do_not_depend_on_how_many_pivots_a_pass_settles(block, monkeypatch):
+    """Blocks of candidate pivots give the labels of one pivot at a time."""
+    assert_settings_keep_the_labels(monkeypatch, {}, {"_MAX_BLOCK": block})
 
 
 @pytest.mark.parametrize("few_pivots", [0, 1000])
 def test_labels_do_not_depend_on_chunks_or_the_comparison_layout(few_pivots, monkeypatch):
-    """Pixels compared with the pivots a few rows at a time, pivot-major or pixel-major, get the
-    labels of one comparison over all pixels, for both variants, with a mask."""
-    module = importlib.import_module("dsc.rounding.kwikcluster")
-    rows, _ = noisy_clusters(batch=3, num_pixels=500, num_clusters=12, dim=12, noise=0.5)
-    mask = torch.rand(rows.shape[:2], generator=torch.Generator().manual_seed(4)) < 0.7
-    monkeypatch.setattr(module, "_CPU_CHUNK_ELEMENTS", 2**40)
-    expected = {
-        scheme: scheme(rows, generator=torch.Generator().manual_seed(2), mask=mask)
-        for scheme in (kwikcluster, kwikcluster_soft)
-    }
-    monkeypatch.setattr(module, "_CPU_CHUNK_ELEMENTS", 97)  # a few rows per chunk, one left over
-    monkeypatch.setattr(module, "_FEW_PIVOTS", few_pivots)
-    for scheme, labels in expected.items():
-        assert torch.equal(scheme(rows, generator=torch.Generator().manual_seed(2), mask=mask), labels)
-    _, order = visiting_order(2, 500)
-    for image in range(3):
-        kept = [pixel for pixel in order if mask[image, pixel]]
-        reference = reference_kwikcluster(rows[image], kept, lambda s, i, c: s > 0.5)
-        assert torch.equal(expected[kwikcluster][image][mask[image]], reference[mask[image]])
+    """Pixels compared with the pivots a few rows at a time (one chunk left over), pivot-major or
+    pixel-major, get the labels of one comparison over all pixels."""
+    assert_settings_keep_the_labels(
+        monkeypatch,
+        {"_CPU_CHUNK_ELEMENTS": 2**40},
+        {"_CPU_CHUNK_ELEMENTS": 97, "_FEW_PIVOTS": few_pivots},
+    )
+
 
 def test_every_pixel_is_its_own_pivot_above_any_similarity():
     rows = F.normalize(torch.randn(50, 3, generator=torch.Generator().manual_seed(0)), dim=1)
