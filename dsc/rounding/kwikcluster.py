@@ -52,10 +52,10 @@ def as_batch(rows: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, bool]:
 def _agreement(
     similarity: Tensor, threshold: float, seed: int, soft_power: float | None, streams: Tensor, ids: Tensor
 ) -> Tensor:
-    """Whether pixels join pivots: ``similarity`` (B, R, P) > threshold, or for the soft variant a
-    hashed coin per (pixel, pivot) under x^p / (x^p + (1 − x)^p); a similarity of +inf always
-    joins, −inf never. streams: (B, 1, P) int64, pivot number + 1 (the coin's stream); ids:
-    (B, R, 1) int64 pixel ids."""
+    """Whether pixels join pivots: ``similarity`` (B, R, P) or (B, P, R) > threshold, or for the
+    soft variant a hashed coin per (pixel, pivot) under x^p / (x^p + (1 − x)^p); a similarity of
+    +inf always joins, −inf never. streams: int64 pivot number + 1 (the coin's stream), (B, 1, P) or
+    (B, P, 1); ids: int64 pixel ids, (B, R, 1) or (B, 1, R), as they broadcast with similarity."""
     if soft_power is None:
         return similarity > threshold
     # The authors' soft variant, written as a logistic of p · log(x / (1 − x)) so that large p does
