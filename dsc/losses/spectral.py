@@ -25,9 +25,8 @@ import torch
 from torch import Tensor
 
 from dsc.contracts import Batch, Head, NetworkOutputs
-from dsc.losses import fused
+from dsc.losses import compiled_cpu, fused, rows_in_cache
 from dsc.losses.closed_form import mean_over_images, squared_frobenius
-from dsc.losses.rows_in_cache import exact_frobenius_from_raw
 from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.ops.grouping import instance_slots
 
@@ -216,7 +215,8 @@ class SpectralLoss:
     Calling it with (embeddings, labels) evaluates the loss; keyword overrides (for example
     ``sample_size=None`` for an exact validation loss) replace the fixed options for that call.
     ``from_raw_outputs`` takes the network's outputs before normalisation (what training uses);
-    ``fused`` lets it use the Triton kernels of ``dsc.losses.fused`` on GPUs.
+    ``fused`` lets it use the Triton kernels of ``dsc.losses.fused`` on GPUs and the compiled C
+    kernel of ``dsc.losses.compiled_cpu`` on CPUs.
     """
 
     def __init__(
@@ -262,9 +262,11 @@ class SpectralLoss:
     def from_raw_outputs(self, outputs: Tensor, labels: Tensor, **overrides) -> Tensor:
         """The loss of ``F.normalize(outputs, dim=1)`` from the network's raw (B, d, H, W) outputs,
         normalising no more than it needs: the exact squared Frobenius loss on a GPU runs as two
-        fused Triton passes (``dsc.losses.fused``, unless ``fused=False``), on a CPU in chunks of
-        pixel rows that stay in cache (``dsc.losses.rows_in_cache``); a sampled loss normalises the
-        sampled pixels only. Same value and gradients as the plain path."""
+        fused Triton passes (``dsc.losses.fused``, unless ``fused=False``), on a CPU as two passes
+        of a compiled C kernel (``dsc.losses.compiled_cpu``, unless ``fused=False`` or no C
+        compiler works) or else in chunks of pixel rows that stay in cache
+        (``dsc.losses.rows_in_cache``); a sampled loss normalises the sampled pixels only. Same
+        value and gradients as the plain path."""
         options = self.options | overrides
         pixel_sample = options.pop("pixel_sample", None)
         generator = options.pop("generator", None)
@@ -278,8 +280,10 @@ class SpectralLoss:
             )
         if pixel_sample is None:
             frobenius, ignore_index = options["norm"] == "frobenius", options["ignore_index"]
-            if frobenius and outputs.device.type == "cpu":
-                return exact_frobenius_from_raw(outputs, labels, ignore_index)  # float32 inside
+            if frobenius and outputs.device.type == "cpu":  # float32 inside
+                if self.fused and compiled_cpu.kernel(outputs.shape[1]) is not None:
+                    return compiled_cpu.exact_frobenius_from_raw(outputs, labels, ignore_index)
+                return rows_in_cache.exact_frobenius_from_raw(outputs, labels, ignore_index)
             use_fused = frobenius and self.fused and fused.fused_kernels_available(outputs)
             if use_fused and fused_kernels_work(outputs.device):
                 return fused.fused_spectral_frobenius(outputs, labels, ignore_index)  # float32 inside
