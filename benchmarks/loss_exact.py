@@ -5,10 +5,12 @@
 * normalise only with ``dsc.ops.normalize.unit_normalize`` (per-channel squares on CPUs);
 * plain torch: ``F.normalize`` then ``dsc.losses.spectral_loss`` (index_add; the tests'
   reference), and its ``torch.compile`` version with ``--compile``;
-* dsc's CPU path (``SpectralLoss().from_raw_outputs`` on a CPU: ``dsc.losses.rows_in_cache``),
-  NCHW and channels-last, and beside it the two d × d matrix products that path runs per pixel
-  with a fresh gradient's write alone (``products_and_gradient``: what any CPU loss built from
-  PyTorch operations pays at the least; not a loss);
+* dsc's CPU paths, NCHW and channels-last: the compiled C kernel (``dsc.losses.compiled_cpu``,
+  what ``SpectralLoss().from_raw_outputs`` runs on a CPU with a C compiler) and PyTorch
+  operations in cache-sized chunks (``dsc.losses.rows_in_cache``, the fallback), and beside them
+  the two d × d matrix products the chunked path runs per pixel with a fresh gradient's write
+  alone (``products_and_gradient``: what any CPU loss built from PyTorch operations pays at the
+  least; not a loss);
 * fused Triton: ``dsc.losses.fused.fused_spectral_frobenius`` (CUDA only), NCHW and channels-last,
   float32 and bfloat16 outputs.
 
@@ -27,9 +29,9 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from common import print_table, shapes_embeddings, time_ms
+from common import print_table, shapes_embeddings, time_ms, time_side_by_side
 
-from dsc.losses import SpectralLoss, rows_in_cache, spectral_loss
+from dsc.losses import compiled_cpu, rows_in_cache, spectral_loss
 from dsc.losses.fused import fused_kernels_available, fused_spectral_frobenius
 from dsc.ops.normalize import unit_normalize
 
@@ -92,8 +94,12 @@ def main() -> None:
         ("plain torch (index_add)", plain_loss, raw),
     ]
     if device.type == "cpu":
-        for layout, outputs in layouts.items():
-            variants.append((f"dsc CPU rows in cache, {layout}", SpectralLoss().from_raw_outputs, outputs))
+        cpu_losses = {"rows in cache": rows_in_cache.exact_frobenius_from_raw}
+        if compiled_cpu.kernel(args.dim) is not None:
+            cpu_losses["compiled kernel"] = compiled_cpu.exact_frobenius_from_raw
+        for name, loss_fn in cpu_losses.items():
+            for layout, outputs in layouts.items():
+                variants.append((f"dsc CPU {name}, {layout}", loss_fn, outputs))
     if args.compile:
         variants.append(("plain torch, torch.compile", torch.compile(plain_loss), raw))
     if fused_kernels_available(raw):
@@ -117,13 +123,15 @@ def main() -> None:
             ]
         )
 
+    steps, inputs = {}, {}
     for name, loss_fn, outputs in variants:
-        x = outputs.detach().clone(memory_format=torch.preserve_format).requires_grad_()
-        add_row(name, time_ms(forward_backward(loss_fn, x, labels), device, args.repeats, warmup=2), x)
+        inputs[name] = outputs.detach().clone(memory_format=torch.preserve_format).requires_grad_()
+        steps[name] = forward_backward(loss_fn, inputs[name], labels)
     if device.type == "cpu":
-        bound = layouts["channels-last"]
-        milliseconds = time_ms(lambda: products_and_gradient(bound), device, args.repeats, warmup=2)
-        add_row("d × d products + fresh gradient only", milliseconds, bound)
+        name, inputs[name] = "d × d products + fresh gradient only", layouts["channels-last"]
+        steps[name] = lambda: products_and_gradient(inputs["d × d products + fresh gradient only"])
+    for name, milliseconds in time_side_by_side(steps, device, args.repeats, warmup=2).items():
+        add_row(name, milliseconds, inputs[name])
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"exact spectral loss, forward + backward, {args.batch} × {args.size}², d = {args.dim}, {name}")
