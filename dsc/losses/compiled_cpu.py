@@ -23,15 +23,8 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import os
-import shutil
-import subprocess
-import tempfile
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -40,37 +33,10 @@ from torch import Tensor
 from dsc.losses import rows_in_cache
 from dsc.losses.closed_form import mean_over_images, squared_frobenius
 from dsc.ops.grouping import instance_slots
+from dsc.utils import c_kernels
 
-SOURCE = "exact_frobenius.c"
-_FLAGS = ("-O3", "-fno-math-errno", "-shared", "-fPIC")
-# The first flags the compiler takes: 512-bit vectors where the machine has them (gcc's default
-# for such machines is 256-bit; 512 measured ~7 % faster), this machine's instruction set, or none.
-_MACHINE_FLAGS = (("-march=native", "-mprefer-vector-width=512"), ("-march=native",), ())
 _LABEL_RANGE_SLOTS = 1024  # label ranges up to this are slots as they are (VOC: 0..255)
 _KERNELS: dict[int, ctypes.CDLL | None] = {}
-_BUILD_FOLDER: tempfile.TemporaryDirectory | None = None
-_BUILDS = itertools.count()  # a new file name per build: dlopen hands back a loaded name's old code
-
-
-def _compile(dim: int) -> ctypes.CDLL:
-    """Compiles ``exact_frobenius.c`` for ``dim`` into the process's temporary folder and loads it.
-    Raises RuntimeError with the compiler's message if no flag set compiles."""
-    global _BUILD_FOLDER
-    if _BUILD_FOLDER is None:
-        _BUILD_FOLDER = tempfile.TemporaryDirectory(prefix="dsc-kernels-")
-    compiler = os.environ.get("CC", "cc")
-    if shutil.which(compiler) is None:
-        raise RuntimeError(f"no C compiler {compiler!r} on PATH (set CC to one)")
-    library = Path(_BUILD_FOLDER.name) / f"exact_frobenius_d{dim}_{next(_BUILDS)}.so"
-    errors = []
-    with resources.as_file(resources.files("dsc.losses") / SOURCE) as source:
-        for machine in _MACHINE_FLAGS:
-            command = [compiler, *_FLAGS, *machine, f"-DDIM={dim}", "-o", str(library), str(source), "-lm"]
-            result = subprocess.run(command, capture_output=True, text=True, check=False)
-            if result.returncode == 0:
-                return _declare(ctypes.CDLL(str(library)))
-            errors.append(f"{' '.join(command)}: {result.stderr.strip()[-500:]}")
-    raise RuntimeError("; ".join(errors))
 
 
 def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
@@ -87,9 +53,9 @@ def kernel(dim: int) -> ctypes.CDLL | None:
     None (after one RuntimeWarning) where it cannot be built or disagrees with ``rows_in_cache``."""
     if dim not in _KERNELS:
         try:
-            _KERNELS[dim] = _compile(dim)
+            _KERNELS[dim] = _declare(c_kernels.build("dsc.losses", "exact_frobenius.c", {"DIM": dim}))
             problem = _self_check(dim)
-        except (RuntimeError, OSError) as error:
+        except (RuntimeError, OSError) as error:  # no compiler; a library that does not load
             problem = str(error)
         if problem:
             _KERNELS[dim] = None
@@ -221,8 +187,7 @@ def _in_threads(
     run: Callable[..., None], outputs: Tensor, slots: _Slots, tasks: list[tuple[int, int, int]]
 ) -> None:
     """run(task, *pixel arguments) for every task (image, first pixel, end pixel), the pixel
-    arguments those the kernel's passes share; on ``torch.get_num_threads()`` threads (ctypes
-    releases the GIL)."""
+    arguments those the kernel's passes share; on threads (``c_kernels.run_in_threads``)."""
     pixel_stride, channel_stride = _pixel_and_channel_strides(outputs)
 
     def run_task(task: int) -> None:
@@ -239,13 +204,7 @@ def _in_threads(
             high - low,
         )
 
-    threads = torch.get_num_threads()
-    if threads == 1 or len(tasks) == 1:
-        for task in range(len(tasks)):
-            run_task(task)
-        return
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(run_task, range(len(tasks))))
+    c_kernels.run_in_threads(run_task, len(tasks))
 
 
 def exact_frobenius_from_raw(
