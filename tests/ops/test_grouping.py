@@ -1,5 +1,9 @@
+import shutil
+
+import pytest
 import torch
 
+from dsc.ops import grouping
 from dsc.ops.grouping import combine_keys, group, instance_slots
 
 
@@ -58,25 +62,58 @@ def brute_force_cells(preds, target):
     return sorted((*key, count) for key, count in counts.items())
 
 
-def test_contingency_cells_match_a_brute_force_count():
-    from dsc.ops.grouping import contingency_cells
-
+def contingency_cases():
     generator = torch.Generator().manual_seed(2)
-    cases = [
+    return [
         (
             torch.randint(-1, 6, (3, 200), generator=generator),
             torch.randint(0, 4, (3, 200), generator=generator),
+        ),
+        # runs of one cell, as neighbouring pixels make them
+        (
+            torch.randint(-5, 40, (2, 60), generator=generator).repeat_interleave(7, dim=1),
+            torch.randint(0, 3, (2, 84), generator=generator).repeat_interleave(5, dim=1),
         ),
         # void 255 beside a few classes: columns renumbered through a lookup table
         (torch.randint(0, 3000, (2, 300), generator=generator), torch.tensor([0, 1, 255]).repeat(2, 100)),
         # pred and target ranges too wide for a table: renumbered by sorting
         (torch.randint(0, 10**12, (2, 50), generator=generator), torch.randint(-(10**12), 10**12, (2, 50))),
+        (torch.tensor([[-(2**63), 2**63 - 1]]), torch.tensor([[3, 4]])),  # a range that overflows int64
+        (
+            torch.randint(0, 9, (1, 77), generator=generator, dtype=torch.int32),
+            torch.ones(1, 77, dtype=torch.int32),
+        ),
         (torch.zeros(2, 0, dtype=torch.int64), torch.zeros(2, 0, dtype=torch.int64)),
     ]
-    for preds, target in cases:
-        image, pred, true, size = contingency_cells(preds, target)
-        got = sorted(zip(image.tolist(), pred.tolist(), true.tolist(), size.tolist(), strict=True))
-        assert got == brute_force_cells(preds, target)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_contingency_cells_match_a_brute_force_count(compiled, monkeypatch):
+    if not compiled:
+        monkeypatch.setattr(grouping, "_contingency_cells_compiled", lambda *args: None)
+    monkeypatch.setattr(grouping, "_CELLS_PER_IMAGE", 5)  # images with more cells are counted again
+    for preds, target in contingency_cases():
+        image, pred, true, size = grouping.contingency_cells(preds, target)
+        got = list(zip(image.tolist(), pred.tolist(), true.tolist(), size.tolist(), strict=True))
+        assert got == brute_force_cells(preds, target)  # ordered by image, pred label, target label
+        assert all(column.dtype == torch.int64 for column in (image, pred, true, size))
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler (cc)")
+def test_the_compiled_kernel_counts_int64_labels_on_cpus():
+    preds, target = contingency_cases()[0]
+    assert grouping._contingency_cells_compiled(preds, target) is not None
+    assert grouping._contingency_cells_compiled(preds.int(), target) is None  # the bincount path's
+
+
+def test_contingency_cells_fall_back_to_bincount_without_a_compiler(monkeypatch):
+    monkeypatch.setattr(grouping, "_CONTINGENCY_KERNEL", [])
+    monkeypatch.setenv("CC", "no-such-compiler")
+    preds, target = contingency_cases()[1]
+    with pytest.warns(RuntimeWarning, match="no C compiler 'no-such-compiler'"):
+        image, pred, true, size = grouping.contingency_cells(preds, target)
+    got = list(zip(image.tolist(), pred.tolist(), true.tolist(), size.tolist(), strict=True))
+    assert got == brute_force_cells(preds, target)
 
 
 def test_instance_ids_of_any_range_give_the_same_slots():
