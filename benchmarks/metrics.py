@@ -3,8 +3,9 @@
 * scikit-learn: ``sklearn.metrics.cluster.pair_confusion_matrix`` per image on the CPU (NumPy);
 * sorting: the same contingency tables grouped with ``torch.unique`` (a sort, O(n log n)), as a
   reference for what counting with ``bincount`` saves;
-* dsc: ``dsc.metrics.pair_counts`` on the whole batch, on each device (contingency tables counted
-  with one ``bincount``, O(n)).
+* dsc: ``dsc.metrics.pair_counts`` on the whole batch, on each device (contingency tables
+  counted in O(n): on the CPU by the compiled kernel ``dsc/ops/contingency.c``, and again as
+  without a C compiler, by one ``bincount``; on GPUs by one ``bincount``).
 
 It checks that both give the same pair counts, then prints the table.
 
@@ -17,10 +18,11 @@ import argparse
 
 import numpy as np
 import torch
-from common import devices, print_table, shapes_embeddings, time_ms
+from common import devices, print_table, shapes_embeddings, time_ms, time_side_by_side
 from sklearn.metrics.cluster import pair_confusion_matrix
 
 from dsc.metrics import pair_counts
+from dsc.ops import grouping
 from dsc.rounding import kwikcluster
 
 VOID = 255
@@ -55,6 +57,16 @@ def sorted_counts(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.stack([both, pred - both, true - both, n - pred - true + both])
 
 
+def bincount_pair_counts(preds: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``pair_counts`` as it runs where no C compiler works: tables counted by ``bincount``."""
+    kernel = grouping._CONTINGENCY_KERNEL[:]
+    grouping._CONTINGENCY_KERNEL[:] = [None]
+    try:
+        return pair_counts(preds, target, VOID)
+    finally:
+        grouping._CONTINGENCY_KERNEL[:] = kernel
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=16)
@@ -86,8 +98,15 @@ def main() -> None:
         counts = pair_counts(*on_device, VOID)[0].cpu().numpy()  # row 0: all pairs (row 1: foreground)
         if not np.array_equal(counts, expected):
             raise AssertionError(f"dsc counts {counts} differ from scikit-learn's {expected} on {device}")
-        milliseconds = time_ms(lambda on_device=on_device: pair_counts(*on_device, VOID), device, repeats=9)
-        rows.append(["dsc pair_counts, batched", device.type, f"{milliseconds:.2f}"])
+        variants = {"dsc pair_counts, batched": lambda on_device=on_device: pair_counts(*on_device, VOID)}
+        if device.type == "cpu" and grouping._contingency_kernel() is not None:
+            variants["dsc pair_counts, bincount (no compiler)"] = lambda on_device=on_device: (
+                bincount_pair_counts(*on_device)
+            )
+            if not np.array_equal(variants["dsc pair_counts, bincount (no compiler)"]()[0].numpy(), expected):
+                raise AssertionError("dsc's bincount counts differ from scikit-learn's")
+        for name, milliseconds in time_side_by_side(variants, device, repeats=9).items():
+            rows.append([name, device.type, f"{milliseconds:.2f}"])
     sklearn_ms = float(rows[0][2])
     for row in rows:
         row.append(f"{sklearn_ms / float(row[2]):.1f}")
