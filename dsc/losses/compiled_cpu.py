@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import ctypes
 import itertools
-import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -39,36 +38,30 @@ _LABEL_RANGE_SLOTS = 1024  # label ranges up to this are slots as they are (VOC:
 _KERNELS: dict[int, ctypes.CDLL | None] = {}
 
 
-def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
+def _declare(library: ctypes.CDLL) -> None:
     pointer, integer = ctypes.c_void_p, ctypes.c_int64
     pixels_and_labels = [pointer, integer, integer, pointer, integer, integer, integer, integer]
     library.dsc_forward.argtypes = [*pixels_and_labels, pointer, pointer, pointer]
     library.dsc_backward.argtypes = [*pixels_and_labels, pointer, pointer, pointer]
     library.dsc_forward.restype = library.dsc_backward.restype = None
-    return library
 
 
 def kernel(dim: int) -> ctypes.CDLL | None:
     """The compiled kernel for embeddings of ``dim`` channels, built and checked once per process;
     None (after one RuntimeWarning) where it cannot be built or disagrees with ``rows_in_cache``."""
     if dim not in _KERNELS:
-        try:
-            _KERNELS[dim] = _declare(c_kernels.build("dsc.losses", "exact_frobenius.c", {"DIM": dim}))
-            problem = _self_check(dim)
-        except (RuntimeError, OSError) as error:  # no compiler; a library that does not load
-            problem = str(error)
-        if problem:
-            _KERNELS[dim] = None
-            warnings.warn(
-                f"the compiled CPU spectral loss is not used ({problem}); the loss runs on PyTorch "
-                "operations instead (dsc.losses.rows_in_cache), at a few times the time",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        _KERNELS[dim] = c_kernels.build_checked(
+            "dsc.losses",
+            "exact_frobenius.c",
+            {"DIM": dim},
+            _declare,
+            lambda library: _self_check(library, dim),
+            "the CPU loss runs on PyTorch operations instead (dsc.losses.rows_in_cache), a few times slower",
+        )
     return _KERNELS[dim]
 
 
-def _self_check(dim: int) -> str:
+def _self_check(library: ctypes.CDLL, dim: int) -> str:
     """'' if the kernel's loss and gradient agree with ``rows_in_cache`` on a small input, else why."""
     generator = torch.Generator().manual_seed(0)
     outputs = torch.randn(2, dim, 13, 11, generator=generator)
@@ -78,7 +71,7 @@ def _self_check(dim: int) -> str:
     with torch.enable_grad():  # also when the first loss is a validation loss
         expected = rows_in_cache.exact_frobenius_from_raw(expected_x, labels)
         expected.backward()
-        loss = exact_frobenius_from_raw(x, labels, kernel_library=_KERNELS[dim])
+        loss = exact_frobenius_from_raw(x, labels, kernel_library=library)
         loss.backward()
     gradient_error = (x.grad - expected_x.grad).abs().max() / expected_x.grad.abs().max()
     if abs(loss.item() - expected.item()) <= 1e-4 * expected.item() and gradient_error <= 1e-3:

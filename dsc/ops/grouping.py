@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import math
-import warnings
 
 import torch
 from torch import Tensor
@@ -99,7 +98,7 @@ def _column_ids(
 
 
 def contingency_cells(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """The non-empty cells of every image's contingency table of two labelings, from one ``bincount``.
+    """The non-empty cells of every image's contingency table of two labelings, counted in one pass.
 
     preds, target: (B, N) integer labels. Returns, per non-empty cell: the image (C,), the pred
     label (C,), the target label (C,) and the number of pixels (C,), all int64, ordered by image.
@@ -111,7 +110,6 @@ def contingency_cells(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Te
     (cache-resident) and is counted by one ``bincount``; pred ranges too wide for that are first
     renumbered by a sort.
     """
-    batch = target.shape[0]
     device = target.device
     if target.numel() == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=device)
@@ -120,6 +118,13 @@ def contingency_cells(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Te
         cells = _contingency_cells_compiled(preds, target)
         if cells is not None:
             return cells
+    return _contingency_cells_bincount(preds, target)
+
+
+def _contingency_cells_bincount(preds: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``contingency_cells`` of non-empty labelings, on any device, from one ``bincount``."""
+    batch = target.shape[0]
+    device = target.device
     pred_values = None
     low, high = torch.aminmax(preds, dim=1)
     spans = (high - low + 1).long()
@@ -152,28 +157,27 @@ _CONTINGENCY_KERNEL: list[ctypes.CDLL | None] = []  # built and checked at first
 _CELLS_PER_IMAGE = 4096
 
 
+def _declare(library: ctypes.CDLL) -> None:
+    pointer, integer = ctypes.c_void_p, ctypes.c_int64
+    labels_and_room = [pointer, pointer, integer, integer, integer]  # labels, pixels, max cells, room
+    library.dsc_contingency_cells.argtypes = [*labels_and_room, pointer, pointer, pointer]
+    library.dsc_contingency_cells.restype = integer
+
+
 def _contingency_kernel() -> ctypes.CDLL | None:
     """``contingency.c`` compiled for this machine and checked once against the ``bincount`` path;
     None (after one RuntimeWarning saying why) where no C compiler works or the check fails."""
     if not _CONTINGENCY_KERNEL:
-        try:
-            library = c_kernels.build("dsc.ops", "contingency.c")
-            pointer, integer = ctypes.c_void_p, ctypes.c_int64
-            labels_and_room = [pointer, pointer, integer, integer, integer]  # labels, pixels, max cells, room
-            library.dsc_contingency_cells.argtypes = [*labels_and_room, pointer, pointer, pointer]
-            library.dsc_contingency_cells.restype = integer
-            _CONTINGENCY_KERNEL.append(library)
-            problem = _contingency_kernel_check(library)
-        except (RuntimeError, OSError) as error:  # no compiler; a library that does not load
-            problem = str(error)
-        if problem:
-            _CONTINGENCY_KERNEL[:] = [None]
-            warnings.warn(
-                f"the compiled contingency-table kernel is not used ({problem}); tables are counted "
-                "with torch.bincount instead, at about twice the time",
-                RuntimeWarning,
-                stacklevel=3,
+        _CONTINGENCY_KERNEL.append(
+            c_kernels.build_checked(
+                "dsc.ops",
+                "contingency.c",
+                None,
+                _declare,
+                _contingency_kernel_check,
+                "contingency tables are counted by torch.bincount instead, at about twice the time",
             )
+        )
     return _CONTINGENCY_KERNEL[0]
 
 
@@ -183,7 +187,7 @@ def _contingency_kernel_check(library: ctypes.CDLL) -> str:
     preds = torch.randint(-3, 4, (2, 500), generator=generator).repeat_interleave(3, dim=1)
     target = torch.randint(5, 9, (2, 1500), generator=generator)
     target[:, 700:900] = 255
-    expected = contingency_cells(preds.to(torch.int32), target)  # int32 labels: the bincount path
+    expected = _contingency_cells_bincount(preds, target)
     cells = _contingency_cells_compiled(preds, target, library)
     agrees = cells is not None and all(map(torch.equal, cells, expected))
     return "" if agrees else "self-check: its cells differ from bincount's"

@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
@@ -51,6 +52,31 @@ def build(package: str, source: str, defines: Mapping[str, int] | None = None) -
                 return ctypes.CDLL(str(library))
             errors.append(f"{' '.join(command)}: {result.stderr.strip()[-500:]}")
     raise RuntimeError("; ".join(errors))
+
+
+def build_checked(
+    package: str,
+    source: str,
+    defines: Mapping[str, int] | None,
+    declare: Callable[[ctypes.CDLL], None],
+    check: Callable[[ctypes.CDLL], str],
+    fallback: str,
+) -> ctypes.CDLL | None:
+    """``build``, then ``declare`` the library's functions (argtypes, restype) and ``check`` it
+    against its PyTorch counterpart ('' when they agree, else what differs). None, after one
+    RuntimeWarning saying why and what runs instead (``fallback``), where either fails."""
+    try:
+        library = build(package, source, defines)
+        declare(library)
+        problem = check(library)
+    except (RuntimeError, OSError) as error:  # no compiler; a library that does not load
+        problem = str(error)
+    if not problem:
+        return library
+    warnings.warn(
+        f"the compiled kernel {source} is not used ({problem}); {fallback}", RuntimeWarning, stacklevel=4
+    )
+    return None
 
 
 def run_in_threads(run: Callable[[int], None], count: int) -> None:
