@@ -13,10 +13,10 @@ Per image, with f_i = x_i / max(‖x_i‖, ε) the unit rows of its n valid pixe
 block by block of 64 pixels held in the L1 cache, with every product on SIMD vectors: no
 intermediate tensor is written, and the outputs are read twice and the gradient written once,
 which is the loss's memory-bandwidth floor. Pixels are split across ``torch.get_num_threads()``
-threads. The kernel is compiled for the embedding dimension and this machine (``-march=native``)
-the first time a process needs it, with ``$CC`` (default ``cc``), into a temporary folder, and
-checked once against ``rows_in_cache`` on a small input; if no compiler works or the check fails,
-``kernel`` says why in a warning and returns None, and the loss runs on ``rows_in_cache``.
+threads. ``dsc.utils.c_kernels`` compiles the kernel for the embedding dimension and this machine
+the first time a process needs it, and it is checked once against ``rows_in_cache`` on a small
+input; if no compiler works or the check fails, ``kernel`` says why in a warning and returns None,
+and the loss runs on ``rows_in_cache``.
 """
 
 from __future__ import annotations
