@@ -3,7 +3,9 @@ sums (the spectral loss, the pair counts, rounding's clean-up).
 
 Keys with small ranges (image index, instance ids, predicted labels) are counted in a dense table
 with ``bincount``: O(n + table size), no sort. Only keys whose combined range is too wide for a
-dense table fall back to sorting (``torch.unique``), O(n log n).
+dense table fall back to sorting (``torch.unique``), O(n log n). On CPUs, contingency tables are
+counted by a compiled kernel (``contingency.c``, built by ``dsc.utils.c_kernels``), the same
+dense counting in one pass per image.
 """
 
 from __future__ import annotations
