@@ -28,7 +28,7 @@ _CACHE_CELLS = 1 << 17  # int64 counts that stay in a core's cache while countin
 
 def _lows_and_spans(keys: tuple[Tensor, ...]) -> tuple[list[Tensor], list[int]]:
     lows = [key.min() if key.numel() else key.new_zeros(()) for key in keys]
-    spans = [int(key.max() - low) + 1 if key.numel() else 1 for key, low in zip(keys, lows, strict=True)]
+    spans = [int(key.max()) - int(low) + 1 if key.numel() else 1 for key, low in zip(keys, lows, strict=True)]
     return lows, spans
 
 
@@ -247,7 +247,7 @@ def instance_slots(labels: Tensor, valid: Tensor) -> tuple[Tensor, int]:
     otherwise the ids are grouped by ``group``."""
     batch = labels.shape[0]
     low, high = torch.aminmax(labels) if labels.numel() else (labels.new_zeros(()), labels.new_zeros(()))
-    span = int(high - low) + 1
+    span = int(high) - int(low) + 1  # Python integers: no int64 overflow
     if fits_dense_table(batch * span, labels.numel()):
         offsets = torch.arange(batch, device=labels.device).unsqueeze(1) * span
         cells = batch * span  # the last cell, one past the table, collects the invalid pixels

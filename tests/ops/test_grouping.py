@@ -123,3 +123,5 @@ def test_instance_ids_of_any_range_give_the_same_slots():
     assert slots.tolist() == [[0, 0, 2, 3, 1], [3, 3, 3, 3, 3], [0, 1, 0, 1, 3]]
     small, small_slots = instance_slots(labels.clamp(max=300), labels != 255)  # a dense table of ids
     assert small_slots == 3 and torch.equal(small, slots)
+    extremes = torch.tensor([[-(2**63), 2**63 - 1, 7, 255, 7]])  # a range that overflows int64
+    assert instance_slots(extremes, extremes != 255)[0].tolist() == [[0, 2, 1, 3, 1]]
