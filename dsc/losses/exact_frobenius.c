@@ -56,6 +56,18 @@ static float lane_sum(const vec *v) {
     return total;
 }
 
+/* Adds a run of pixels of one slot, its per-lane sums and its size, to that slot's sum and size
+ * (nowhere for void) and empties it. */
+static void end_run(vec run[DIM], int64_t run_slot, int64_t *run_size, int64_t num_slots, double *sums,
+                    double *sizes) {
+    if (run_slot < num_slots) {
+        for (int c = 0; c < DIM; c++) sums[run_slot * DIM + c] += lane_sum(&run[c]);
+        sizes[run_slot] += *run_size;
+    }
+    memset(run, 0, DIM * sizeof(vec));
+    *run_size = 0;
+}
+
 typedef struct {
     const int64_t *labels;
     int64_t first_label, num_slots, void_label;
@@ -134,12 +146,8 @@ void dsc_forward(const float *x, int64_t pixel_stride, int64_t channel_stride, c
             const float *u = (const float *)b.u;
             for (int p = 0; p < size; p++) {
                 if (b.slot[p] != run_slot) {
-                    if (run_slot < num_slots) {
-                        for (int c = 0; c < DIM; c++) sums[run_slot * DIM + c] += lane_sum(&run[c]);
-                        sizes[run_slot] += run_size;
-                    }
-                    memset(run, 0, sizeof(run));
-                    run_slot = b.slot[p], run_size = 0;
+                    end_run(run, run_slot, &run_size, num_slots, sums, sizes);
+                    run_slot = b.slot[p];
                 }
                 for (int c = 0; c < DIM; c++) run[c][0] += u[c * BLOCK + p];
                 run_size++;
@@ -153,12 +161,7 @@ void dsc_forward(const float *x, int64_t pixel_stride, int64_t channel_stride, c
                     if (k != i) gram[k * DIM + i] += total;
                 }
             memset(gram_lanes, 0, sizeof(gram_lanes));
-            if (run_slot < num_slots) {
-                for (int c = 0; c < DIM; c++) sums[run_slot * DIM + c] += lane_sum(&run[c]);
-                sizes[run_slot] += run_size;
-            }
-            memset(run, 0, sizeof(run));
-            run_size = 0;
+            end_run(run, run_slot, &run_size, num_slots, sums, sizes);
         }
     }
 }
