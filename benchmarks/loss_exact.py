@@ -128,8 +128,9 @@ def main() -> None:
         inputs[name] = outputs.detach().clone(memory_format=torch.preserve_format).requires_grad_()
         steps[name] = forward_backward(loss_fn, inputs[name], labels)
     if device.type == "cpu":
-        name, inputs[name] = "d × d products + fresh gradient only", layouts["channels-last"]
-        steps[name] = lambda: products_and_gradient(inputs["d × d products + fresh gradient only"])
+        bound = layouts["channels-last"]
+        inputs["d × d products + fresh gradient only"] = bound
+        steps["d × d products + fresh gradient only"] = lambda: products_and_gradient(bound)
     for name, milliseconds in time_side_by_side(steps, device, args.repeats, warmup=2).items():
         add_row(name, milliseconds, inputs[name])
 
