@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from dsc.backbones import fcn8s
 from dsc.data import RandomScaleCropFlip, VOCInstances, pad_collate
-from dsc.losses import SpectralLoss, sample_pixels
+from dsc.losses import SpectralLoss
+from dsc.ops import sample_pixels
 
 
 def main() -> None:

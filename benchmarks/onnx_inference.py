@@ -22,9 +22,10 @@ from common import print_table, time_ms
 from hydra import compose, initialize_config_dir
 
 import dsc
-from dsc.export import export_onnx
-from dsc.module import DeepSpectralClustering
-from dsc.utils.schema import register_schemas
+from dsc.cli.schema import register_schemas
+from dsc.deploy import export_onnx
+from dsc.training import DeepSpectralClustering
+from dsc.training.checkpoint_record import build_model
 
 CONFIG_DIR = Path(dsc.__file__).parent / "conf"
 CASES = {  # backbone → overrides, (batch, size) to time
@@ -36,7 +37,7 @@ CASES = {  # backbone → overrides, (batch, size) to time
 def build(overrides: list[str]) -> DeepSpectralClustering:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         config = compose("train", overrides=[*overrides, f"paths.output_dir={tempfile.gettempdir()}"])
-    return DeepSpectralClustering.from_config(config).eval()
+    return build_model(config).eval()
 
 
 def main() -> None:

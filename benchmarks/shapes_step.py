@@ -21,8 +21,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import dsc
-from dsc.module import DeepSpectralClustering
-from dsc.utils.schema import register_schemas
+from dsc.cli.schema import register_schemas
+from dsc.training.checkpoint_record import build_model
 
 CONFIG_DIR = Path(dsc.__file__).parent / "conf"
 
@@ -31,7 +31,7 @@ def step_function(experiment: str, channels_last: bool, batch_size: int, device:
     overrides = [f"experiment={experiment}", f"model.channels_last={channels_last}"]
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         config = compose("train", overrides=[*overrides, f"paths.output_dir={tempfile.gettempdir()}"])
-    model = DeepSpectralClustering.from_config(config).to(device).train()
+    model = build_model(config).to(device).train()
     dataset = instantiate(config.data.train)
     items = [dataset[index] for index in range(batch_size)]
     batch = {

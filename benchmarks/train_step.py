@@ -32,8 +32,9 @@ from common import print_table, shapes_embeddings, time_ms
 
 from dsc.backbones import fcn8s
 from dsc.contracts import NetworkOutputs
-from dsc.losses import SemanticCrossEntropy, SpectralLoss, sample_pixels
+from dsc.losses import SemanticCrossEntropy, SpectralLoss
 from dsc.losses.fused import fused_kernels_available
+from dsc.ops import sample_pixels
 
 
 def make_step(model, optimizer, loss, images, batch, embed_dim, autocast, sample_size):
@@ -106,7 +107,7 @@ def loop_images_per_second(args: argparse.Namespace) -> float:
             "callbacks=none",
             "+callbacks.throughput._target_=pytorch_lightning.callbacks.ThroughputMonitor",
             "+callbacks.throughput.batch_size_fn._target_=hydra.utils.get_method",
-            "+callbacks.throughput.batch_size_fn.path=dsc.callbacks.images_in_batch",
+            "+callbacks.throughput.batch_size_fn.path=dsc.training.callbacks.images_in_batch",
             f"+callbacks.throughput.window_size={max(2, args.loop_steps // 4)}",
             f"hydra.run.dir={run_dir}/run",
         ]

@@ -1,7 +1,7 @@
 """dsc: deep spectral clustering for object instance segmentation (Barnes & Dubrawski).
 
 Pure tensor functions live in ``dsc.losses``, ``dsc.rounding`` and ``dsc.metrics``; networks in
-``dsc.backbones``; data in ``dsc.data``; the Lightning module in ``dsc.module``; entry points are
+``dsc.backbones``; data in ``dsc.data``; the Lightning module in ``dsc.training.module``; entry points are
 ``python -m dsc.train``.
 
 Importing dsc before torch allocates anything turns on PyTorch's transparent-huge-page allocations

@@ -4,19 +4,32 @@ A network's (B, d + C, H, W) output is read as two heads (``NetworkOutputs``): d
 unit-normalised per pixel, and C class-score channels (d or C may be 0). A loss (``Objective``)
 says which heads it trains and computes its loss from them; a rounding (``Partitioner``) says which
 heads it reads and turns them into a partition. ``DeepSpectralClustering`` checks at construction
-that the network has the heads both need, and otherwise treats every model alike.
+that the network has the heads both need, and otherwise treats every model alike. ``dsc.predict``
+segments with a ``Segmenter`` and writes each output format through ``PredictionFiles``.
+
+What any layer raises for a mistake a person fixes — a missing file, an output that exists, a value
+that cannot work — is a ``UserError`` whose message names the file, key or value and what to do.
+Every ``python -m dsc.<entry>`` prints one as a single line and exits with code 2
+(``dsc.cli.entry_point``; the traceback only with ``HYDRA_FULL_ERROR=1``). Each class is also the
+built-in error of its kind, so Python callers catch them as ``FileNotFoundError``,
+``FileExistsError`` or ``ValueError``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from dsc.ops.normalize import unit_normalize
+
+if TYPE_CHECKING:  # instances are built from NetworkOutputs: a runtime import would be circular
+    from dsc.instances import Instances
 
 Head = Literal["embedding", "classes"]
 Batch = dict[str, Tensor]  # "image" (B, 3, H, W), "instances" and "classes" (B, H, W), optional extras
@@ -77,14 +90,17 @@ class NetworkOutputs:
 class Objective(Protocol):
     """A training loss. ``heads``: the heads it trains (the network must have them).
 
-    ``training_loss`` is what the optimizer minimises (it may sample pixels: ``batch["pixel_sample"]``
-    when the data module drew them); ``validation_loss`` is its exact value, reported as ``val/loss``.
-    Both return a scalar tensor, never NaN for a batch without valid pixels.
+    ``training_loss`` is what the optimizer minimises; a loss that samples pixels draws them with
+    ``generator`` (on the batch's device, seeded by the LightningModule), its one source of
+    randomness. ``validation_loss`` is its exact value, reported as ``val/loss``. Both return a
+    scalar tensor, never NaN for a batch without valid pixels.
     """
 
     heads: frozenset[Head]
 
-    def training_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor: ...
+    def training_loss(
+        self, outputs: NetworkOutputs, batch: Batch, generator: torch.Generator | None = None
+    ) -> Tensor: ...
 
     def validation_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor: ...
 
@@ -106,12 +122,83 @@ class Partitioner(Protocol):
     ) -> Tensor: ...
 
 
+class Segmenter(Protocol):
+    """What ``dsc.predict`` segments with: a checkpoint's ``DeepSpectralClustering`` or an exported
+    file's ``dsc.deploy.OnnxNetwork``. ``__call__``: images (B, 3, H, W) in [0, 1] → heads;
+    ``partition``: heads → (B, H, W) segment labels, as ``Partitioner.partition``."""
+
+    heads: frozenset[Head]
+    num_classes: int
+
+    def __call__(self, images: Tensor) -> NetworkOutputs: ...
+
+    def partition(
+        self,
+        outputs: NetworkOutputs,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
+    ) -> Tensor: ...
+
+
+class PredictionFiles(Protocol):
+    """One output format of ``dsc.predict`` (``dsc.outputs``): the files it will write for the
+    inputs' stems (checked for clashes before any work), then one image at a time, then whatever
+    it writes at the end.
+    ``reads_instances`` / ``reads_features``: whether ``add`` needs the instances / the features
+    (``predict`` computes them only then, else passes None)."""
+
+    reads_instances: bool
+    reads_features: bool
+
+    def planned(self, stems: Sequence[str]) -> list[Path]: ...
+
+    def add(
+        self,
+        source: Path,
+        stem: str,
+        image: Tensor,
+        labels: Tensor,
+        instances: Instances | None,
+        features: Tensor | None = None,
+    ) -> None:
+        """image (3, H, W) in [0, 1]; labels (H, W) segment ids; instances: the image's instances;
+        features (d, H, W): the embedding, or the class probabilities of a network without one."""
+
+    def finish(self) -> None: ...
+
+
 def check_heads(available: frozenset[Head], needed: frozenset[Head], who: str) -> None:
     """Raise ValueError naming the config key that adds each head ``who`` needs and the network lacks."""
     missing = sorted(needed - available)
     if missing:
         keys = {"embedding": "model.embed_dim > 0", "classes": "model.num_classes > 0 (a class head)"}
-        raise ValueError(
+        raise InvalidInputError(
             f"{who} needs the {' and '.join(missing)} head(s), which this network lacks: set "
             + " and ".join(keys[head] for head in missing)
         )
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for, not a fault of dsc."""
+
+
+class MissingFileError(UserError, FileNotFoundError):
+    """A file or folder the command needs does not exist."""
+
+
+class OutputExistsError(UserError, FileExistsError):
+    """The command would replace or mix with something that exists."""
+
+
+class InvalidInputError(UserError, ValueError):
+    """A value, a file's contents or a combination of options that cannot work."""
+
+
+def user_error_of(error: BaseException) -> UserError | None:
+    """``error`` itself, or the user error it wraps (Hydra wraps errors raised while instantiating
+    a config in an ``InstantiationException``), or None."""
+    while error is not None:
+        if isinstance(error, UserError):
+            return error
+        error = error.__cause__
+    return None

@@ -16,14 +16,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import hydra
 import numpy as np
 from omegaconf import DictConfig
 from PIL import Image
 
+from dsc.cli.console import where_things_went
+from dsc.cli.entry_point import entry_point, run_entry_point
 from dsc.data import Shapes
-from dsc.utils.console import print_config, quiet_console, where_things_went
-from dsc.utils.task import run_entry_point
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +85,9 @@ def demo(cfg: DictConfig) -> Path:
     return predictions
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="demo")
+@entry_point("demo")
 def main(cfg: DictConfig) -> None:
-    quiet_console()
-    print_config(cfg, "demo")
+    """``python -m dsc.demo``."""
     demo(cfg)
 
 

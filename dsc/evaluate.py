@@ -4,68 +4,42 @@ Data come from the run's own config: ``data=<option>`` replaces them and ``+data
 adjusts them (``+data.val.num_images=50``). The table of pairwise
 scores is printed and written to ``metrics.json`` in the Hydra output directory; with
 ``export=coco`` the scored instances and the ground truth also go to COCO files there
-(``dsc.coco_results``).
+(``dsc.outputs.coco``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
-import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from dsc.checkpoints import load_model
-from dsc.coco_results import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
+from dsc.cli.console import where_things_went
+from dsc.cli.entry_point import entry_point
+from dsc.contracts import InvalidInputError
 from dsc.data.coco import COCOInstances
 from dsc.data.datamodule import ClassNamedDataset
-from dsc.metrics import keys
-from dsc.utils.console import print_config, quiet_console, where_things_went
-from dsc.utils.report import format_metrics_table, write_metrics
-from dsc.utils.schema import register_schemas
+from dsc.outputs.coco import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
+from dsc.outputs.metrics_file import format_metrics_table, write_metrics
+from dsc.training.scoring import score_checkpoint
 
 log = logging.getLogger(__name__)
-register_schemas()
 EXPORTS = ("coco",)
 
 
-def score_checkpoint(
-    ckpt_path: str,
-    trainer_config: DictConfig,
-    rounding: DictConfig | None = None,
-    data: DictConfig | None = None,
-    split: str = "val",
-    seed: int = 0,
-    export_dir: Path | None = None,
-) -> dict[str, float]:
-    """Validate a checkpoint's model on ``split`` of its data (adjusted by ``data``, see above);
-    with ``export_dir``, write the COCO files of the scored instances there."""
-    model, run_config = load_model(ckpt_path, rounding=rounding)
-    model.score_instances = True
-    pl.seed_everything(seed, workers=True)
-    data_config = OmegaConf.create(run_config["data"])
-    if data:
-        data_config = data if "_target_" in data else OmegaConf.merge(data_config, data)
-    if split != "val":
-        if "split" not in data_config.val:
-            raise ValueError(f"split={split}: these data ({data_config.val._target_}) have no splits")
-        data_config.val.split = split
-    # Only the scored split is built: evaluating on VOC val must not need the SBD training set.
-    datamodule = hydra.utils.instantiate(data_config, train=None)
-    callbacks = []
-    if export_dir is not None:
+def coco_writer(output_dir: Path) -> Callable[[pl.LightningDataModule], list[pl.Callback]]:
+    """``export=coco``'s callback for a data module: COCO files of the scored instances, with a COCO
+    data set's own image and category ids."""
+
+    def callbacks(datamodule: pl.LightningDataModule) -> list[pl.Callback]:
         dataset = datamodule.val_dataset
         names = dataset.class_names if isinstance(dataset, ClassNamedDataset) else None
-        coco = dataset if isinstance(dataset, COCOInstances) else None  # its own image and category ids
-        callbacks.append(CocoResults(export_dir, names, coco))
-    trainer: pl.Trainer = hydra.utils.instantiate(trainer_config, logger=False, callbacks=callbacks)
-    trainer.validate(model, datamodule=datamodule, verbose=False)
-    return {
-        name: float(value)
-        for name, value in trainer.callback_metrics.items()
-        if name.startswith(keys.VALIDATION)
-    }
+        coco = dataset if isinstance(dataset, COCOInstances) else None
+        return [CocoResults(output_dir, names, coco)]
+
+    return callbacks
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
@@ -73,7 +47,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     (and the COCO files with ``export=coco``)."""
     export = cfg.get("export")
     if export is not None and export not in EXPORTS:
-        raise ValueError(f"export={export} is not a format dsc writes: use {', '.join(EXPORTS)} or null")
+        raise InvalidInputError(
+            f"export={export} is not a format dsc writes: use {', '.join(EXPORTS)} or null"
+        )
     output_dir = Path(cfg.paths.output_dir)
     metrics = score_checkpoint(
         cfg.ckpt_path,
@@ -82,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.get("data"),
         cfg.split,
         cfg.seed,
-        export_dir=output_dir if export == "coco" else None,
+        callbacks=coco_writer(output_dir) if export == "coco" else None,
     )
     log.info("metrics of %s on %s:\n%s", cfg.ckpt_path, cfg.split, format_metrics_table(metrics))
     write_metrics(metrics, output_dir / "metrics.json")
@@ -100,10 +76,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     return metrics
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
+@entry_point("evaluate")
 def main(cfg: DictConfig) -> None:
-    quiet_console()
-    print_config(cfg, "evaluate")
+    """``python -m dsc.evaluate``."""
     evaluate(cfg)
 
 

@@ -6,10 +6,10 @@ Output formats (``format=png``, ``coco``, ``cityscapes`` or a list, ``format=[pn
   segment, 1 the next, …; more than 255 segments: a 16-bit greyscale PNG of the same ids, with a
   warning) and ``<name>_overlay.png``.
 * ``coco``: ``predictions_coco.json`` in COCO's results format and ``images_coco.json``, the
-  images and categories it refers to (``dsc.coco_results.CocoPredictionFile``). Image ids are
+  images and categories it refers to (``dsc.outputs.coco.CocoPredictionFile``). Image ids are
   1, 2, … in the order of the sorted inputs and category ids dsc's class ids, unless ``data=coco``
   names the COCO data set the images belong to: then both are the data set's own ids.
-* ``cityscapes``: Cityscapes' instance-level results format (``dsc.cityscapes_results``), for a
+* ``cityscapes``: Cityscapes' instance-level results format (``dsc.outputs.cityscapes``), for a
   model trained on Cityscapes (its data, or ``data=cityscapes``).
 
 Instances carry a class and a score (``dsc.instances``; a model without a class head gives
@@ -26,84 +26,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig
-from PIL import Image
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from dsc.checkpoints import load_model
-from dsc.cityscapes_results import CityscapesInstanceFiles
-from dsc.coco_results import CocoPredictionFile
-from dsc.contracts import Head, NetworkOutputs
+from dsc.cli.console import where_things_went
+from dsc.cli.entry_point import entry_point
+from dsc.contracts import InvalidInputError, MissingFileError, OutputExistsError, PredictionFiles, Segmenter
 from dsc.data.cityscapes import CLASS_NAMES as CITYSCAPES_CLASSES
 from dsc.data.coco import COCOInstances
 from dsc.data.files import read_image
-from dsc.export import OnnxNetwork
-from dsc.instances import OBJECT, Instances, predicted_instances
-from dsc.utils.console import print_config, quiet_console, where_things_went
-from dsc.visualize import (
-    embedding_rgb,
-    order_by_size,
-    overlay,
-    panel_scale,
-    to_uint8_image,
-    upscale,
-    voc_palette,
-)
+from dsc.deploy import OnnxNetwork
+from dsc.instances import OBJECT, predicted_instances
+from dsc.outputs.cityscapes import CityscapesInstanceFiles
+from dsc.outputs.coco import CocoPredictionFile
+from dsc.outputs.png import PaletteMasks
+from dsc.training.checkpoint_record import RunRecord, load_model
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "coco", "cityscapes")
-
-
-class Segmenter(Protocol):
-    """What ``predict`` segments with: a checkpoint's ``DeepSpectralClustering`` or an exported
-    file's ``dsc.export.OnnxNetwork``."""
-
-    heads: frozenset[Head]
-    num_classes: int
-    class_names: list[str] | None
-    run_config: dict[str, Any] | None
-
-    def __call__(self, images: Tensor) -> NetworkOutputs: ...
-
-    def partition(
-        self,
-        outputs: NetworkOutputs,
-        generator: torch.Generator | None = None,
-        image_area: Tensor | None = None,
-    ) -> Tensor: ...
-
-
-class PredictionFiles(Protocol):
-    """One output format: the files it will write for the inputs' stems (checked for clashes
-    before any work), then one image at a time, then whatever it writes at the end.
-    ``reads_instances`` / ``reads_features``: whether ``add`` needs the instances / the features
-    (``predict`` computes them only then, else passes None)."""
-
-    reads_instances: bool
-    reads_features: bool
-
-    def planned(self, stems: Sequence[str]) -> list[Path]: ...
-
-    def add(
-        self,
-        source: Path,
-        stem: str,
-        image: Tensor,
-        labels: Tensor,
-        instances: Instances | None,
-        features: Tensor | None = None,
-    ) -> None:
-        """image (3, H, W) in [0, 1]; labels (H, W) segment ids; instances: the image's instances;
-        features (d, H, W): the embedding, or the class probabilities of a network without one."""
-
-    def finish(self) -> None: ...
 
 
 def list_inputs(source: Path, recursive: bool = False) -> list[Path]:
@@ -115,12 +60,12 @@ def list_inputs(source: Path, recursive: bool = False) -> list[Path]:
         candidates = source.rglob("*") if recursive else source.iterdir()
         files = sorted(path for path in candidates if path.is_file())
         if not files:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"input folder {source} holds no files"
                 + ("" if recursive else " (recursive=true also reads its sub-folders)")
             )
         return files
-    raise FileNotFoundError(f"input {source} is neither an image file nor a folder")
+    raise MissingFileError(f"input {source} is neither an image file nor a folder")
 
 
 class ImageFiles(Dataset):
@@ -154,95 +99,22 @@ def _output_stems(paths: list[Path]) -> dict[Path, str]:
     return {path: stem(path) for path in paths}
 
 
-def output_files(stem: str, folder: Path) -> list[Path]:
-    """The files ``write_prediction`` writes for one image."""
-    return [folder / f"{stem}.png", folder / f"{stem}_overlay.png"]
-
-
 def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> None:
     """Refuse outputs that would replace an input (always) or an existing file (unless ``overwrite``)."""
     sources = {path.resolve() for path in inputs}
     clashes = [path for path in outputs if path.resolve() in sources]
     if clashes:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"output={clashes[0].parent} would overwrite {len(clashes)} input image(s), e.g. {clashes[0]}: "
             "write the predictions to another folder (output=<dir>)"
         )
     existing = [path for path in outputs if path.exists()]
     if existing and not overwrite:
         shown = ", ".join(str(path) for path in existing[:3]) + (", …" if len(existing) > 3 else "")
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{len(existing)} output file(s) exist already ({shown}): pass overwrite=true to replace "
             "them, or choose another output=<dir>"
         )
-
-
-class PaletteMasks:
-    """``format=png``: per image ``<stem>.png`` (palette-mode instance ids, or 16-bit ids beyond 255
-    segments) and ``<stem>_overlay.png`` (the input beside its overlay with ``side_by_side``, else
-    the overlay alone); with ``embedding``, also ``<stem>_embedding.png`` (the embedding's top three
-    principal directions as RGB)."""
-
-    reads_instances = False
-
-    def __init__(self, output: Path, side_by_side: bool = True, embedding: bool = False) -> None:
-        self.output = output
-        self.side_by_side = side_by_side
-        self.embedding = embedding
-        self.reads_features = embedding
-
-    def planned(self, stems: Sequence[str]) -> list[Path]:
-        extra = [self.output / f"{stem}_embedding.png" for stem in stems] if self.embedding else []
-        return [path for stem in stems for path in output_files(stem, self.output)] + extra
-
-    def add(
-        self,
-        source: Path,
-        stem: str,
-        image: Tensor,
-        labels: Tensor,
-        instances: Instances | None,
-        features: Tensor | None = None,
-    ) -> None:
-        write_prediction(image, labels, self.output, stem, self.side_by_side)
-        if self.embedding and features is not None:
-            Image.fromarray(embedding_rgb(features)).save(self.output / f"{stem}_embedding.png")
-
-    def finish(self) -> None:
-        """Every file is written by ``add``."""
-
-
-def write_prediction(
-    image: torch.Tensor, labels: torch.Tensor, folder: Path, stem: str, side_by_side: bool = False
-) -> None:
-    """Save ``stem.png`` (palette-mode instance ids, or 16-bit ids beyond 255 segments) and
-    ``stem_overlay.png`` for one image: the overlay at the image's size, or with ``side_by_side``
-    the input beside it, small images upscaled to ``PANEL_SIZE`` pixels high."""
-    ordered = order_by_size(labels)
-    mask_file, overlay_file = output_files(stem, folder)
-    segments = int(ordered.max()) + 1
-    if segments <= 255:  # ids 0..254: 255 is VOC's void colour
-        mask = Image.fromarray(ordered.byte().cpu().numpy(), mode="P")
-        mask.putpalette(voc_palette().flatten().tolist())
-    else:
-        if segments > 65536:
-            raise ValueError(f"{stem}: {segments} segments, more than a 16-bit PNG can number")
-        log.warning(
-            "%s has %d segments, more than a palette PNG holds (255): writing %s as 16-bit instance ids",
-            stem,
-            segments,
-            mask_file.name,
-        )
-        mask = Image.fromarray(ordered.cpu().numpy().astype(np.uint16))
-    mask.save(mask_file)
-    if side_by_side:  # small images upscaled (nearest neighbour) to PANEL_SIZE pixels high
-        factor = panel_scale(image.shape[-2])
-        image, ordered = upscale(image, factor), upscale(ordered, factor)
-    picture = overlay(image, ordered)
-    if side_by_side:
-        gap = np.full((picture.shape[0], 4, 3), 255, dtype=np.uint8)
-        picture = np.concatenate([to_uint8_image(image), gap, picture], axis=1)
-    Image.fromarray(picture).save(overlay_file)
 
 
 def _device(name: str, onnx: bool = False) -> torch.device:
@@ -260,7 +132,7 @@ def output_formats(value: str | Sequence[str]) -> list[str]:
     formats = [value] if isinstance(value, str) else list(value)
     unknown = [name for name in formats if name not in FORMATS]
     if unknown or not formats:
-        raise ValueError(
+        raise InvalidInputError(
             f"format={value if isinstance(value, str) else list(value)}: "
             f"{', '.join(map(str, unknown)) or 'no format'} is not a format dsc.predict writes; "
             f"use one of {', '.join(FORMATS)} or a list of them (format=[png,coco])"
@@ -268,39 +140,41 @@ def output_formats(value: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(formats))
 
 
-def _class_names(model: Segmenter) -> list[str]:
+def _class_names(model: Segmenter, record: RunRecord) -> list[str]:
     """The names of the model's classes (class 0 first): the training data's, else "class c"."""
-    if model.class_names is not None and len(model.class_names) == model.num_classes:
-        return list(model.class_names)
+    if record.class_names is not None and len(record.class_names) == model.num_classes:
+        return list(record.class_names)
     return ["background"] + [f"class {c}" for c in range(1, model.num_classes)]
 
 
-def coco_file(model: Segmenter, output: Path, dataset: Any, paths: list[Path]) -> CocoPredictionFile:
+def coco_file(
+    model: Segmenter, record: RunRecord, output: Path, dataset: Any, paths: list[Path]
+) -> CocoPredictionFile:
     """``format=coco``'s writer; ``dataset`` (``data=coco``'s validation set, or None) gives the ids."""
     if "classes" not in model.heads:
         if dataset is not None:
-            raise ValueError(
+            raise InvalidInputError(
                 "format=coco with data=coco needs a model with a class head (model.num_classes > 0): "
                 "this one has none, so its instances have no COCO category"
             )
         return CocoPredictionFile(output, [{"id": OBJECT, "name": "object"}])
-    names = _class_names(model)
+    names = _class_names(model, record)
     if dataset is None:
         return CocoPredictionFile(output, [{"id": c, "name": n} for c, n in enumerate(names) if c > 0])
     if not isinstance(dataset, COCOInstances):
-        raise ValueError(
+        raise InvalidInputError(
             f"format=coco takes image and category ids from a COCO data set (data=coco); "
             f"data={type(dataset).__name__} has none: leave data out to number them 1, 2, …"
         )
     if len(dataset.class_names) != model.num_classes:
-        raise ValueError(
+        raise InvalidInputError(
             f"the model has {model.num_classes} classes but {dataset.annotation_file} has "
             f"{len(dataset.class_names) - 1} categories and background: it was not trained on these data"
         )
     image_ids = {dataset.coco.imgs[i]["file_name"]: i for i in dataset.image_ids}
     unknown = [path.name for path in paths if path.name not in image_ids]
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"{len(unknown)} input image(s) are not among the images of {dataset.annotation_file} "
             f"(e.g. {', '.join(unknown[:3])}), so they have no COCO image id: predict the data set's "
             "own images, or leave data out to number the images 1, 2, …"
@@ -308,12 +182,14 @@ def coco_file(model: Segmenter, output: Path, dataset: Any, paths: list[Path]) -
     return CocoPredictionFile(output, dataset.categories, image_ids, dataset.category_of_class)
 
 
-def cityscapes_files(model: Segmenter, output: Path, data_target: str | None) -> CityscapesInstanceFiles:
+def cityscapes_files(
+    model: Segmenter, record: RunRecord, output: Path, data_target: str | None
+) -> CityscapesInstanceFiles:
     """``format=cityscapes``'s writer, for a model with Cityscapes' 8 instance classes."""
-    trained_on = (model.run_config or {}).get("data", {}).get("val", {}).get("_target_")
+    trained_on = record.config["data"]["val"]["_target_"]
     on_cityscapes = "CityscapesInstances" in str(data_target or trained_on)
     if model.num_classes != len(CITYSCAPES_CLASSES) or not on_cityscapes:
-        raise ValueError(
+        raise InvalidInputError(
             "format=cityscapes writes Cityscapes label ids, which need a model with a class head "
             f"trained on Cityscapes' {len(CITYSCAPES_CLASSES) - 1} instance classes (data=cityscapes, "
             f"model.num_classes={len(CITYSCAPES_CLASSES)}); this one has model.num_classes="
@@ -322,18 +198,22 @@ def cityscapes_files(model: Segmenter, output: Path, data_target: str | None) ->
     return CityscapesInstanceFiles(output)
 
 
-def load_segmenter(ckpt_path: str | None, onnx: str | None, rounding: Any, device: torch.device) -> Segmenter:
-    """The checkpoint's model on ``device``, or the ONNX file's network in onnxruntime (CPU)."""
+def load_segmenter(
+    ckpt_path: str | None, onnx: str | None, rounding: Any, device: torch.device
+) -> tuple[Segmenter, RunRecord]:
+    """The checkpoint's model on ``device``, or the ONNX file's network in onnxruntime (CPU), and the
+    record of the run that trained it."""
     if (ckpt_path is None) == (onnx is None):
-        raise ValueError(
+        raise InvalidInputError(
             "pass either ckpt_path=<run>/checkpoints/last.ckpt (the network in torch) or "
             "onnx=<file>.onnx (the exported network in onnxruntime), not "
             + ("both" if ckpt_path is not None else "neither")
         )
     if onnx is not None:
-        return OnnxNetwork(onnx, rounding).to(device)
-    model, _ = load_model(ckpt_path, rounding=rounding)
-    return model.to(device)
+        network = OnnxNetwork(onnx, rounding)
+        return network.to(device), network.record
+    model, record = load_model(ckpt_path, rounding=rounding)
+    return model.to(device), record
 
 
 def _writable(output: Path) -> None:
@@ -355,7 +235,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     """Segment every input image; returns counts of ``written`` and ``skipped`` files."""
     formats = output_formats(cfg.format)
     device = _device(cfg.device, onnx=cfg.get("onnx") is not None)
-    model = load_segmenter(cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device)
+    model, record = load_segmenter(cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device)
     generator = torch.Generator().manual_seed(cfg.seed)
     paths = list_inputs(Path(cfg.input), cfg.get("recursive", False))
     stems = _output_stems(paths)
@@ -367,9 +247,11 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         if name == "png":
             writers.append(PaletteMasks(output, cfg.side_by_side, cfg.embedding))
         elif name == "coco":
-            writers.append(coco_file(model, output, dataset, paths))
+            writers.append(coco_file(model, record, output, dataset, paths))
         else:
-            writers.append(cityscapes_files(model, output, None if data is None else data.val._target_))
+            writers.append(
+                cityscapes_files(model, record, output, None if data is None else data.val._target_)
+            )
     planned = [file for writer in writers for file in writer.planned([stems[path] for path in paths])]
     check_outputs(paths, planned, cfg.overwrite)
     _writable(output)
@@ -423,10 +305,9 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     return {"written": written, "skipped": skipped}
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@entry_point("predict")
 def main(cfg: DictConfig) -> None:
-    quiet_console()
-    print_config(cfg, "predict")
+    """``python -m dsc.predict``."""
     predict(cfg)
 
 

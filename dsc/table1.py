@@ -23,19 +23,16 @@ import json
 import logging
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from dsc.checkpoints import load_checkpoint
-from dsc.evaluate import score_checkpoint
+from dsc.cli.console import where_things_went
+from dsc.cli.entry_point import entry_point, run_entry_point
 from dsc.metrics import keys
-from dsc.utils.console import print_config, quiet_console, where_things_went
-from dsc.utils.report import write_metrics
-from dsc.utils.schema import register_schemas
-from dsc.utils.task import run_entry_point
+from dsc.outputs.metrics_file import write_metrics
+from dsc.training.checkpoint_record import read_record
+from dsc.training.scoring import score_checkpoint
 
 log = logging.getLogger(__name__)
-register_schemas()
 
 PAPER = {"semantic": (0.859, 0.864, 0.915), "instance": (0.852, 0.848, 0.919)}
 SCORES = ("accuracy", "precision", "recall")
@@ -122,7 +119,7 @@ def format_extended(rows: dict[str, dict[str, float | None]]) -> str:
 def components_rounding(checkpoint_path: str) -> DictConfig | None:
     """The semantic model's rounding for the table: its own when that is connected components (with
     its own ``min_size``), connected components otherwise."""
-    rounding = load_checkpoint(checkpoint_path, mmap=True)["dsc_config"]["rounding"]  # weights unread
+    rounding = read_record(checkpoint_path).config["rounding"]
     return None if rounding["_target_"] == CONNECTED_COMPONENTS._target_ else CONNECTED_COMPONENTS
 
 
@@ -146,10 +143,9 @@ def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, str]:
     return checkpoints
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="table1")
+@entry_point("table1")
 def main(cfg: DictConfig) -> str:
-    quiet_console()
-    print_config(cfg, "table1")
+    """``python -m dsc.table1``: the table, as printed."""
     output = Path(cfg.paths.output_dir)
     checkpoints = {role: cfg[role] for role in ("spectral", "joint", "semantic") if cfg.get(role)}
     if not checkpoints:

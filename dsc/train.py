@@ -17,67 +17,66 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger
 
-from dsc.callbacks import ValidationTime
+from dsc.cli.console import where_things_went
+from dsc.cli.entry_point import entry_point, instantiate_all, task_wrapper
 from dsc.data.datamodule import ClassNamedDataset
 from dsc.metrics import keys
-from dsc.module import DeepSpectralClustering
-from dsc.resume import (
-    check_fresh_run_directory,
-    register_resolvers,
-    resume_path,
-    resumed_config,
-    wandb_run_id,
-)
-from dsc.utils.console import print_config, quiet_console, where_things_went
-from dsc.utils.distributed import ddp_job, is_first_process, use_job_directories_for_ddp
-from dsc.utils.loggers import keep_csv_history
-from dsc.utils.report import format_metrics_table, write_metrics
-from dsc.utils.schema import register_schemas
-from dsc.utils.task import instantiate_all, task_wrapper
+from dsc.outputs.metrics_file import format_metrics_table, write_metrics
+from dsc.training.callbacks import ValidationTime
+from dsc.training.checkpoint_record import CheckpointRecord, build_model
+from dsc.training.distributed import ddp_job, is_first_process, use_job_directories_for_ddp
+from dsc.training.loggers import keep_csv_history
+from dsc.training.resume import check_fresh_run_directory, resume_path, resumed_config
 
 log = logging.getLogger(__name__)
-register_schemas()
-register_resolvers()
 use_job_directories_for_ddp()
 
 
 @task_wrapper
 def train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     """Run one training job; returns (the value of ``cfg.optimized_metric``, all final metrics)."""
-    with ddp_job():
-        return _train(cfg)
+    return _train(cfg)
 
 
 def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
-    quiet_console()
-    print_config(cfg, "train")
+    with ddp_job():
+        return _train_job(cfg)
+
+
+def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
+    resume = resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
     overrides = list(HydraConfig.get().overrides.task)
-    if ckpt_path is not None:
-        cfg, overrides = resumed_config(cfg, ckpt_path)
+    if resume is not None:
+        cfg, overrides = resumed_config(cfg, resume)
     elif is_first_process() and cfg.get("ckpt_path") is None:
         check_fresh_run_directory(output_dir)
     pl.seed_everything(cfg.seed, workers=True)
 
-    model = DeepSpectralClustering.from_config(cfg)
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
-    model.run_overrides = overrides
+    model = build_model(cfg)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
-    if isinstance(datamodule.val_dataset, ClassNamedDataset):  # named in result files and exports
-        model.class_names = list(datamodule.val_dataset.class_names)
+    dataset = datamodule.val_dataset  # its class names go into result files and exports
+    class_names = list(dataset.class_names) if isinstance(dataset, ClassNamedDataset) else None
+    run_config = OmegaConf.to_container(cfg, resolve=True)
 
     validation_time = ValidationTime()
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
         sync_batchnorm=cfg.trainer.get("sync_batchnorm", False) and _gpus_requested(cfg.trainer.accelerator),
-        callbacks=[*instantiate_all(cfg.get("callbacks")), validation_time],
-        logger=instantiate_all(cfg.get("logger"), resumed_wandb_id=wandb_run_id(ckpt_path)),
+        callbacks=[
+            *instantiate_all(cfg.get("callbacks")),
+            validation_time,
+            CheckpointRecord(run_config, overrides, class_names),
+        ],
+        logger=instantiate_all(
+            cfg.get("logger"), resumed_wandb_id=resume.record.wandb_run_id if resume else None
+        ),
     )
     if cfg.get("ckpt_path") is not None and trainer.is_global_zero:
         keep_csv_history(trainer.loggers)
     for logger in trainer.loggers:
-        logger.log_hyperparams(model.run_config)
+        logger.log_hyperparams(run_config)
+    ckpt_path = resume.path if resume is not None else None
 
     started = time.perf_counter()
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -161,9 +160,10 @@ def _gpus_requested(accelerator: str) -> bool:
     return on_gpus
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@entry_point("train")
 def main(cfg: DictConfig) -> float | None:
-    optimized, _ = train(cfg)
+    """``python -m dsc.train``: the value of ``optimized_metric``, for Hydra's sweepers."""
+    optimized, _ = _train(cfg)
     return optimized
 
 

@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 import dsc
-from dsc.utils.schema import register_schemas
+from dsc.cli.schema import register_schemas
 
 CONFIG_DIR = Path(dsc.__file__).parent / "conf"
 register_schemas()

@@ -7,7 +7,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-PROBE = b"query Viewer { viewer { id } }"  # the request dsc.utils.loggers sends first
+PROBE = b"query Viewer { viewer { id } }"  # the request dsc.training.loggers sends first
 
 
 @contextlib.contextmanager

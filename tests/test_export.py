@@ -12,10 +12,11 @@ from hydra_configs import compose_config
 from PIL import Image
 from torch import nn
 
-from dsc.checkpoints import load_model
-from dsc.export import OnnxNetwork, export, export_onnx
-from dsc.module import DeepSpectralClustering
+from dsc.deploy import OnnxNetwork, export_onnx
+from dsc.export import export
 from dsc.predict import predict
+from dsc.training.checkpoint_record import load_model
+from dsc.training.module import DeepSpectralClustering
 
 TOLERANCE = 1e-5  # largest absolute difference between onnxruntime's and torch's outputs (float32)
 
@@ -74,7 +75,7 @@ def test_the_rounding_comes_from_the_run_or_the_command_line(trained_checkpoint,
     path = export(export_config(tmp_path, trained_checkpoint, tmp_path / "model.onnx"))
     network = OnnxNetwork(path)
     assert type(network.rounding).__name__ == "Rounding" and network.heads == {"embedding"}
-    assert network.run_config["model"]["embed_dim"] == 16
+    assert network.record.config["model"]["embed_dim"] == 16
     kmeans = compose_config("predict", tmp_path, "onnx=x", "input=x", "rounding=kmeans").rounding
     assert "kmeans" in str(OnnxNetwork(path, kmeans).rounding.scheme)
 

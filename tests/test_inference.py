@@ -11,12 +11,12 @@ from hydra_configs import TINY, compose_config
 from PIL import Image
 from pycocotools.coco import COCO
 
-from dsc.checkpoints import load_checkpoint, load_model
-from dsc.coco_results import coco_mask_ap
 from dsc.data import Shapes
 from dsc.evaluate import evaluate
+from dsc.outputs.coco import coco_mask_ap
 from dsc.predict import predict
 from dsc.train import train
+from dsc.training.checkpoint_record import read_checkpoint, load_model
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_predict_reads_photos_upright(trained_checkpoint, tmp_path):
 
 
 def test_more_than_255_segments_are_written_as_16_bit_ids(tmp_path, caplog):
-    from dsc.predict import write_prediction
+    from dsc.outputs.png import write_prediction
 
     labels = torch.arange(20 * 20).view(20, 20)  # 400 segments of one pixel
     write_prediction(torch.zeros(3, 20, 20), labels, tmp_path, "many")
@@ -165,7 +165,7 @@ def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
     crafted = tmp_path / "crafted.ckpt"
     torch.save({"state_dict": {}, "dsc_config": {}, "payload": Payload()}, crafted)
     with pytest.raises(ValueError, match=r"crafted\.ckpt.*weights_only=True"):
-        load_checkpoint(crafted)
+        read_checkpoint(crafted)
     assert not marker.exists()
     # The payload is live: unpickling without weights_only would have run it.
     torch.load(crafted, weights_only=False)
@@ -174,20 +174,20 @@ def test_checkpoint_with_pickled_code_is_refused_without_running_it(tmp_path):
 
 def test_missing_corrupt_and_foreign_checkpoints_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
-        load_checkpoint(tmp_path / "nope.ckpt")
+        read_checkpoint(tmp_path / "nope.ckpt")
     (tmp_path / "corrupt.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"corrupt\.ckpt"):
-        load_checkpoint(tmp_path / "corrupt.ckpt")
+        read_checkpoint(tmp_path / "corrupt.ckpt")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.ckpt")
     with pytest.raises(ValueError, match=r"foreign\.ckpt is not a dsc checkpoint"):
-        load_checkpoint(tmp_path / "foreign.ckpt")
+        read_checkpoint(tmp_path / "foreign.ckpt")
 
 
 def test_loaded_model_reproduces_the_trained_weights(trained_checkpoint):
-    model, config = load_model(trained_checkpoint)
+    model, record = load_model(trained_checkpoint)
     state = torch.load(trained_checkpoint, weights_only=True)["state_dict"]
     assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
-    assert config["model"]["embed_dim"] == 16 and not model.training
+    assert record.config["model"]["embed_dim"] == 16 and not model.training
 
 
 def test_predict_command_line(trained_checkpoint, image_folder, tmp_path):
@@ -251,11 +251,3 @@ def test_unknown_export_format_is_named(trained_checkpoint, tmp_path):
     cfg = compose_config("evaluate", tmp_path, f"ckpt_path={trained_checkpoint}", "export=lvis")
     with pytest.raises(ValueError, match="export=lvis is not a format dsc writes: use coco or null"):
         evaluate(cfg)
-
-
-def test_checkpoints_naming_the_former_models_package_still_load(trained_checkpoint, tmp_path):
-    checkpoint = torch.load(trained_checkpoint, weights_only=True)
-    checkpoint["dsc_config"]["backbone"]["_target_"] = "dsc.models.SmallFCN"  # as dsc 0.1.0 saved it
-    torch.save(checkpoint, tmp_path / "old.ckpt")
-    model, _ = load_model(tmp_path / "old.ckpt")
-    assert type(model.backbone).__module__ == "dsc.backbones.small_fcn"

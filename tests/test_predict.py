@@ -11,8 +11,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dsc.coco_results import encode_mask
 from dsc.data import Shapes
+from dsc.outputs.coco import encode_mask
 from dsc.predict import predict
 
 CATEGORY_IDS = [3, 8, 13, 18, 23, 28, 33, 90]  # a COCO file's own ids, not dsc's classes 1..8
@@ -169,8 +169,8 @@ def test_the_embedding_view_on_request_and_the_overlay_alone(trained_checkpoint,
 
 
 def test_evaluate_exports_a_coco_data_sets_own_ids(joint_checkpoint, tmp_path):
-    from dsc.coco_results import coco_mask_ap
     from dsc.evaluate import evaluate
+    from dsc.outputs.coco import coco_mask_ap
 
     root = tmp_path / "coco"
     write_coco_tree(root)

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra_configs import CONFIG_DIR, offline_environment, run_dsc_train
 
-from dsc.utils.distributed import _child_hydra_overrides, _config_flags
+from dsc.training.distributed import _child_hydra_overrides, _config_flags
 
 TINY_JOB = [
     "data.train.num_images=8",

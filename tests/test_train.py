@@ -156,7 +156,7 @@ def test_validation_data_without_valid_pixels_fail_clearly():
     import pytorch_lightning as pl
 
     from dsc.data import VOID, InstanceDataModule, Shapes
-    from dsc.module import DeepSpectralClustering
+    from dsc.training.checkpoint_record import build_model
 
     class AllVoid(Shapes):
         def __getitem__(self, index):
@@ -165,7 +165,7 @@ def test_validation_data_without_valid_pixels_fail_clearly():
             item["classes"] = torch.full_like(item["classes"], VOID)
             return item
 
-    model = DeepSpectralClustering.from_config(make_config_dict())
+    model = build_model(make_config_dict())
     data = InstanceDataModule(train=None, val=AllVoid(num_images=4, image_size=32), val_batch_size=2)
     trainer = pl.Trainer(
         accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False

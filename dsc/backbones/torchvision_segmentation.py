@@ -10,6 +10,7 @@ import torchvision
 from torch import Tensor, nn
 
 from dsc.backbones.fcn8 import IMAGENET_MEAN, IMAGENET_STD
+from dsc.contracts import InvalidInputError, MissingFileError
 
 ARCHITECTURES = ("fcn_resnet50", "deeplabv3_resnet50", "lraspp_mobilenet_v3_large")
 
@@ -32,7 +33,9 @@ class TorchvisionSegmentation(nn.Module):
     ) -> None:
         super().__init__()
         if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}")
+            raise InvalidInputError(
+                f"architecture must be one of {', '.join(ARCHITECTURES)}, got {architecture!r}"
+            )
         builder = getattr(torchvision.models.segmentation, architecture)
         self.network = builder(weights=None, weights_backbone=None, num_classes=out_channels)
         self.unit_normalize = unit_normalize
@@ -44,7 +47,7 @@ class TorchvisionSegmentation(nn.Module):
     def load_matching(self, path: str | Path) -> None:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"backbone weights {path} not found: download the torchvision file for "
                 "this architecture on a machine with internet and pass its path"
             )
@@ -52,7 +55,7 @@ class TorchvisionSegmentation(nn.Module):
         own = self.network.state_dict()
         matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         if not matching:
-            raise ValueError(f"{path} holds no tensor of this {type(self.network).__name__}")
+            raise InvalidInputError(f"{path} holds no tensor of this {type(self.network).__name__}")
         self.network.load_state_dict(matching, strict=False)
 
     def forward(self, images: Tensor) -> Tensor:

@@ -4,11 +4,11 @@ from dsc.data.cityscapes import CityscapesInstances
 from dsc.data.coco import COCOInstances
 from dsc.data.datamodule import InstanceDataModule, WithoutClasses
 from dsc.data.folder import FolderInstances
-from dsc.data.labels import BACKGROUND, VOID
 from dsc.data.sbd import SBDInstances
 from dsc.data.shapes import Shapes
 from dsc.data.transforms import RandomScaleCropFlip, pad_collate
 from dsc.data.voc import VOC_CLASSES, VOCInstances
+from dsc.labels import BACKGROUND, VOID
 
 __all__ = [
     "BACKGROUND",

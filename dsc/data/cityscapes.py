@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dsc.contracts import MissingFileError
 from dsc.data.files import Item, check_sizes, number_instances, read_image, require_files
-from dsc.data.labels import VOID
+from dsc.labels import VOID
 
 CITYSCAPES_DOWNLOAD = (
     "log in at https://www.cityscapes-dataset.com/downloads/, download gtFine_trainvaltest.zip and "
@@ -64,12 +65,12 @@ class CityscapesInstances(Dataset):
         self.root = Path(root)
         for folder in ("leftImg8bit", "gtFine"):
             if not (self.root / folder / split).is_dir():
-                raise FileNotFoundError(
+                raise MissingFileError(
                     f"Cityscapes root {self.root} has no {folder}/{split}/: {CITYSCAPES_DOWNLOAD}"
                 )
         self.label_files = sorted((self.root / "gtFine" / split).glob("*/*_gtFine_instanceIds.png"))
         if not self.label_files:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"no *_gtFine_instanceIds.png under {self.root / 'gtFine' / split}: {CITYSCAPES_DOWNLOAD}"
             )
         self.split = split

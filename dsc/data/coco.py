@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.files import Item, read_image
-from dsc.data.labels import VOID
+from dsc.labels import VOID
 
 COCO_DOWNLOAD = (
     "download val2017.zip / train2017.zip and annotations_trainval2017.zip from "
@@ -122,19 +123,19 @@ class COCOInstances(Dataset):
         self.images_dir = Path(images_dir)
         annotation_file = Path(annotation_file)
         if not annotation_file.is_file():
-            raise FileNotFoundError(f"COCO annotation file {annotation_file} does not exist: {COCO_DOWNLOAD}")
+            raise MissingFileError(f"COCO annotation file {annotation_file} does not exist: {COCO_DOWNLOAD}")
         if not self.images_dir.is_dir():
-            raise FileNotFoundError(f"COCO image folder {self.images_dir} does not exist: {COCO_DOWNLOAD}")
+            raise MissingFileError(f"COCO image folder {self.images_dir} does not exist: {COCO_DOWNLOAD}")
         try:
             data = json.loads(annotation_file.read_text())
         except (OSError, ValueError) as error:  # JSON errors are ValueErrors
-            raise ValueError(f"cannot read COCO annotations {annotation_file}: {error}") from error
+            raise InvalidInputError(f"cannot read COCO annotations {annotation_file}: {error}") from error
         problems = annotation_problems(data)
         if problems:
             shown = "\n  ".join(problems[:10]) + (
                 f"\n  … and {len(problems) - 10} more" if len(problems) > 10 else ""
             )
-            raise ValueError(
+            raise InvalidInputError(
                 f"COCO annotations {annotation_file} are malformed ({len(problems)} problems):\n  {shown}\n"
                 "Fix or remove these entries (format: https://cocodataset.org/#format-data)"
             )
@@ -186,7 +187,7 @@ class COCOInstances(Dataset):
         image = read_image(self.images_dir / file_name, f"the file is missing or corrupt; {COCO_DOWNLOAD}")
         instances, classes = self.label_maps(image_id)
         if image.shape[-2:] != instances.shape:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self.images_dir / file_name} is {tuple(image.shape[-2:])} (H, W) but "
                 f"{self.annotation_file} annotates image id {image_id} as {instances.shape}: "
                 "fix its height and width"

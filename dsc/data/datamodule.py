@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
@@ -13,9 +12,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from dsc.data.labels import VOID
+from dsc.contracts import InvalidInputError
 from dsc.data.transforms import pad_collate
-from dsc.losses.sampling import sample_pixels
+from dsc.labels import VOID
 
 
 @runtime_checkable
@@ -35,7 +34,7 @@ def check_class_ids(class_ids: Sequence[int], dataset: Dataset) -> None:
     unknown = [c for c in class_ids if not 1 <= c < len(names)]
     if unknown:
         listed = ", ".join(f"{c} {name}" for c, name in enumerate(names) if c > 0)
-        raise ValueError(
+        raise InvalidInputError(
             f"data.exclude_classes={list(class_ids)}: {unknown} are not object classes of "
             f"{type(dataset).__name__}, whose classes are {listed}"
         )
@@ -65,19 +64,17 @@ class InstanceDataModule(pl.LightningDataModule):
     float, ``instances`` (H, W) int64 and ``classes`` (H, W) int64 (0 background, 255 void).
 
     Batches reach the model as the same dict with a leading batch dimension; items of different
-    sizes are padded (void labels). With ``sample_size`` set, each training batch also carries
-    ``pixel_sample`` (B, sample_size): the spectral loss's pixels, drawn after the batch reached the
-    device (``uniform`` or ``balanced`` ``sampling``), so CPU workers only decode and augment.
-    ``exclude_classes``: class ids made void in training images only; validation keeps them.
-    ``train`` may be None for validation alone (``dsc.evaluate``): its files are then never read.
+    sizes are padded (void labels). CPU workers only decode and augment: a sampled loss draws its
+    pixels on the device (``DeepSpectralClustering.sample_generator``). ``exclude_classes``: class
+    ids made void in training images only; validation keeps them. ``train`` may be None for
+    validation alone (``dsc.evaluate``): its files are then never read.
 
     Distributed and resumable: the training order is a permutation drawn from ``seed`` and the
     epoch, split between processes, so N processes with batch size b see, step by step, the same
     images as one process with batch size N·b. Validation images are split without the padding
-    duplicates of Lightning's default sampler, so every image counts once. Pixel samples depend on
-    (``seed``, process rank, batch number) only: each rank draws different pixels, and a resumed run
-    draws the same ones as an uninterrupted run. The loaders save their position in checkpoints
-    (torchdata's ``StatefulDataLoader``), so a run resumed mid-epoch continues with the next batch.
+    duplicates of Lightning's default sampler, so every image counts once. The loaders save their
+    position in checkpoints (torchdata's ``StatefulDataLoader``), so a run resumed mid-epoch
+    continues with the next batch.
     """
 
     def __init__(
@@ -87,8 +84,6 @@ class InstanceDataModule(pl.LightningDataModule):
         batch_size: int = 16,
         val_batch_size: int | None = None,
         num_workers: int = 0,
-        sample_size: int | None = None,
-        sampling: str = "uniform",
         exclude_classes: list[int] | None = None,
         seed: int = 0,
     ) -> None:
@@ -96,15 +91,12 @@ class InstanceDataModule(pl.LightningDataModule):
         if exclude_classes and train is not None:
             check_class_ids(exclude_classes, train)
             train = WithoutClasses(train, list(exclude_classes))
-        self.sample_size = sample_size
-        self.sampling = sampling
         self.train_dataset = train
         self.val_dataset = val
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self._sample_generators: dict[torch.device, torch.Generator] = {}
 
     def _processes(self) -> tuple[int, int]:
         """(number of processes, this process's rank) of the trainer; (1, 0) without one."""
@@ -128,7 +120,7 @@ class InstanceDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> StatefulDataLoader:
         if self.train_dataset is None:
-            raise ValueError("this data module was built for validation only (train=None)")
+            raise InvalidInputError("this data module was built for validation only (train=None)")
         processes, rank = self._processes()
         # A DistributedSampler also with one process, so the order does not depend on their number
         # (Lightning keeps a DistributedSampler it is given and calls its set_epoch).
@@ -144,7 +136,7 @@ class InstanceDataModule(pl.LightningDataModule):
     def val_dataloader(self) -> StatefulDataLoader:
         processes, rank = self._processes()
         if processes > len(self.val_dataset) > 0:
-            raise ValueError(
+            raise InvalidInputError(
                 f"the validation set has {len(self.val_dataset)} images, fewer than the {processes} "
                 "processes that share it: validate on more images or with fewer devices"
             )
@@ -155,25 +147,3 @@ class InstanceDataModule(pl.LightningDataModule):
             else None
         )
         return self._loader(self.val_dataset, self.val_batch_size, split)
-
-    def on_after_batch_transfer(self, batch: dict[str, Any], dataloader_idx: int) -> dict[str, Any]:
-        if self.sample_size is not None and self.trainer is not None and self.trainer.training:
-            batch["pixel_sample"] = sample_pixels(
-                batch["instances"],
-                self.sample_size,
-                self.sampling,
-                VOID,
-                generator=self._sample_generator(batch),
-            )
-        return batch
-
-    def _sample_generator(self, batch: dict[str, Any]) -> torch.Generator:
-        """A generator on the batch's device seeded from (seed, rank, number of this batch in the run)."""
-        device = batch["instances"].device
-        generator = self._sample_generators.get(device)
-        if generator is None:
-            generator = self._sample_generators[device] = torch.Generator(device)
-        batch_number = self.trainer.fit_loop.epoch_loop.batch_progress.total.ready
-        entropy = [self.seed, self.trainer.global_rank, batch_number]
-        generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
-        return generator

@@ -11,7 +11,8 @@ import torch
 from PIL import Image, ImageOps
 from torch import Tensor
 
-from dsc.data.labels import VOID
+from dsc.contracts import InvalidInputError, MissingFileError
+from dsc.labels import VOID
 
 Item = dict[str, Tensor]  # "image" (3, H, W), "instances" and "classes" (H, W), as the data sets give them
 
@@ -53,7 +54,7 @@ def read_palette_png(path: Path, what_to_do: str) -> Tensor:
     try:
         with Image.open(path) as image:
             if image.mode != "P":
-                raise ValueError(f"mode {image.mode}, expected a palette ('P') PNG")
+                raise InvalidInputError(f"mode {image.mode}, expected a palette ('P') PNG")
             array = np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError) as error:
         raise OSError(f"cannot read label map {path} ({error}): {what_to_do}") from error
@@ -68,7 +69,7 @@ def check_sizes(item: Item, files: Mapping[str, Path]) -> None:
     sizes = {key: tuple(item[key].shape[-2:]) for key in ("image", "instances", "classes")}
     if len(set(sizes.values())) != 1:
         described = ", ".join(f"{files.get(key, key)} is {h}×{w} (H×W)" for key, (h, w) in sizes.items())
-        raise ValueError(
+        raise InvalidInputError(
             f"image and label maps differ in size: {described}; the files do not belong together"
         )
 
@@ -82,7 +83,7 @@ def require_files(files_by_id: Mapping[str, Sequence[Path]], listed_in: Path, wh
             f"{image_id} ({', '.join(map(str, paths))})" for image_id, paths in list(missing.items())[:5]
         )
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{len(missing)} of the {len(files_by_id)} images listed in {listed_in} have missing files: "
             f"{shown}{more}. Complete the data ({what_to_do}) or remove these ids from the list"
         )
@@ -99,7 +100,7 @@ def number_instances(ids: np.ndarray, objects: np.ndarray, void: np.ndarray, sou
     naming ``source`` when k exceeds the ``VOID`` − 1 ids an instance map holds."""
     distinct, inverse = np.unique(ids[objects], return_inverse=True)
     if len(distinct) > VOID - 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"{source} has {len(distinct)} instances; dsc numbers at most {VOID - 1} per image: merge or "
             "void the smallest"
         )

@@ -27,8 +27,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.files import Item, check_sizes, number_instances, read_image, read_lines, require_files
-from dsc.data.labels import VOID
+from dsc.labels import VOID
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VOID_16_BIT = 65535
@@ -49,7 +50,7 @@ def read_instance_png(path: Path) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I"):
         void = values == VOID_16_BIT
         return number_instances(values, (values != 0) & ~void, void, str(path))
-    raise ValueError(
+    raise InvalidInputError(
         f"{path} is a {mode} image: instance masks are 8-bit palette or grey PNGs (0 background, "
         "255 void) or 16-bit grey PNGs (0 background, 65535 void)"
     )
@@ -59,11 +60,13 @@ def read_class_png(path: Path, num_classes: int) -> np.ndarray:
     """(H, W) int64 class map of an 8-bit class PNG, each value a class of ``classes.txt`` or void."""
     with Image.open(path) as image:
         if image.mode not in ("P", "L"):
-            raise ValueError(f"{path} is a {image.mode} image: class maps are 8-bit palette or grey PNGs")
+            raise InvalidInputError(
+                f"{path} is a {image.mode} image: class maps are 8-bit palette or grey PNGs"
+            )
         classes = np.asarray(image).astype(np.int64)
     unknown = np.unique(classes[(classes >= num_classes) & (classes != VOID)])
     if len(unknown):
-        raise ValueError(
+        raise InvalidInputError(
             f"{path} holds class values {unknown.tolist()[:5]}, but classes.txt names only classes "
             f"0..{num_classes - 1}: add their names to classes.txt or make those pixels 255 (void)"
         )
@@ -83,7 +86,7 @@ class FolderInstances(Dataset):
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"data folder {self.root} does not exist: pass paths.folder_root=<dir> holding {LAYOUTS}"
             )
         list_file, split_dir = self.root / f"{split}.txt", self.root / split
@@ -96,20 +99,20 @@ class FolderInstances(Dataset):
             names = None  # every image of the folder
             listed_in = split_dir / "images"
         else:
-            raise FileNotFoundError(f"data folder {self.root} has no split {split!r}: expected {LAYOUTS}")
+            raise MissingFileError(f"data folder {self.root} has no split {split!r}: expected {LAYOUTS}")
         images = self.folder / "images"
         found = [p for p in images.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES] if images.is_dir() else []
         self._images = {p.stem: p for p in found}
         if names is None:
             names = sorted(self._images)
         if not names:
-            raise ValueError(f"{listed_in} names no images for split {split!r}")
+            raise InvalidInputError(f"{listed_in} names no images for split {split!r}")
         self.with_classes = (self.folder / "classes").is_dir()
         names_file = self.root / "classes.txt"
         if names_file.is_file():
             self.class_names = read_lines(names_file)
         elif self.with_classes:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{self.folder / 'classes'} holds class maps but {names_file} does not exist: write the "
                 "class names there, one per line, background first"
             )

@@ -14,6 +14,7 @@ from scipy.io import loadmat
 from scipy.io.matlab import MatReadError
 from torch.utils.data import Dataset
 
+from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.files import Item, check_sizes, read_image, read_lines, require_files
 from dsc.data.voc import VOC_CLASSES
 
@@ -50,24 +51,24 @@ class SBDInstances(Dataset):
     ) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"SBD root {self.root} does not exist: {SBD_DOWNLOAD}")
+            raise MissingFileError(f"SBD root {self.root} does not exist: {SBD_DOWNLOAD}")
         for folder in ("img", "inst", "cls"):
             if not (self.root / folder).is_dir():
-                raise FileNotFoundError(f"SBD root {self.root} has no {folder}/: {SBD_DOWNLOAD}")
+                raise MissingFileError(f"SBD root {self.root} has no {folder}/: {SBD_DOWNLOAD}")
         split_file = self.root / f"{split}.txt"
         if not split_file.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"SBD split file {split_file} does not exist (splits: train, val): {SBD_DOWNLOAD}"
             )
         ids = read_lines(split_file)
         if exclude_ids_file is not None:
             exclude_path = Path(exclude_ids_file)
             if not exclude_path.is_file():
-                raise FileNotFoundError(f"exclude_ids_file {exclude_path} does not exist")
+                raise MissingFileError(f"exclude_ids_file {exclude_path} does not exist")
             excluded = set(read_lines(exclude_path))
             ids = [image_id for image_id in ids if image_id not in excluded]
         if not ids:
-            raise ValueError(f"no SBD images left in {split_file}")
+            raise InvalidInputError(f"no SBD images left in {split_file}")
         self.ids = ids
         require_files(
             {image_id: list(self.files(image_id).values()) for image_id in ids}, split_file, SBD_DOWNLOAD

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from dsc.data.labels import VOID
+from dsc.contracts import InvalidInputError
+from dsc.labels import VOID
 
 CLASS_NAMES = ("background", "disk", "square", "triangle")
 # Well separated colours, so that instances in one image never look alike.
@@ -150,13 +151,13 @@ class Shapes(Dataset):
         seed: int = 0,
     ) -> None:
         if num_images < 1:
-            raise ValueError(f"num_images must be positive, got {num_images}")
+            raise InvalidInputError(f"num_images must be positive, got {num_images}")
         if not 2 <= min_objects <= max_objects <= len(PALETTE):
-            raise ValueError(
+            raise InvalidInputError(
                 f"need 2 <= min_objects <= max_objects <= {len(PALETTE)}, got {min_objects}, {max_objects}"
             )
         if image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {image_size}")
+            raise InvalidInputError(f"image_size must be at least 16, got {image_size}")
         generated = [
             generate_shapes_image(np.random.default_rng([seed, index]), image_size, min_objects, max_objects)
             for index in range(num_images)

@@ -7,8 +7,9 @@ import math
 import torch
 import torch.nn.functional as F
 
+from dsc.contracts import InvalidInputError
 from dsc.data.files import Item
-from dsc.data.labels import VOID
+from dsc.labels import VOID
 
 LABEL_KEYS = ("instances", "classes")
 
@@ -37,7 +38,7 @@ class RandomScaleCropFlip:
         self, crop_size: int = 320, scale_range: tuple[float, float] = (0.5, 2.0), flip: bool = True
     ):
         if crop_size < 1 or not 0 < scale_range[0] <= scale_range[1]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"need crop_size >= 1 and 0 < min scale <= max scale, got {crop_size}, {scale_range}"
             )
         self.crop_size = crop_size

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.files import Item, check_sizes, read_image, read_lines, read_palette_png, require_files
 
 VOC_CLASSES = (
@@ -38,18 +39,18 @@ class VOCInstances(Dataset):
     ):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FileNotFoundError(f"VOC root {self.root} does not exist: {VOC_DOWNLOAD}")
+            raise MissingFileError(f"VOC root {self.root} does not exist: {VOC_DOWNLOAD}")
         for folder in self.folders:
             if not (self.root / folder).is_dir():
-                raise FileNotFoundError(f"VOC root {self.root} has no {folder}/: {VOC_DOWNLOAD}")
+                raise MissingFileError(f"VOC root {self.root} has no {folder}/: {VOC_DOWNLOAD}")
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         if not split_file.is_file():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"VOC split file {split_file} does not exist (splits: train, val): {VOC_DOWNLOAD}"
             )
         self.ids = read_lines(split_file)
         if not self.ids:
-            raise ValueError(f"VOC split file {split_file} lists no images")
+            raise InvalidInputError(f"VOC split file {split_file} lists no images")
         require_files(
             {image_id: list(self.files(image_id).values()) for image_id in self.ids}, split_file, VOC_DOWNLOAD
         )

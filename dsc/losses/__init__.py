@@ -2,7 +2,6 @@
 
 from dsc.losses.cross_entropy import SemanticCrossEntropy
 from dsc.losses.joint import JointLoss
-from dsc.losses.sampling import sample_pixels
 from dsc.losses.spectral import NORMS, SpectralLoss, spectral_loss, squared_residual_norms
 
 __all__ = [
@@ -10,7 +9,6 @@ __all__ = [
     "JointLoss",
     "SemanticCrossEntropy",
     "SpectralLoss",
-    "sample_pixels",
     "spectral_loss",
     "squared_residual_norms",
 ]

@@ -13,7 +13,7 @@ Per image, with f_i = x_i / max(‖x_i‖, ε) the unit rows of its n valid pixe
 block by block of 64 pixels held in the L1 cache, with every product on SIMD vectors: no
 intermediate tensor is written, and the outputs are read twice and the gradient written once,
 which is the loss's memory-bandwidth floor. Pixels are split across ``torch.get_num_threads()``
-threads. ``dsc.utils.c_kernels`` compiles the kernel for the embedding dimension and this machine
+threads. ``dsc.ops.c_kernels`` compiles the kernel for the embedding dimension and this machine
 the first time a process needs it, and it is checked once against ``rows_in_cache`` on a small
 input; if no compiler works or the check fails, ``kernel`` says why in a warning and returns None,
 and the loss runs on ``rows_in_cache``.
@@ -31,8 +31,8 @@ from torch import Tensor
 
 from dsc.losses import rows_in_cache
 from dsc.losses.closed_form import mean_over_images, squared_frobenius
+from dsc.ops import c_kernels
 from dsc.ops.grouping import instance_slots
-from dsc.utils import c_kernels
 
 _LABEL_RANGE_SLOTS = 1024  # label ranges up to this are slots as they are (VOC: 0..255)
 _KERNELS: dict[int, ctypes.CDLL | None] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -27,7 +28,10 @@ class SemanticCrossEntropy:
         per_pixel = F.cross_entropy(logits.float(), classes, ignore_index=self.ignore_index, reduction="none")
         return (per_pixel.flatten(1).sum(dim=1) / valid.clamp(min=1)).mean()
 
-    def training_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:
+    def training_loss(
+        self, outputs: NetworkOutputs, batch: Batch, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Over every valid pixel: no sample, so ``generator`` is unused."""
         return self(outputs.class_logits, batch["classes"])
 
     def validation_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:

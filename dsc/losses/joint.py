@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from dsc.contracts import Batch, Head, NetworkOutputs
@@ -32,8 +33,10 @@ class JointLoss(SpectralLoss):
         self.class_weight = class_weight
         self.cross_entropy = SemanticCrossEntropy(ignore_index)
 
-    def training_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:
-        spectral = super().training_loss(outputs, batch)
+    def training_loss(
+        self, outputs: NetworkOutputs, batch: Batch, generator: torch.Generator | None = None
+    ) -> Tensor:
+        spectral = super().training_loss(outputs, batch, generator)
         return spectral + self.class_weight * self.cross_entropy.training_loss(outputs, batch)
 
     def validation_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:

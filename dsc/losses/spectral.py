@@ -27,8 +27,8 @@ from torch import Tensor
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses import compiled_cpu, fused, rows_in_cache
 from dsc.losses.closed_form import mean_over_images, squared_frobenius
-from dsc.losses.sampling import SAMPLINGS, sample_pixels
 from dsc.ops.grouping import instance_slots
+from dsc.ops.sampling import SAMPLINGS, sample_pixels
 
 NORMS = ("frobenius", "nuclear", "operator", "schatten")
 # Eigenvalues of ZᵀZ below this fraction of the largest are numerical zeros (float64 sums).
@@ -163,8 +163,9 @@ def spectral_loss(
         For ``"frobenius"`` the pairs of a draw with itself are left out, which makes the estimate
         unbiased (each ordered pair of distinct draws is uniform over all n² pixel pairs).
     sampling: how ``sample_size`` pixels are drawn, ``uniform`` or ``balanced`` (see ``sample_pixels``).
-    pixel_sample: (B, m) flat pixel indices drawn beforehand (the data module draws them on the
-        GPU); when given, they are the sample and ``sample_size`` is m.
+    pixel_sample: (B, m) flat pixel indices drawn beforehand (``SpectralLoss.from_raw_outputs`` draws
+        them and normalises only those pixels); when given, they are the sample and ``sample_size``
+        is m.
     generator: random source for the sample, on the embeddings' device.
 
     Returns a scalar. Images without valid pixels are skipped; if no image has one, the result is a
@@ -244,11 +245,12 @@ class SpectralLoss:
 
     heads: frozenset[Head] = frozenset({"embedding"})
 
-    def training_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:
-        """From the raw embeddings (``from_raw_outputs``), with the data module's pixel sample if any."""
-        return self.from_raw_outputs(
-            outputs.raw_embeddings, batch["instances"], pixel_sample=batch.get("pixel_sample")
-        )
+    def training_loss(
+        self, outputs: NetworkOutputs, batch: Batch, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """From the raw embeddings (``from_raw_outputs``); a sampled loss draws its pixels with
+        ``generator``, on the embeddings' device."""
+        return self.from_raw_outputs(outputs.raw_embeddings, batch["instances"], generator=generator)
 
     def validation_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:
         """The exact loss over all pixels (``sample_size=None``)."""

@@ -20,8 +20,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision, PanopticQuality
 
-from dsc.data.labels import BACKGROUND
 from dsc.instances import OBJECT, Instances, panoptic_maps
+from dsc.labels import BACKGROUND
 
 # COCOeval's thresholds in float64: torchmetrics' defaults come from a float32 linspace (0.55 is
 # 0.550000012 there), which misses matches whose IoU is exactly a threshold, common on small masks.

@@ -4,7 +4,7 @@ sums (the spectral loss, the pair counts, rounding's clean-up).
 Keys with small ranges (image index, instance ids, predicted labels) are counted in a dense table
 with ``bincount``: O(n + table size), no sort. Only keys whose combined range is too wide for a
 dense table fall back to sorting (``torch.unique``), O(n log n). On CPUs, contingency tables are
-counted by a compiled kernel (``contingency.c``, built by ``dsc.utils.c_kernels``), the same
+counted by a compiled kernel (``contingency.c``, built by ``dsc.ops.c_kernels``), the same
 dense counting in one pass per image.
 """
 
@@ -16,7 +16,7 @@ import math
 import torch
 from torch import Tensor
 
-from dsc.utils import c_kernels
+from dsc.ops import c_kernels
 
 _INT64_LIMIT = 2**62
 # A dense table is used while it has at most this many cells per item (or 2^20 cells in all):

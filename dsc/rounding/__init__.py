@@ -4,11 +4,11 @@ Every scheme takes (N, d) or batched (B, N, d) rows and returns (N,) or (B, N) l
 ``round_embeddings`` / ``Rounding`` apply one to (B, d, H, W) embedding maps.
 """
 
-from dsc.rounding.batched import ClassArgmax, Rounding, round_embeddings
 from dsc.rounding.best_of import kwikcluster_best
 from dsc.rounding.connected_components import ConnectedComponents, connected_components, fill_void
 from dsc.rounding.kmeans import estimate_num_clusters, kmeans
 from dsc.rounding.kwikcluster import kwikcluster, kwikcluster_soft
+from dsc.rounding.partitioners import ClassArgmax, Rounding, round_embeddings
 from dsc.rounding.postprocess import merge_small_clusters, relabel_consecutive
 from dsc.rounding.refine import kwikcluster_refine, refine
 

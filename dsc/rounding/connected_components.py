@@ -9,7 +9,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from dsc.contracts import Head, NetworkOutputs
-from dsc.data.labels import VOID
+from dsc.labels import VOID
 from dsc.rounding.postprocess import relabel_consecutive
 
 

@@ -3,7 +3,8 @@ import torch
 import torch.nn.functional as F
 
 from dsc.data import VOID
-from dsc.losses import SemanticCrossEntropy, sample_pixels, spectral_loss
+from dsc.losses import SemanticCrossEntropy, spectral_loss
+from dsc.ops import sample_pixels
 
 
 def labels_with_sizes():

@@ -1,0 +1,145 @@
+"""The skeleton every ``python -m dsc.<entry>`` shares (``entry_point``): Hydra's main on dsc's
+configs, the console, true exit codes, the W&B run closed, user errors as one line; and helpers for
+entry points (building lists of objects from config, running another entry point)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import hydra
+from omegaconf import DictConfig
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from dsc.cli.console import print_config, quiet_console
+from dsc.cli.schema import register_schemas
+from dsc.contracts import user_error_of
+from dsc.training.resume import register_resolvers
+
+log = logging.getLogger(__name__)
+WANDB_LOGGER = "dsc.training.loggers.wandb_logger"
+CONFIG_DIR = Path(__file__).parents[1] / "conf"  # shipped inside the package
+USER_ERROR_EXIT_CODE = 2
+Result = TypeVar("Result")
+
+
+def instantiate_all(group: DictConfig | None, resumed_wandb_id: str | None = None) -> list[Any]:
+    """Instantiate every entry with a ``_target_`` of a config group such as ``callbacks`` or
+    ``logger`` (a mapping of names to configs); ``None`` or empty gives an empty list.
+
+    resumed_wandb_id: the W&B run a resumed training continues; W&B loggers without an ``id`` of
+    their own log into it (``resume="allow"``).
+    """
+    if not group:
+        return []
+    objects = []
+    for entry in group.values():
+        if not entry or "_target_" not in entry:
+            continue
+        extra = {}
+        if resumed_wandb_id and entry["_target_"] == WANDB_LOGGER and not entry.get("id"):
+            extra = {"id": resumed_wandb_id, "resume": "allow"}
+        objects.append(hydra.utils.instantiate(entry, **extra))
+    return objects
+
+
+def _finish_wandb(failed: bool) -> None:
+    """Close an open W&B run, marking it failed after an exception; does nothing without wandb."""
+    wandb = sys.modules.get("wandb")  # never import wandb just to close it
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        log.info("closing the W&B run")
+        wandb.finish(exit_code=1 if failed else 0)
+
+
+def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Result]:
+    """Run a task, log its failure with the output directory, and always finish the W&B run, so
+    that a crash or a multirun job does not leave a run open.
+
+    Exit codes tell the truth: SIGTERM (a cluster's time limit or ``scancel``) exits with 143 and
+    SIGINT (Ctrl+C) with 130, as a shell reports them, after ``LastCheckpoint`` saved the newest
+    state; Lightning would exit with 0 after SIGTERM and 1 after SIGINT.
+    """
+
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig) -> Result:
+        failed = True
+        output_dir = cfg.paths.get("output_dir")
+        resume = f"resume with `ckpt_path=last hydra.run.dir={output_dir}`"
+        try:
+            result = task(cfg)
+            failed = False
+            return result
+        except SIGTERMException as stop:
+            log.error("stopped by SIGTERM; %s", resume)
+            raise SystemExit(128 + signal.SIGTERM) from stop
+        except KeyboardInterrupt as stop:
+            log.error("stopped by SIGINT; %s", resume)
+            raise SystemExit(128 + signal.SIGINT) from stop
+        except SystemExit as stop:
+            if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) after Ctrl+C
+                log.error("stopped by SIGINT; %s", resume)
+                raise SystemExit(128 + signal.SIGINT) from stop
+            raise
+        except Exception as error:
+            if user_error_of(error) is None:  # a user error is the entry point's to report
+                log.exception("task failed; its outputs are in %s", output_dir)
+            raise
+        finally:
+            _finish_wandb(failed)
+
+    return wrapped
+
+
+def run_entry_point(module: str, arguments: Sequence[str], what: str, log_file: Path) -> None:
+    """Run ``python -m <module> <arguments>`` as a user would, in its own process; raise
+    RuntimeError naming ``what``, the exit code and ``log_file``, with the end of its stderr, when
+    it fails."""
+    log.info("%s: python -m %s %s", what, module, " ".join(arguments))
+    result = subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"{what} failed (exit code {result.returncode}); its log is in {log_file}:\n"
+            f"{result.stderr[-3000:]}"
+        )
+
+
+def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Result]], Callable[[], Result]]:
+    """Make ``task`` the ``main`` of ``python -m dsc.<entry>`` with config ``conf/<config_name>.yaml``.
+
+    Hydra composes the config (dsc's schemas and resolvers registered first); then the console is
+    set up (``quiet_console``), the config logged with ``print_config=true``, and ``task`` runs inside
+    ``task_wrapper`` (true exit codes, the W&B run closed). A user error (``dsc.contracts.UserError``, also
+    when Hydra wraps it) prints as one line naming what to fix and exits with code 2; set
+    ``HYDRA_FULL_ERROR=1`` for its traceback. ``main`` returns ``task``'s result, which Hydra's
+    sweepers read (``optimized_metric``). Each task logs its own closing "where things went" block
+    (``dsc.cli.console.where_things_went``).
+    """
+    register_schemas()
+    register_resolvers()
+
+    def decorate(task: Callable[[DictConfig], Result]) -> Callable[[], Result]:
+        wrapped = task_wrapper(task)
+
+        @functools.wraps(task)  # Hydra names the job (and its log file) after the task's module
+        def main(cfg: DictConfig) -> Result:
+            quiet_console()
+            print_config(cfg, config_name)
+            try:
+                return wrapped(cfg)
+            except Exception as error:
+                mistake = user_error_of(error)
+                if mistake is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                log.error("error: %s", mistake)
+                raise SystemExit(USER_ERROR_EXIT_CODE) from error
+
+        return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(main)
+
+    return decorate

@@ -1,0 +1,77 @@
+"""``OnnxNetwork``: a file of ``dsc.export`` in onnxruntime on the CPU, rounded as its run rounds
+(``python -m dsc.predict onnx=model.onnx``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from torch import Tensor
+
+from dsc.contracts import Head, InvalidInputError, MissingFileError, NetworkOutputs, Partitioner
+from dsc.deploy.onnx_export import EXPORT_EXTRA, output_names
+from dsc.training.checkpoint_record import CLASS_NAMES, CONFIG, RunRecord
+
+
+class OnnxNetwork:
+    """An exported dsc network in onnxruntime on the CPU, with the rounding of its run (or
+    ``rounding``): ``network(images)`` → ``NetworkOutputs``, ``network.partition(outputs)`` → labels,
+    as ``DeepSpectralClustering`` gives them."""
+
+    def __init__(self, path: str | Path, rounding: Any = None, threads: int = 0) -> None:
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError(f"running an ONNX file needs onnxruntime: {EXPORT_EXTRA}") from error
+        path = Path(path)
+        if not path.is_file():
+            raise MissingFileError(f"ONNX file {path} does not exist: write one with python -m dsc.export")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as error:
+            raise InvalidInputError(f"onnxruntime cannot load {path}: {error}") from error
+        metadata = self.session.get_modelmeta().custom_metadata_map
+        if CONFIG not in metadata or CLASS_NAMES not in metadata:
+            raise InvalidInputError(f"{path} was not written by python -m dsc.export (no {CONFIG} metadata)")
+        self.record = RunRecord(json.loads(metadata[CONFIG]), class_names=json.loads(metadata[CLASS_NAMES]))
+        self.embed_dim = int(self.record.config["model"]["embed_dim"])
+        self.num_classes = int(self.record.config["model"]["num_classes"])
+        self.heads: frozenset[Head] = frozenset(
+            ({"embedding"} if self.embed_dim else set()) | ({"classes"} if self.num_classes else set())
+        )
+        self.output_names = output_names(self.heads)
+        self.rounding: Partitioner = hydra.utils.instantiate(
+            self.record.config["rounding"] if rounding is None else rounding
+        )
+
+    def __call__(self, images: Tensor) -> NetworkOutputs:
+        """images (B, 3, H, W) in [0, 1] → the heads, as torch tensors on the CPU."""
+        arrays = self.session.run(self.output_names, {"images": images.float().cpu().numpy()})
+        heads = dict(zip(self.output_names, (torch.from_numpy(np.asarray(a)) for a in arrays), strict=True))
+        embeddings = heads.get("embeddings")
+        # The file's embeddings are unit already; normalising them again changes nothing.
+        return NetworkOutputs(embeddings, heads.get("class_logits"))
+
+    def partition(
+        self,
+        outputs: NetworkOutputs,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
+    ) -> Tensor:
+        """The rounding's segment labels (B, H, W) of the outputs."""
+        return self.rounding.partition(outputs, generator=generator, image_area=image_area)
+
+    def to(self, device: torch.device) -> OnnxNetwork:
+        if device.type != "cpu":
+            raise InvalidInputError(
+                f"onnx=… runs on the CPU (onnxruntime's CPU provider), not {device}: device=cpu"
+            )
+        return self

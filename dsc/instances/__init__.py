@@ -1,0 +1,8 @@
+"""Instances from partitions: masks with a class and a score per image (``from_partitions``), and
+panoptic maps of them (``panoptic``)."""
+
+from dsc.instances.from_partitions import predicted_instances, true_instances
+from dsc.instances.instances import OBJECT, Instances, no_instances
+from dsc.instances.panoptic import panoptic_maps
+
+__all__ = ["OBJECT", "Instances", "no_instances", "panoptic_maps", "predicted_instances", "true_instances"]

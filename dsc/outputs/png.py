@@ -1,0 +1,91 @@
+"""``format=png`` of ``dsc.predict``: per image a palette PNG of instance ids and an overlay picture."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from dsc.contracts import InvalidInputError
+from dsc.instances import Instances
+from dsc.outputs.pictures import embedding_rgb, order_by_size, overlay, panel_scale, to_uint8_image, upscale, voc_palette
+
+log = logging.getLogger(__name__)
+
+
+def output_files(stem: str, folder: Path) -> list[Path]:
+    """The files ``write_prediction`` writes for one image."""
+    return [folder / f"{stem}.png", folder / f"{stem}_overlay.png"]
+
+
+class PaletteMasks:
+    """``format=png``: per image ``<stem>.png`` (palette-mode instance ids, or 16-bit ids beyond 255
+    segments) and ``<stem>_overlay.png`` (the input beside its overlay with ``side_by_side``, else
+    the overlay alone); with ``embedding``, also ``<stem>_embedding.png`` (the embedding's top three
+    principal directions as RGB)."""
+
+    reads_instances = False
+
+    def __init__(self, output: Path, side_by_side: bool = True, embedding: bool = False) -> None:
+        self.output = output
+        self.side_by_side = side_by_side
+        self.embedding = embedding
+        self.reads_features = embedding
+
+    def planned(self, stems: Sequence[str]) -> list[Path]:
+        extra = [self.output / f"{stem}_embedding.png" for stem in stems] if self.embedding else []
+        return [path for stem in stems for path in output_files(stem, self.output)] + extra
+
+    def add(
+        self,
+        source: Path,
+        stem: str,
+        image: Tensor,
+        labels: Tensor,
+        instances: Instances | None,
+        features: Tensor | None = None,
+    ) -> None:
+        write_prediction(image, labels, self.output, stem, self.side_by_side)
+        if self.embedding and features is not None:
+            Image.fromarray(embedding_rgb(features)).save(self.output / f"{stem}_embedding.png")
+
+    def finish(self) -> None:
+        """Every file is written by ``add``."""
+
+
+def write_prediction(
+    image: torch.Tensor, labels: torch.Tensor, folder: Path, stem: str, side_by_side: bool = False
+) -> None:
+    """Save ``stem.png`` (palette-mode instance ids, or 16-bit ids beyond 255 segments) and
+    ``stem_overlay.png`` for one image: the overlay at the image's size, or with ``side_by_side``
+    the input beside it, small images upscaled to ``PANEL_SIZE`` pixels high."""
+    ordered = order_by_size(labels)
+    mask_file, overlay_file = output_files(stem, folder)
+    segments = int(ordered.max()) + 1
+    if segments <= 255:  # ids 0..254: 255 is VOC's void colour
+        mask = Image.fromarray(ordered.byte().cpu().numpy(), mode="P")
+        mask.putpalette(voc_palette().flatten().tolist())
+    else:
+        if segments > 65536:
+            raise InvalidInputError(f"{stem}: {segments} segments, more than a 16-bit PNG can number")
+        log.warning(
+            "%s has %d segments, more than a palette PNG holds (255): writing %s as 16-bit instance ids",
+            stem,
+            segments,
+            mask_file.name,
+        )
+        mask = Image.fromarray(ordered.cpu().numpy().astype(np.uint16))
+    mask.save(mask_file)
+    if side_by_side:  # small images upscaled (nearest neighbour) to PANEL_SIZE pixels high
+        factor = panel_scale(image.shape[-2])
+        image, ordered = upscale(image, factor), upscale(ordered, factor)
+    picture = overlay(image, ordered)
+    if side_by_side:
+        gap = np.full((picture.shape[0], 4, 3), 255, dtype=np.uint8)
+        picture = np.concatenate([to_uint8_image(image), gap, picture], axis=1)
+    Image.fromarray(picture).save(overlay_file)

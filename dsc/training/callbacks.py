@@ -1,0 +1,142 @@
+"""Lightning callbacks of training: the resumable ``last.ckpt``, validation's share of the fit's
+time and the network's summary."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
+
+from dsc.contracts import InvalidInputError
+
+log = logging.getLogger(__name__)
+LAST_CHECKPOINT = "last.ckpt"
+
+
+def images_in_batch(batch: dict[str, Any]) -> int:
+    """The number of images of a batch (``batch_size_fn`` of Lightning's ``ThroughputMonitor``)."""
+    return len(batch["image"])
+
+
+class LastCheckpoint(pl.Callback):
+    """The run's one resumable state, ``<dirpath>/last.ckpt``, always the newest.
+
+    Written every ``every_n_train_steps`` optimizer steps, after every validation of ``fit``, at the
+    end of training, and when training stops early: on SIGTERM (Lightning stops at the next batch),
+    SIGINT or any other exception, so that ``ckpt_path=last`` continues from where the run stopped.
+    A run stopped by an exception resumes after the batch it failed on. Each write goes to a
+    temporary file that is then renamed, so a run killed while writing keeps the previous
+    ``last.ckpt`` whole. Nothing is written with non-finite weights (``DeepSpectralClustering``
+    refuses to save them).
+    """
+
+    def __init__(self, dirpath: str | Path, every_n_train_steps: int = 100) -> None:
+        if every_n_train_steps < 1:
+            raise InvalidInputError(f"every_n_train_steps must be at least 1, got {every_n_train_steps}")
+        self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
+        self._saved_step: int | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / LAST_CHECKPOINT
+
+    def save(self, trainer: pl.Trainer) -> None:
+        """Write ``last.ckpt`` (all processes must call this; rank zero writes); not in fast_dev_run."""
+        if trainer.fast_dev_run:
+            return
+        temporary = self.path.with_name(f".{LAST_CHECKPOINT}.partial")
+        trainer.save_checkpoint(temporary)  # ends with a barrier: every rank waits for the write
+        if trainer.is_global_zero:
+            os.replace(temporary, self.path)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
+        step = trainer.global_step
+        if step != self._saved_step and (step % self.every_n_train_steps == 0 or trainer.received_sigterm):
+            self.save(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self.save(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.global_step != self._saved_step:
+            self.save(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn != "fit" or isinstance(exception, FloatingPointError):
+            return  # not training, or diverged: the last finite state stays last.ckpt
+        if trainer.world_size > 1 and not trainer.received_sigterm:
+            # The other processes are not here to save with this one (SIGTERM reaches them all).
+            log.warning(
+                "training failed in one of %d processes; last.ckpt is not updated", trainer.world_size
+            )
+            return
+        if trainer.global_step == self._saved_step:
+            return
+        try:
+            self.save(trainer)
+            log.warning("training stopped (%s): saved %s", type(exception).__name__, self.path)
+        except Exception as error:  # never hide the exception that stopped training
+            log.error("training stopped and %s could not be updated: %s", self.path, error)
+
+
+class ValidationTime(pl.Callback):
+    """Seconds spent in validation during ``fit`` (rounding, metrics, pictures and the sanity check
+    included), so a run can report how its time splits between training and validation."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self._started = time.perf_counter()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
+
+
+class NetworkSummary(pl.Callback):
+    """Log the network a run trains, once at the start of ``fit``: its type, its parameters (and
+    their size in MiB) in total and per top-level block, and the heads. Lightning's own summary
+    would list every metric module of the LightningModule too, each with 0 parameters."""
+
+    @rank_zero_only
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        backbone = pl_module.backbone
+        heads = []
+        if pl_module.embed_dim:
+            heads.append(f"embedding d = {pl_module.embed_dim}")
+        if pl_module.num_classes:
+            heads.append(f"classes C = {pl_module.num_classes}")
+        lines = [
+            f"network: {type(backbone).__name__} ({type(backbone).__module__}), "
+            f"{_count(backbone)} parameters ({_mebibytes(backbone):.1f} MiB), heads: {', '.join(heads)}"
+        ]
+        for name, block in backbone.named_children():
+            lines.append(f"  {name:<12} {type(block).__name__:<20} {_count(block):>8}")
+        log.info("\n".join(lines))
+
+
+def _count(module: Any) -> str:
+    """A module's parameter count, as Lightning prints them (42.5 K, 134 M)."""
+    number = sum(p.numel() for p in module.parameters())
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if number >= size:
+            return f"{number / size:.1f} {unit}"
+    return str(number)
+
+
+def _mebibytes(module: Any) -> float:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) / 2**20

@@ -1,0 +1,333 @@
+"""``DeepSpectralClustering``: the LightningModule that trains a network's heads (an embedding
+with the spectral loss, class scores with cross-entropy, or both) and scores its rounded partitions
+and instances (paper, Sections 2.2 and 2.3; the contracts are in ``dsc.contracts``)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from dsc.contracts import Batch, Head, InvalidInputError, NetworkOutputs, Objective, Partitioner, check_heads
+from dsc.instances import Instances, predicted_instances, true_instances
+from dsc.labels import VOID
+from dsc.losses import spectral_loss
+from dsc.metrics import InstanceScores, PairwiseScores, keys, partition_loss
+from dsc.rounding import connected_components, fill_void
+
+log = logging.getLogger(__name__)
+INSTANCE_METRICS = ("final", "every_epoch")
+
+
+class DeepSpectralClustering(pl.LightningModule):
+    """Network → heads → loss; validation rounds, scores partitions and instances.
+
+    backbone: any network (B, 3, H, W) → (B, d + C, H, W): ``embed_dim`` (d) embedding channels, unit-
+        normalised per pixel, then ``num_classes`` (C) class scores (0 for none).
+    loss: a ``dsc.contracts.Objective`` (``dsc.losses.SpectralLoss``, ``SemanticCrossEntropy``,
+        ``JointLoss``); rounding: a ``dsc.contracts.Partitioner`` (``dsc.rounding.Rounding``,
+        ``ClassArgmax``, ``ConnectedComponents``). Both are checked against the network's heads.
+    instance_metrics: when validation also scores instances (``dsc.instances``) with mask AP and PQ,
+        per class when there is a class head and class-agnostic always (``val/mask_ap``,
+        ``val/agnostic/pq``, …), and the ground-truth class map through connected components
+        (``val/semantic_oracle_cc/…``): ``final`` (the final scoring only; ``dsc.train``,
+        ``dsc.evaluate`` and ``dsc.table1`` set ``score_instances``) or ``every_epoch``.
+    optimizer / scheduler: partials taking the parameters / the optimizer (``scheduler`` optional).
+    seed: seeds the rounding of every validation batch, so an image's partition depends neither on
+        the epoch nor on the batch it is in, nor on how DDP splits the images; and, with the process
+        rank and the batch's number in the run, the pixels a sampled loss draws on the device (each
+        rank draws its own; a resumed run draws those an uninterrupted run would).
+    unseen_classes: class ids left out of training (``data.exclude_classes``). Validation then also
+        scores ``val/unseen/…`` over background and unseen-class pixels and ``val/seen/…`` over
+        background and seen-class pixels (their ``fg_`` scores: over the objects alone).
+    channels_last: run the backbone in channels-last memory format (faster convolutions on CPUs and
+        GPUs; 0.67–0.74× the NCHW step time of the shapes recipes on 2 CPU cores, see
+        ``benchmarks/shapes_step.py``).
+    compile: ``torch.compile`` the backbone.
+
+    Built from the ``model`` config (``conf/model/default.yaml``: ``hydra.utils.instantiate``); what a
+    checkpoint records besides the weights is ``dsc.training.checkpoint_record``'s.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        loss: Objective,
+        rounding: Partitioner,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        embed_dim: int = 16,
+        num_classes: int = 0,
+        instance_metrics: str = "final",
+        seed: int = 0,
+        monitor: str = keys.MONITOR,
+        unseen_classes: list[int] | None = None,
+        channels_last: bool = True,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        if embed_dim < 0 or num_classes < 0 or embed_dim + num_classes == 0:
+            raise InvalidInputError(
+                f"model.embed_dim={embed_dim} and model.num_classes={num_classes}: the network needs an "
+                "embedding (embed_dim > 0), a class head (num_classes > 0) or both"
+            )
+        if num_classes == 1:
+            raise InvalidInputError(
+                "model.num_classes=1: a class head needs background and at least one class"
+            )
+        self.embed_dim, self.num_classes = embed_dim, num_classes
+        self.heads: frozenset[Head] = frozenset(
+            ({"embedding"} if embed_dim else set()) | ({"classes"} if num_classes else set())
+        )
+        check_heads(self.heads, loss.heads, f"the loss ({type(loss).__name__})")
+        check_heads(self.heads, rounding.heads, f"the rounding ({type(rounding).__name__})")
+        self.backbone = backbone
+        self.channels_last = channels_last
+        if channels_last:
+            self.backbone.to(memory_format=torch.channels_last)
+        if compile:
+            self.backbone.compile()  # in place: parameter names and checkpoints stay the same
+        self.loss = loss
+        self.rounding = rounding
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.seed = seed
+        self._sample_generators: dict[torch.device, torch.Generator] = {}
+        self.monitor = monitor
+        self.val_scores = PairwiseScores(ignore_index=VOID)
+        self.val_semantic_oracle = PairwiseScores(ignore_index=VOID)
+        # A semantic segmenter is also scored against the class partition (Table 1's "Semantic").
+        self.val_class_partition = PairwiseScores(ignore_index=VOID)
+        self.unseen_classes = torch.tensor(list(unseen_classes or []), dtype=torch.int64)
+        self.val_unseen = PairwiseScores(ignore_index=VOID)
+        self.val_seen = PairwiseScores(ignore_index=VOID)
+        if instance_metrics not in INSTANCE_METRICS:
+            raise InvalidInputError(
+                f"model.instance_metrics must be one of {', '.join(INSTANCE_METRICS)}, "
+                f"got {instance_metrics!r}"
+            )
+        self.score_instances = instance_metrics == "every_epoch"
+        self.val_instances = InstanceScores(num_classes)
+        # The ground-truth class map, void filled from its neighbours, split by connected components.
+        self.val_semantic_oracle_cc = PairwiseScores(ignore_index=VOID)
+        self.val_semantic_oracle_cc_instances = InstanceScores(num_classes=VOID)  # any class id a thing
+        # Theorem 2.2: the rounded partition's loss beside the network's, both squared Frobenius / n².
+        self.val_loss = MeanMetric()
+        self.val_network_loss = MeanMetric()
+        self.val_rounded_loss = MeanMetric()
+        self._rounding_generator = torch.Generator()
+        # The first optimizer step whose loss was not finite (−1: none yet) and that loss, kept on
+        # the loss's device so that recording them costs no synchronisation (see check_finite).
+        self.register_buffer("_nonfinite_step", torch.tensor(-1, dtype=torch.int64), persistent=False)
+        self.register_buffer("_nonfinite_loss", torch.tensor(0.0), persistent=False)
+
+    def forward(self, images: Tensor) -> NetworkOutputs:
+        """images (B, 3, H, W) → the network's heads: ``.embeddings`` (B, d, H, W) unit pixel
+        vectors and/or ``.class_logits`` (B, C, H, W)."""
+        return NetworkOutputs.split(self.raw_outputs(images), self.embed_dim)
+
+    def raw_outputs(self, images: Tensor) -> Tensor:
+        """The backbone's outputs (B, d + C, H, W) before normalisation."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.backbone(images)
+
+    def partition(
+        self,
+        outputs: NetworkOutputs,
+        generator: torch.Generator | None = None,
+        image_area: Tensor | None = None,
+    ) -> Tensor:
+        """The configured rounding of the outputs → segment labels (B, H, W); ``image_area`` (B, H, W),
+        False on a batch's padding, leaves the padding out (label −1). ``generator``: the rounding's
+        randomness (default: the module's, seeded per validation batch)."""
+        generator = self._rounding_generator if generator is None else generator
+        return self.rounding.partition(outputs.detach(), generator=generator, image_area=image_area)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        # The loss takes the raw outputs: spectral losses normalise only what they need (fused on
+        # GPUs); a sampled loss draws its pixels on the batch's device with this generator.
+        outputs = NetworkOutputs.split(self.raw_outputs(batch["image"]), self.embed_dim)
+        loss = self.loss.training_loss(outputs, batch, self.sample_generator(batch["instances"].device))
+        self._remember_nonfinite(loss)
+        # Read when the loss is logged anyway: reading it every step would wait for the GPU each step.
+        if self._trainer is None or self.global_step % max(self._trainer.log_every_n_steps, 1) == 0:
+            self.check_finite()
+        # The mean over processes: with DDP, the loss of the whole batch.
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]), sync_dist=True)
+        return loss
+
+    def sample_generator(self, device: torch.device) -> torch.Generator:
+        """A generator on ``device`` seeded from (``seed``, process rank, number of batches trained
+        before this one in the run): the loss's pixel samples depend on nothing else."""
+        generator = self._sample_generators.get(device)
+        if generator is None:
+            generator = self._sample_generators[device] = torch.Generator(device)
+        batch_number = 0
+        if self._trainer is not None:  # Lightning counts a batch as ready before its training step
+            batch_number = self._trainer.fit_loop.epoch_loop.batch_progress.total.ready - 1
+        entropy = [self.seed, self.global_rank, batch_number]
+        generator.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0] >> 1))
+        return generator
+
+    def _remember_nonfinite(self, loss: Tensor) -> None:
+        first = ~torch.isfinite(loss.detach()) & (self._nonfinite_step < 0)
+        self._nonfinite_step.copy_(torch.where(first, self.global_step, self._nonfinite_step))
+        self._nonfinite_loss.copy_(torch.where(first, loss.detach().float(), self._nonfinite_loss))
+
+    def check_finite(self) -> None:
+        """Raise ``FloatingPointError`` if a training loss so far was NaN or infinite, naming the
+        first such step (one host synchronisation)."""
+        step = int(self._nonfinite_step)
+        if step < 0:
+            return
+        learning_rate = ""
+        if self._trainer is not None and self._trainer.optimizers:
+            learning_rate = f" (now {self._trainer.optimizers[0].param_groups[0]['lr']:g})"
+        raise FloatingPointError(
+            f"training loss is {float(self._nonfinite_loss)} at global step {step} "
+            f"(found at step {self.global_step}; checked every trainer.log_every_n_steps steps and "
+            "before every checkpoint). No checkpoint was written after it: checkpoints/last.ckpt holds "
+            "the last finite weights. The usual cause is a learning rate too high for the loss and "
+            f"batch size: start a new run with a lower model.optimizer.lr{learning_rate}. If the loss "
+            "turns non-finite at the same step whatever the rate, check the images of that step."
+        )
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        outputs = self(batch["image"])
+        instances, image_area = batch["instances"], batch.get("image_area")
+        # A metric, not a synced log call: validation ranks may run different numbers of batches.
+        self.val_loss.update(self.loss.validation_loss(outputs, batch), len(instances))
+        self.log(keys.LOSS, self.val_loss)
+        self._rounding_generator.manual_seed(self.seed)
+        preds = self.partition(outputs, image_area=image_area)
+        self.val_scores.update(preds, instances)
+        # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
+        self.val_semantic_oracle.update(batch["classes"], instances)
+        if outputs.class_logits is not None:  # the class head's partition against the class map
+            self.val_class_partition.update(outputs.predicted_classes, batch["classes"])
+        if len(self.unseen_classes):
+            classes = batch["classes"]
+            unseen = torch.isin(classes, self.unseen_classes.to(classes.device))
+            seen = (classes != 0) & (classes != VOID) & ~unseen
+            self.val_unseen.update(preds, instances.masked_fill(seen, VOID))
+            self.val_seen.update(preds, instances.masked_fill(unseen, VOID))
+        if outputs.raw_embeddings is not None:
+            embeddings = outputs.embeddings
+            images_with_pixels = (instances != VOID).flatten(1).any(dim=1).sum()
+            with torch.autocast(embeddings.device.type, enabled=False):  # float32 also under bf16-mixed
+                network_loss = spectral_loss(embeddings.float(), instances, VOID)
+            self.val_network_loss.update(network_loss, images_with_pixels)
+            self.val_rounded_loss.update(partition_loss(preds, instances, VOID), images_with_pixels)
+        # The pictures' embedding panel: the embeddings, or the class probabilities without them.
+        features = outputs.embeddings if outputs.raw_embeddings is not None else outputs.class_probabilities
+        step_outputs = {"preds": preds, "embeddings": features}
+        if self.score_instances:  # the scored instances also go to callbacks (dsc.outputs.coco)
+            predicted, targets = self._update_instance_metrics(batch, outputs, preds)
+            step_outputs |= {"instances": predicted, "true_instances": targets}
+        return step_outputs
+
+    def _update_instance_metrics(
+        self, batch: Batch, outputs: NetworkOutputs, preds: Tensor
+    ) -> tuple[list[Instances], list[Instances]]:
+        """Update the instance scores; return the batch's predicted and true instances."""
+        instances, classes, image_area = batch["instances"], batch["classes"], batch.get("image_area")
+        void = instances == VOID
+        if image_area is not None:
+            void |= ~image_area
+        targets = true_instances(instances, classes)
+        predicted = predicted_instances(preds, outputs.detach(), valid=~void, image_area=image_area)
+        self.val_instances.update(predicted, targets, void)
+        # The semantic oracle + connected components: void first takes its neighbours' class (else
+        # VOC's void bands would separate touching instances for free).
+        filled = fill_void(classes)
+        components = connected_components(filled, image_area)
+        self.val_semantic_oracle_cc.update(components, instances)
+        oracle_ids = torch.where(~void & (filled != 0), components + 1, 0)
+        oracle = true_instances(oracle_ids, filled, void=-1)
+        self.val_semantic_oracle_cc_instances.update(oracle, targets, void)
+        return predicted, targets
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._check_validation_pixels()
+        metrics = [
+            (keys.PAIRWISE, self.val_scores),
+            (keys.SEMANTIC_ORACLE, self.val_semantic_oracle),
+        ]
+        if "classes" in self.heads:
+            metrics.append((keys.CLASS_PARTITION, self.val_class_partition))
+        if self.score_instances:
+            metrics += [
+                (keys.INSTANCES, self.val_instances),
+                (keys.ORACLE_CC_PAIRWISE, self.val_semantic_oracle_cc),
+                (keys.ORACLE_CC, self.val_semantic_oracle_cc_instances),
+            ]
+        if len(self.unseen_classes):
+            metrics += [(keys.UNSEEN, self.val_unseen), (keys.SEEN, self.val_seen)]
+        for prefix, metric in metrics:
+            for name, value in metric.compute().items():
+                self.log(prefix + name, value.float(), prog_bar=prefix + name == self.monitor)
+            metric.reset()
+        if "embedding" in self.heads:
+            network, rounded = self.val_network_loss.compute(), self.val_rounded_loss.compute()
+            self.log_dict(
+                {
+                    keys.THEOREM22 + "network_loss": network,
+                    keys.THEOREM22 + "rounded_loss": rounded,
+                    # How much rounding costs; Theorem 2.2 bounds KwikCluster's by 6 in expectation.
+                    keys.THEOREM22 + "ratio": rounded / network.clamp(min=1e-12),
+                }
+            )
+            self.val_network_loss.reset()
+            self.val_rounded_loss.reset()
+
+    def _check_validation_pixels(self) -> None:
+        """Fail when no validation image had two valid pixels (all scores would be 0 by convention),
+        and warn when the unseen classes had no object pixels in validation."""
+        with self.val_semantic_oracle.sync_context():
+            pairs = int(self.val_semantic_oracle.counts[0].sum())
+        if pairs == 0:
+            raise InvalidInputError(
+                "the validation data have no valid pixels: every label is void (255) or each image has "
+                "at most one labelled pixel, so no score is defined. Check data.val (its label files and "
+                "their void value) or validate on other images"
+            )
+        if len(self.unseen_classes):
+            with self.val_unseen.sync_context():
+                unseen_pairs = int(self.val_unseen.counts[1].sum())
+            if unseen_pairs == 0:
+                log.warning(
+                    "no validation image has object pixels of the unseen classes %s: "
+                    "val/unseen/pairwise_fg_* are 0 by convention",
+                    self.unseen_classes.tolist(),
+                )
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer)},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never a checkpoint of diverged weights: resuming from it could only fail. (What dsc adds
+        # to a checkpoint besides the weights is dsc.training.checkpoint_record's.)
+        self.check_finite()
+        weights = {n: t for n, t in checkpoint["state_dict"].items() if t.is_floating_point()}
+        finite = torch.stack([t.isfinite().all() for t in weights.values()]) if weights else None
+        if finite is not None and not bool(finite.all()):  # one host synchronisation
+            names = [name for name, ok in zip(weights, finite.tolist(), strict=True) if not ok]
+            raise FloatingPointError(
+                f"the weights are not finite at global step {self.global_step} ({', '.join(names[:3])}"
+                f"{', …' if len(names) > 3 else ''}): no checkpoint is written. Lower "
+                "model.optimizer.lr in a new run, or resume from the last checkpoint with ckpt_path=last"
+            )

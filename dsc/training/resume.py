@@ -1,0 +1,216 @@
+"""Continuing a run: which checkpoint ``ckpt_path`` names, whether it is intact, and the config a
+resumed run trains with.
+
+A run directory holds one run. A fresh start in a directory that already holds a run's
+checkpoints or logs is refused (the earlier run's logs would be deleted and its checkpoints mixed
+with the new run's). ``ckpt_path=last`` continues the run with its recorded overrides (in each
+checkpoint's record, ``dsc.training.checkpoint_record``), the new command line's on top; overrides
+that change the network, its optimizer and schedule, the loss, the data or the seed are refused,
+naming the keys.
+Hydra's record of the first start, ``.hydra/``, is kept; later starts in the same directory are
+recorded in ``.hydra/<date>_<time>/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dsc.contracts import InvalidInputError, MissingFileError, OutputExistsError
+from dsc.training.callbacks import LAST_CHECKPOINT
+from dsc.training.checkpoint_record import RunRecord, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+# What makes a run this run: a resumed run may change anything else (trainer, loggers, callbacks,
+# rounding), but not these config sections.
+RUN_IDENTITY = ("seed", "backbone", "model", "loss", "data")
+# Keys inside them that do not change what is trained: speed, and where the data are mounted.
+MAY_CHANGE_ON_RESUME = (
+    "model.compile",
+    "model.channels_last",
+    "model.instance_metrics",
+    "model.rounding",  # the model config's copy of rounding, which a resumed run may change
+    "model.monitor",  # the copy of optimized_metric
+    "data.num_workers",
+    "data.val_batch_size",
+)
+_LOCATION_SUFFIXES = ("root", "_dir", "_file")
+# Left behind by a run in its directory (Hydra's own .hydra/ and <task>.log are written first).
+RUN_OUTPUTS = ("checkpoints", "metrics.json", "csv", "tensorboard", "wandb", "images")
+RECORD_DIR = ".hydra"
+
+
+def record_subdir(output_dir: str) -> str:
+    """Where Hydra records a start in ``output_dir`` (the ``hydra.output_subdir`` resolver): ``.hydra``
+    the first time, ``.hydra/<date>_<time>`` after that, so that the first record is never replaced."""
+    if not (Path(output_dir) / RECORD_DIR / "config.yaml").exists():
+        return RECORD_DIR
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    candidate, number = f"{RECORD_DIR}/{stamp}", 1
+    while (Path(output_dir) / candidate).exists():
+        number += 1
+        candidate = f"{RECORD_DIR}/{stamp}_{number}"
+    return candidate
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("dsc_record_subdir"):
+        OmegaConf.register_new_resolver("dsc_record_subdir", record_subdir, use_cache=True)
+
+
+def check_fresh_run_directory(output_dir: Path) -> None:
+    """Refuse to start a new run where another run has left checkpoints or logs."""
+    found = sorted(name for name in RUN_OUTPUTS if (output_dir / name).exists())
+    if found:
+        raise OutputExistsError(
+            f"run directory {output_dir} already holds a run ({', '.join(found)}); a new run there would "
+            f"delete its logs and mix checkpoints. Resume it with `ckpt_path=last "
+            f"hydra.run.dir={output_dir}`, or start afresh in a new directory: leave hydra.run.dir unset "
+            "(a new timestamped one) or name an empty one"
+        )
+
+
+class ResumePoint(NamedTuple):
+    """The checkpoint a run resumes from and its record (read once, weights memory-mapped)."""
+
+    path: Path
+    record: RunRecord
+
+
+def _read_intact(path: Path) -> tuple[RunRecord | None, str | None]:
+    """(the record, None) if ``path`` can be resumed from, else (None, why not: unreadable, not
+    dsc's, non-finite weights)."""
+    try:
+        checkpoint = read_checkpoint(path, mmap=True)
+    except ValueError as error:
+        if "is not a dsc checkpoint" in str(error):
+            return None, "is not a dsc checkpoint (no record of the run that wrote it)"
+        return None, f"cannot be read ({error.__cause__ or error}); it may be truncated"
+    for name, tensor in checkpoint["state_dict"].items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return None, f"holds non-finite weights ({name}): it was written after training diverged"
+    return RunRecord.of(checkpoint), None
+
+
+def check_checkpoint(path: Path) -> RunRecord:
+    """The record of ``path``; ValueError naming ``path`` and the intact checkpoints beside it if it
+    cannot be resumed."""
+    record, problem = _read_intact(path)
+    if record is not None:
+        return record
+    others = sorted(p for p in path.parent.glob("*.ckpt") if p != path)
+    intact = [str(p) for p in others if _read_intact(p)[0] is not None]
+    alternatives = (
+        f"intact checkpoints in {path.parent}: {', '.join(intact)}; resume from one with ckpt_path=<file>"
+        if intact
+        else f"no intact checkpoint in {path.parent}: start a new run"
+    )
+    raise InvalidInputError(f"checkpoint {path} {problem}. {alternatives}")
+
+
+def resume_path(ckpt_path: str | None, checkpoint_dir: Path) -> ResumePoint | None:
+    """The checkpoint ``dsc.train`` resumes from, checked to be intact, with its record:
+    ``ckpt_path`` itself, or for ``last`` the run's ``checkpoint_dir/last.ckpt`` when it exists (a
+    first start, or a requeued job that had not yet saved one, then starts from scratch). A named
+    file that is missing raises."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        path = checkpoint_dir / LAST_CHECKPOINT
+        if not path.is_file():
+            log.info("ckpt_path=last: no %s yet, starting from scratch", path)
+            return None
+    else:
+        path = Path(ckpt_path)
+        if not path.is_file():
+            raise MissingFileError(
+                f"ckpt_path={ckpt_path} does not exist: give a .ckpt file, or ckpt_path=last with the "
+                "interrupted run's directory (hydra.run.dir=<run dir>) to resume its checkpoints/last.ckpt"
+            )
+    record = check_checkpoint(path)
+    log.info("resuming from %s", path)
+    return ResumePoint(path, record)
+
+
+def merge_overrides(recorded: Sequence[str], current: Sequence[str]) -> list[str]:
+    """The recorded overrides, then the current ones; a current override replaces a recorded one of
+    the same key and kind (``key=``, ``+key=``, ``~key``), so Hydra sees each once."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+
+    def identity(line: str) -> tuple[Any, ...]:
+        (override,) = parser.parse_overrides([line])
+        return override.key_or_group, override.package, override.type
+
+    current_keys = {identity(line) for line in current}
+    return [line for line in recorded if identity(line) not in current_keys] + list(current)
+
+
+def _flatten(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in node.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat or {prefix: {}}
+    return {prefix: node}
+
+
+def identity_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """``key: recorded → current`` for every key of ``RUN_IDENTITY`` that differs (both resolved)."""
+    old = _flatten({k: recorded.get(k) for k in RUN_IDENTITY}, "")
+    new = _flatten({k: current.get(k) for k in RUN_IDENTITY}, "")
+    changes = []
+    for key in sorted(old.keys() | new.keys()):
+        if key.startswith(MAY_CHANGE_ON_RESUME) or key.rsplit(".", 1)[-1].endswith(_LOCATION_SUFFIXES):
+            continue
+        missing = "(unset)"
+        if old.get(key, missing) != new.get(key, missing):
+            changes.append(f"{key}: {old.get(key, missing)!r} → {new.get(key, missing)!r}")
+    return changes
+
+
+def _compose(config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():  # inside the entry point: its own search path
+        return compose(config_name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
+        return compose(config_name, overrides=overrides)
+
+
+def resumed_config(cfg: DictConfig, resume: ResumePoint) -> tuple[DictConfig, list[str]]:
+    """The config and overrides a run resumed from ``resume`` trains with: the checkpoint's recorded
+    overrides with this command's on top. Raises ValueError naming the keys when the result changes
+    the run's identity (``RUN_IDENTITY``) against the checkpoint's recorded config."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_config = HydraConfig.get()
+    current = list(hydra_config.overrides.task)
+    overrides = merge_overrides(resume.record.overrides, current)
+    resumed = _compose(hydra_config.job.config_name, overrides)
+    added = [line for line in overrides if line not in current]
+    if added:
+        log.info("resuming with the run's recorded overrides: %s", " ".join(added))
+    changes = identity_changes(resume.record.config, OmegaConf.to_container(resumed, resolve=True))
+    if changes:
+        hint = ""
+        if any(change.startswith("model.scheduler.T_max") for change in changes):
+            hint = (
+                " (trainer.max_epochs sets the cosine schedule's T_max: a resumed run cannot "
+                "stretch its learning-rate schedule; train longer in a new run)"
+            )
+        raise InvalidInputError(
+            f"resuming {resume.path} would change the run: {'; '.join(changes)}{hint}. A resumed "
+            "run keeps its network, optimizer, schedule, loss, data and seed: drop the overrides that "
+            "change them, or start a new run in a new directory"
+        )
+    return resumed, overrides

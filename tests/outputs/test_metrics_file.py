@@ -1,0 +1,38 @@
+import json
+
+from dsc.outputs.metrics_file import format_metrics_table, write_metrics
+
+
+def test_table_places_each_metric_in_its_row_and_column():
+    metrics = {"val/pairwise_precision": 0.25, "val/semantic_oracle/pairwise_fg_f1": 0.5}
+    lines = format_metrics_table(metrics).splitlines()
+    assert lines[0].split() == [
+        "instances",
+        "semantic",
+        "oracle",
+        "fg",
+        "instances",
+        "fg",
+        "semantic",
+        "oracle",
+    ]
+    assert lines[2].split() == ["precision", "0.2500", "-", "-", "-"]
+    assert lines[4].split() == ["f1", "-", "-", "-", "0.5000"]
+
+
+def test_metrics_json_round_trips(tmp_path):
+    write_metrics({"b": 1.0, "a": 0.5}, tmp_path / "run" / "metrics.json")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text()) == {"a": 0.5, "b": 1.0}
+
+
+def test_unseen_columns_appear_only_after_training_without_classes():
+    assert "unseen" not in format_metrics_table({"val/pairwise_f1": 0.5})
+    header = format_metrics_table({"val/unseen/pairwise_fg_f1": 0.25}).splitlines()[0]
+    assert "fg unseen classes" in header and "fg seen classes" in header
+
+
+def test_metrics_json_holds_no_nan(tmp_path, caplog):
+    write_metrics({"val/a": float("nan"), "val/b": 0.5, "val/c": float("inf")}, tmp_path / "metrics.json")
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/a": None, "val/b": 0.5, "val/c": None}
+    assert "NaN" not in (tmp_path / "metrics.json").read_text()
+    assert "val/a, val/c" in caplog.text
