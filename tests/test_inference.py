@@ -16,7 +16,7 @@ from dsc.evaluate import evaluate
 from dsc.outputs.coco import coco_mask_ap
 from dsc.predict import predict
 from dsc.train import train
-from dsc.training.checkpoint_record import read_checkpoint, load_model
+from dsc.training.checkpoint_record import load_model, read_checkpoint
 
 
 @pytest.fixture

@@ -13,7 +13,15 @@ from torch import Tensor
 
 from dsc.contracts import InvalidInputError
 from dsc.instances import Instances
-from dsc.outputs.pictures import embedding_rgb, order_by_size, overlay, panel_scale, to_uint8_image, upscale, voc_palette
+from dsc.outputs.pictures import (
+    embedding_rgb,
+    order_by_size,
+    overlay,
+    panel_scale,
+    to_uint8_image,
+    upscale,
+    voc_palette,
+)
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from cityscapes_trees import FRAMES, cityscapes_instance_ap, write_cityscapes_tree
 
-from dsc.outputs.cityscapes import CityscapesInstanceFiles
 from dsc.data import CityscapesInstances
 from dsc.instances import Instances, true_instances
+from dsc.outputs.cityscapes import CityscapesInstanceFiles
 
 
 def write_results(root, results, damage=False, empty=False):

@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from dsc.outputs.coco import CocoResults, coco_mask_ap
 from dsc.data import VOID
 from dsc.instances import Instances, true_instances
 from dsc.metrics import InstanceScores
+from dsc.outputs.coco import CocoResults, coco_mask_ap
 
 
 def padded_scenes(generator, sizes=((24, 24), (18, 26), (20, 15)), num_objects=4):
