@@ -59,6 +59,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.split,
         cfg.seed,
         callbacks=coco_writer(output_dir) if export == "coco" else None,
+        trusted_targets=cfg.trusted_targets,
     )
     log.info("metrics of %s on %s:\n%s", cfg.ckpt_path, cfg.split, format_metrics_table(metrics))
     write_metrics(metrics, output_dir / "metrics.json")

@@ -28,7 +28,7 @@ def export(cfg: DictConfig) -> Path:
         raise OutputExistsError(
             f"{output} exists already: pass overwrite=true to replace it, or another output="
         )
-    model, record = load_model(cfg.ckpt_path)
+    model, record = load_model(cfg.ckpt_path, trusted_targets=cfg.trusted_targets)
     output.parent.mkdir(parents=True, exist_ok=True)
     names = export_onnx(model, output, record, tuple(cfg.image_size), cfg.opset)
     log.info("wrote %s (%.1f MB): images → %s", output, output.stat().st_size / 1e6, ", ".join(names))

@@ -199,10 +199,14 @@ def cityscapes_files(
 
 
 def load_segmenter(
-    ckpt_path: str | None, onnx: str | None, rounding: Any, device: torch.device
+    ckpt_path: str | None,
+    onnx: str | None,
+    rounding: Any,
+    device: torch.device,
+    trusted_targets: Sequence[str] = (),
 ) -> tuple[Segmenter, RunRecord]:
     """The checkpoint's model on ``device``, or the ONNX file's network in onnxruntime (CPU), and the
-    record of the run that trained it."""
+    record of the run that trained it (``trusted_targets``: see ``dsc.training.checkpoint_record``)."""
     if (ckpt_path is None) == (onnx is None):
         raise InvalidInputError(
             "pass either ckpt_path=<run>/checkpoints/last.ckpt (the network in torch) or "
@@ -210,9 +214,9 @@ def load_segmenter(
             + ("both" if ckpt_path is not None else "neither")
         )
     if onnx is not None:
-        network = OnnxNetwork(onnx, rounding)
+        network = OnnxNetwork(onnx, rounding, trusted_targets=trusted_targets)
         return network.to(device), network.record
-    model, record = load_model(ckpt_path, rounding=rounding)
+    model, record = load_model(ckpt_path, rounding=rounding, trusted_targets=trusted_targets)
     return model.to(device), record
 
 
@@ -235,7 +239,9 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     """Segment every input image; returns counts of ``written`` and ``skipped`` files."""
     formats = output_formats(cfg.format)
     device = _device(cfg.device, onnx=cfg.get("onnx") is not None)
-    model, record = load_segmenter(cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device)
+    model, record = load_segmenter(
+        cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device, cfg.trusted_targets
+    )
     generator = torch.Generator().manual_seed(cfg.seed)
     paths = list_inputs(Path(cfg.input), cfg.get("recursive", False))
     stems = _output_stems(paths)

@@ -152,7 +152,10 @@ def main(cfg: DictConfig) -> str:
         checkpoints = train_on_shapes(cfg, output)
 
     def score(role: str, rounding: DictConfig | None) -> dict[str, float]:
-        return score_checkpoint(checkpoints[role], cfg.trainer, rounding, split=cfg.split, seed=cfg.seed)
+        return score_checkpoint(
+            checkpoints[role], cfg.trainer, rounding, split=cfg.split, seed=cfg.seed,
+            trusted_targets=cfg.trusted_targets,
+        )  # fmt: skip
 
     scored = {role: score(role, cfg.get("rounding")) for role in ("spectral", "joint") if role in checkpoints}
     if "semantic" in checkpoints:

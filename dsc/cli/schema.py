@@ -62,6 +62,7 @@ class TrainSchema:
     seed: int = 0
     optimized_metric: str = keys.MONITOR
     ckpt_path: str | None = None
+    trusted_targets: list[str] = dataclasses.field(default_factory=list)
     model: Any = None
     data: Any = None
     backbone: Any = None

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from dsc.contracts import Head, InvalidInputError, MissingFileError, NetworkOutputs, Partitioner
 from dsc.deploy.onnx_export import EXPORT_EXTRA, output_names
-from dsc.training.checkpoint_record import CLASS_NAMES, CONFIG, RunRecord
+from dsc.training.checkpoint_record import CLASS_NAMES, CONFIG, RunRecord, check_trusted
 
 
 class OnnxNetwork:
@@ -22,7 +22,9 @@ class OnnxNetwork:
     ``rounding``): ``network(images)`` → ``NetworkOutputs``, ``network.partition(outputs)`` → labels,
     as ``DeepSpectralClustering`` gives them."""
 
-    def __init__(self, path: str | Path, rounding: Any = None, threads: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, rounding: Any = None, threads: int = 0, trusted_targets: Any = ()
+    ) -> None:
         try:
             import onnxruntime
         except ImportError as error:
@@ -41,7 +43,12 @@ class OnnxNetwork:
         metadata = self.session.get_modelmeta().custom_metadata_map
         if CONFIG not in metadata or CLASS_NAMES not in metadata:
             raise InvalidInputError(f"{path} was not written by python -m dsc.export (no {CONFIG} metadata)")
-        self.record = RunRecord(json.loads(metadata[CONFIG]), class_names=json.loads(metadata[CLASS_NAMES]))
+        try:
+            saved = {CONFIG: json.loads(metadata[CONFIG]), CLASS_NAMES: json.loads(metadata[CLASS_NAMES])}
+        except json.JSONDecodeError as error:
+            raise InvalidInputError(f"{path}: its dsc metadata is not JSON ({error})") from error
+        self.record = RunRecord.of(saved, path)
+        check_trusted(self.record.config, path, trusted_targets)
         self.embed_dim = int(self.record.config["model"]["embed_dim"])
         self.num_classes = int(self.record.config["model"]["num_classes"])
         self.heads: frozenset[Head] = frozenset(

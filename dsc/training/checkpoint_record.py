@@ -13,10 +13,18 @@ A dsc checkpoint is a Lightning checkpoint (``state_dict``, optimizer and loop s
 Files are read with ``torch.load(weights_only=True)`` alone (``read_checkpoint``): tensors and plain
 data load, pickled code is refused. An exported ONNX file carries the config and class names in its
 metadata under the same keys (``dsc.deploy``).
+
+A saved config is data: before dsc builds anything from one (``load_model``, ``OnnxNetwork``, a
+resume), ``check_trusted`` refuses every ``_target_`` in it that is not dsc's own (``DSC_TARGETS``,
+what its shipped configs build), a torch optimizer or scheduler, or a Lightning callback or logger,
+unless the command names it in ``trusted_targets``; and every string that would be interpolated.
+``weights_only=True`` alone would not be enough: a config of ``_target_``s can call any function of
+the installed packages.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +44,100 @@ CLASS_NAMES = "dsc_class_names"
 RNG_STATE = "dsc_rng_state"
 WANDB_RUN_ID = "dsc_wandb_run_id"
 
+# What dsc's shipped configs build (tests/training/test_checkpoint_record.py checks that none is missing).
+DSC_TARGETS = frozenset(
+    {
+        "dsc.training.module.DeepSpectralClustering",
+        "dsc.backbones.SmallFCN",
+        "dsc.backbones.fcn8s",
+        "dsc.backbones.TorchvisionSegmentation",
+        "dsc.losses.SpectralLoss",
+        "dsc.losses.JointLoss",
+        "dsc.losses.SemanticCrossEntropy",
+        "dsc.rounding.Rounding",
+        "dsc.rounding.ClassArgmax",
+        "dsc.rounding.ConnectedComponents",
+        "dsc.rounding.kwikcluster",
+        "dsc.rounding.kwikcluster_soft",
+        "dsc.rounding.kwikcluster_best",
+        "dsc.rounding.kwikcluster_refine",
+        "dsc.rounding.kmeans",
+        "dsc.data.InstanceDataModule",
+        "dsc.data.RandomScaleCropFlip",
+        "dsc.data.Shapes",
+        "dsc.data.VOCInstances",
+        "dsc.data.SBDInstances",
+        "dsc.data.COCOInstances",
+        "dsc.data.CityscapesInstances",
+        "dsc.data.FolderInstances",
+        "dsc.training.LastCheckpoint",
+        "dsc.training.NetworkSummary",
+        "dsc.training.loggers.wandb_logger",
+        "dsc.outputs.ValidationImages",
+        "pytorch_lightning.Trainer",
+    }
+)
+# Modules whose classes of one kind a saved config may name: (module, base class of the kind).
+TRUSTED_KINDS = (
+    ("torch.optim", "torch.optim.Optimizer"),
+    ("torch.optim.lr_scheduler", "torch.optim.lr_scheduler.LRScheduler"),
+    ("pytorch_lightning.callbacks", "pytorch_lightning.callbacks.Callback"),
+    ("pytorch_lightning.loggers", "pytorch_lightning.loggers.Logger"),
+)
+
+
+def _attribute(dotted: str) -> Any:
+    """``module.name`` looked up in its module, which is imported (only these fixed modules are)."""
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name, None)
+
+
+def is_trusted_target(target: str, trusted: frozenset[str] = frozenset()) -> bool:
+    """Whether a saved config may name ``target``: one of ``DSC_TARGETS``, a class of one of
+    ``TRUSTED_KINDS``' modules and of that kind, or one of ``trusted`` (the command's)."""
+    if target in DSC_TARGETS or target in trusted:
+        return True
+    module, _, _ = target.rpartition(".")
+    for kind_module, base in TRUSTED_KINDS:
+        if module == kind_module:
+            found = _attribute(target)
+            return isinstance(found, type) and issubclass(found, _attribute(base))
+    return False
+
+
+def untrusted_entries(node: Any, trusted: frozenset[str] = frozenset(), key: str = "") -> list[str]:
+    """``key=value`` of every ``_target_`` in ``node`` that ``is_trusted_target`` refuses, and of every
+    string OmegaConf would interpolate (``${…}``), depth first."""
+    found = []
+    if isinstance(node, dict):
+        for name, value in node.items():
+            child = f"{key}.{name}" if key else str(name)
+            if name == "_target_" and not (isinstance(value, str) and is_trusted_target(value, trusted)):
+                found.append(f"{child}={value}")
+            else:
+                found += untrusted_entries(value, trusted, child)
+    elif isinstance(node, list | tuple):
+        for index, value in enumerate(node):
+            found += untrusted_entries(value, trusted, f"{key}[{index}]")
+    elif isinstance(node, str) and "${" in node:
+        found.append(f"{key}={node}")
+    return found
+
+
+def check_trusted(config: dict[str, Any], source: str | Path, trusted: Any = ()) -> None:
+    """Raise ``InvalidInputError`` naming ``source`` and the keys when ``config``, read from a file,
+    holds anything ``untrusted_entries`` finds; ``trusted``: the targets the command names."""
+    problems = untrusted_entries(config, frozenset(trusted))
+    if not problems:
+        return
+    targets = sorted({p.split("=", 1)[1] for p in problems if p.split("=", 1)[0].endswith("_target_")})
+    hint = f" If you trust its author, name them: trusted_targets=[{','.join(targets)}]" if targets else ""
+    raise InvalidInputError(
+        f"{source} names what dsc does not build from a file: {'; '.join(problems[:3])}"
+        f"{' …' if len(problems) > 3 else ''}. A saved config may name dsc's own classes, torch's "
+        f"optimizers and schedulers and Lightning's callbacks and loggers, and no interpolations.{hint}"
+    )
+
 
 @dataclass(frozen=True)
 class RunRecord:
@@ -47,14 +149,22 @@ class RunRecord:
     wandb_run_id: str | None = None
 
     @classmethod
-    def of(cls, checkpoint: dict[str, Any]) -> RunRecord:
-        """The record of a checkpoint dict that ``read_checkpoint`` returned."""
-        return cls(
-            config=checkpoint[CONFIG],
-            overrides=list(checkpoint[OVERRIDES]),
-            class_names=checkpoint[CLASS_NAMES],
-            wandb_run_id=checkpoint.get(WANDB_RUN_ID),
-        )
+    def of(cls, checkpoint: dict[str, Any], source: str | Path = "the checkpoint") -> RunRecord:
+        """The record of a checkpoint dict that ``read_checkpoint`` returned (or of an exported file's
+        metadata); ``InvalidInputError`` naming ``source`` and the key where it is not plain data of
+        the record's kinds."""
+        config, overrides = checkpoint[CONFIG], checkpoint.get(OVERRIDES, [])
+        class_names, wandb_run_id = checkpoint[CLASS_NAMES], checkpoint.get(WANDB_RUN_ID)
+        kinds = [
+            (CONFIG, isinstance(config, dict)),
+            (OVERRIDES, isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)),
+            (CLASS_NAMES, class_names is None or all(isinstance(n, str) for n in class_names)),
+            (WANDB_RUN_ID, wandb_run_id is None or isinstance(wandb_run_id, str)),
+        ]
+        wrong = [key for key, ok in kinds if not ok]
+        if wrong:
+            raise InvalidInputError(f"{source}: {', '.join(wrong)} is not what dsc records there")
+        return cls(config, list(overrides), class_names, wandb_run_id)
 
 
 def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
@@ -87,7 +197,7 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
 
 def read_record(path: str | Path) -> RunRecord:
     """The record of the checkpoint at ``path``, its weights left unread (memory-mapped)."""
-    return RunRecord.of(read_checkpoint(path, mmap=True))
+    return RunRecord.of(read_checkpoint(path, mmap=True), path)
 
 
 def build_model(config: dict[str, Any] | Any, rounding: Any = None) -> DeepSpectralClustering:
@@ -100,10 +210,14 @@ def build_model(config: dict[str, Any] | Any, rounding: Any = None) -> DeepSpect
     return hydra.utils.instantiate(config["model"], rounding=rounding)
 
 
-def load_model(path: str | Path, rounding: Any = None) -> tuple[DeepSpectralClustering, RunRecord]:
-    """The checkpoint's model with its weights, in eval mode, and the run's record."""
+def load_model(
+    path: str | Path, rounding: Any = None, trusted_targets: Any = ()
+) -> tuple[DeepSpectralClustering, RunRecord]:
+    """The checkpoint's model with its weights, in eval mode, and the run's record; a record that
+    names untrusted code is refused before anything is built (``check_trusted``)."""
     checkpoint = read_checkpoint(path)
-    record = RunRecord.of(checkpoint)
+    record = RunRecord.of(checkpoint, path)
+    check_trusted(record.config, path, trusted_targets)
     model = build_model(record.config, rounding)
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval(), record

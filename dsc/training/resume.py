@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dsc.contracts import InvalidInputError, MissingFileError, OutputExistsError
 from dsc.training.callbacks import LAST_CHECKPOINT
-from dsc.training.checkpoint_record import RunRecord, read_checkpoint
+from dsc.training.checkpoint_record import RunRecord, check_trusted, read_checkpoint, untrusted_entries
 
 log = logging.getLogger(__name__)
 
@@ -196,10 +196,19 @@ def resumed_config(cfg: DictConfig, resume: ResumePoint) -> tuple[DictConfig, li
     hydra_config = HydraConfig.get()
     current = list(hydra_config.overrides.task)
     overrides = merge_overrides(resume.record.overrides, current)
-    resumed = _compose(hydra_config.job.config_name, overrides)
     added = [line for line in overrides if line not in current]
+    unsafe = [line for line in added if line.startswith("+") or "_target_" in line]
+    if unsafe:
+        raise InvalidInputError(
+            f"{resume.path} records overrides that add keys or name code: {' '.join(unsafe)}. dsc does "
+            "not apply those from a file: give them on the command line if you trust them"
+        )
+    resumed = _compose(hydra_config.job.config_name, overrides)
     if added:
         log.info("resuming with the run's recorded overrides: %s", " ".join(added))
+    # The recorded config may name what this command's own config names, and what it trusts.
+    named = {p.split("=", 1)[1] for p in untrusted_entries(OmegaConf.to_container(resumed, resolve=True))}
+    check_trusted(resume.record.config, resume.path, named | set(cfg.get("trusted_targets") or []))
     changes = identity_changes(resume.record.config, OmegaConf.to_container(resumed, resolve=True))
     if changes:
         hint = ""

@@ -22,12 +22,14 @@ def score_checkpoint(
     split: str = "val",
     seed: int = 0,
     callbacks: Callable[[pl.LightningDataModule], list[pl.Callback]] | None = None,
+    trusted_targets: Any = (),
 ) -> dict[str, float]:
     """The ``val/…`` scores of a checkpoint's model, instances included, on ``split`` of its run's
     data. ``rounding`` replaces the run's rounding; ``data`` replaces the run's data (a config with a
     ``_target_``) or adjusts them (merged keys); ``callbacks`` builds extra callbacks of the
-    validation from its data module (e.g. a result-file writer)."""
-    model, record = load_model(ckpt_path, rounding=rounding)
+    validation from its data module (e.g. a result-file writer); ``trusted_targets``: what the record
+    may name beyond dsc's own (``dsc.training.checkpoint_record.check_trusted``)."""
+    model, record = load_model(ckpt_path, rounding=rounding, trusted_targets=trusted_targets)
     model.score_instances = True
     pl.seed_everything(seed, workers=True)
     data_config = OmegaConf.create(record.config["data"])

@@ -49,20 +49,24 @@ def uninterrupted(tmp_path_factory) -> Path:
     return run_dir
 
 
-def stopped_run(run_dir: Path, how: str, home: Path) -> subprocess.CompletedProcess:
-    """The setup stopped at step 7, in the second epoch, by ``how`` (see kill_switch.StopAtStep)."""
-    return run(
-        run_dir,
+def stop_switch(how: str) -> list[str]:
+    """The overrides that stop the setup at step 7, in the second epoch, by ``how``."""
+    return [
         "+callbacks.stop._target_=kill_switch.StopAtStep",
         "+callbacks.stop.step=7",
         f"+callbacks.stop.how={how}",
-        home=home,
-    )
+    ]
+
+
+def stopped_run(run_dir: Path, how: str, home: Path) -> subprocess.CompletedProcess:
+    """The setup stopped at step 7 by ``how`` (see kill_switch.StopAtStep)."""
+    return run(run_dir, *stop_switch(how), home=home)
 
 
 def resume(run_dir: Path, home: Path) -> None:
-    # The recorded overrides come back on resume (the stop switch too; it stops first starts only).
-    resumed = run(run_dir, "ckpt_path=last", home=home)
+    # Recorded overrides that add keys or name code are not applied from the file: the command gives
+    # the stop switch again (it stops first starts only); the others come back from the record.
+    resumed = run(run_dir, *stop_switch("SIGKILL"), "ckpt_path=last", home=home)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
