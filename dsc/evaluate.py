@@ -23,6 +23,7 @@ from dsc.data.coco import COCOInstances
 from dsc.data.datamodule import ClassNamedDataset
 from dsc.outputs.coco import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
 from dsc.outputs.metrics_file import format_metrics_table, write_metrics
+from dsc.training.resume import refuse_training_run_directory
 from dsc.training.scoring import score_checkpoint
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"export={export} is not a format dsc writes: use {', '.join(EXPORTS)} or null"
         )
     output_dir = Path(cfg.paths.output_dir)
+    refuse_training_run_directory(output_dir, "hydra.run.dir", "dsc.evaluate")
     metrics = score_checkpoint(
         cfg.ckpt_path,
         cfg.trainer,

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig
 
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point
-from dsc.contracts import OutputExistsError
+from dsc.contracts import InvalidInputError, OutputExistsError
 from dsc.deploy.onnx_export import export_onnx
+from dsc.outputs.files import replacing
 from dsc.training.checkpoint_record import load_model
 
 log = logging.getLogger(__name__)
@@ -24,13 +26,25 @@ def export(cfg: DictConfig) -> Path:
     """Export ``cfg.ckpt_path``'s network to ``cfg.output``; refuses to replace a file unless
     ``cfg.overwrite``."""
     output = Path(cfg.output)
+    if output.is_dir():
+        raise InvalidInputError(
+            f"output={output} is a folder: name the file to write, e.g. output={output / 'model.onnx'}"
+        )
     if output.exists() and not cfg.overwrite:
         raise OutputExistsError(
             f"{output} exists already: pass overwrite=true to replace it, or another output="
         )
     model, record = load_model(cfg.ckpt_path, trusted_targets=cfg.trusted_targets)
+    diverged = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point()
+                and not bool(torch.isfinite(tensor).all())]  # fmt: skip
+    if diverged:
+        raise InvalidInputError(
+            f"{cfg.ckpt_path} holds non-finite weights ({', '.join(diverged[:3])}): a network that "
+            "computes NaN is not exported. Export a checkpoint from before training diverged"
+        )
     output.parent.mkdir(parents=True, exist_ok=True)
-    names = export_onnx(model, output, record, tuple(cfg.image_size), cfg.opset)
+    with replacing(output) as partial:  # a failed write leaves an existing file as it was
+        names = export_onnx(model, partial, record, tuple(cfg.image_size), cfg.opset)
     log.info("wrote %s (%.1f MB): images → %s", output, output.stat().st_size / 1e6, ", ".join(names))
     return output
 

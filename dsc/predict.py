@@ -46,6 +46,7 @@ from dsc.outputs.cityscapes import CityscapesInstanceFiles
 from dsc.outputs.coco import CocoPredictionFile
 from dsc.outputs.png import PaletteMasks
 from dsc.training.checkpoint_record import RunRecord, load_model
+from dsc.training.resume import refuse_training_run_directory
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "coco", "cityscapes")
@@ -237,6 +238,8 @@ def _writable(output: Path) -> None:
 @torch.inference_mode()
 def predict(cfg: DictConfig) -> dict[str, int]:
     """Segment every input image; returns counts of ``written`` and ``skipped`` files."""
+    for folder, key in ((Path(cfg.paths.output_dir), "hydra.run.dir"), (Path(cfg.output), "output")):
+        refuse_training_run_directory(folder, key, "dsc.predict")
     formats = output_formats(cfg.format)
     device = _device(cfg.device, onnx=cfg.get("onnx") is not None)
     model, record = load_segmenter(
@@ -293,6 +296,11 @@ def predict(cfg: DictConfig) -> dict[str, int]:
                 for writer in writers:
                     writer.add(path, stems[path], image, image_labels, image_instances, image_features)
                 written += 1
+    if written == 0:
+        raise InvalidInputError(
+            f"input={cfg.input} holds no readable image ({skipped} file(s) skipped, named above): "
+            "nothing was predicted"
+        )
     for writer in writers:
         writer.finish()
     log.info("wrote %d predictions (%s) to %s; skipped %d unreadable files", written, ", ".join(formats),

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point, run_entry_point
 from dsc.metrics import keys
+from dsc.outputs.files import write_text
 from dsc.outputs.metrics_file import write_metrics
 from dsc.training.checkpoint_record import read_record
 from dsc.training.scoring import score_checkpoint
@@ -168,8 +169,8 @@ def main(cfg: DictConfig) -> str:
         semantic = scored["semantic"] if components is None else score("semantic", None)
         table += "\n\n" + format_table1(semantic, scored["spectral"])
     print(table, flush=True)
-    (output / "table1.txt").write_text(table + "\n")
-    (output / "table1.json").write_text(json.dumps(rows, indent=2, allow_nan=False) + "\n")
+    write_text(output / "table1.txt", table + "\n")
+    write_text(output / "table1.json", json.dumps(rows, indent=2, allow_nan=False) + "\n")
     write_metrics(
         {f"{role}/{name}": value for role, metrics in scored.items() for name, value in metrics.items()},
         output / "metrics.json",

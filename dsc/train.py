@@ -19,6 +19,7 @@ from pytorch_lightning.loggers import Logger
 
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point, instantiate_all, task_wrapper
+from dsc.contracts import InvalidInputError
 from dsc.data.datamodule import ClassNamedDataset
 from dsc.metrics import keys
 from dsc.outputs.metrics_file import format_metrics_table, write_metrics
@@ -43,7 +44,24 @@ def _train(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         return _train_job(cfg)
 
 
+def check_training_happens(cfg: DictConfig) -> None:
+    """Refuse settings under which a run would train nothing yet report final scores."""
+    if cfg.trainer.get("max_epochs") == 0 or cfg.trainer.get("max_steps") == 0:
+        key = "trainer.max_epochs" if cfg.trainer.get("max_epochs") == 0 else "trainer.max_steps"
+        raise InvalidInputError(
+            f"{key}=0 trains nothing: its final scores would be an untrained network's. To score a "
+            "checkpoint, use python -m dsc.evaluate ckpt_path=…"
+        )
+    learning_rate = OmegaConf.select(cfg, "model.optimizer.lr")
+    if isinstance(learning_rate, int | float) and learning_rate <= 0:
+        raise InvalidInputError(
+            f"model.optimizer.lr={learning_rate}: the weights would not move (or move uphill); "
+            "give a positive learning rate"
+        )
+
+
 def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
+    check_training_happens(cfg)
     output_dir = Path(cfg.paths.output_dir)
     resume = resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
     overrides = list(HydraConfig.get().overrides.task)

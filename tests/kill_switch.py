@@ -23,3 +23,10 @@ class StopAtStep(pl.Callback):
         if self.how == "error":
             raise RuntimeError(f"failure injected at step {self.step}")
         os.kill(os.getpid(), getattr(signal, self.how))
+
+
+class FailBeforeFirstStep(pl.Callback):
+    """Fails the first training batch before its optimizer step (a crash of the first step)."""
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        raise RuntimeError("failure injected before the first step")

@@ -130,3 +130,45 @@ def test_export_command_line(trained_checkpoint, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "cli.onnx").stat().st_size > 100_000 and not (tmp_path / "cli.onnx.data").exists()
+
+
+def test_a_write_that_fails_midway_keeps_the_old_file_and_names_the_cause(trained_checkpoint, tmp_path):
+    """A file-size limit below the model's size: the write itself fails, as on a full disk or quota."""
+    import os
+    import resource
+    import signal
+
+    existing = export(export_config(tmp_path, trained_checkpoint, tmp_path / "model.onnx"))
+    before = existing.read_bytes()
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) // 2, len(before) // 2))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dsc.export", f"ckpt_path={trained_checkpoint}", f"output={existing}",
+         "overwrite=true", f"hydra.run.dir={tmp_path / 'again'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert f"cannot write {tmp_path}" in result.stderr and "File too large" in result.stderr
+    assert "cannot export this network" not in result.stderr
+    assert existing.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == ["model.onnx"]
+
+
+def test_a_folder_as_output_and_non_finite_weights_are_refused(trained_checkpoint, tmp_path):
+    from dsc.contracts import InvalidInputError
+
+    with pytest.raises(
+        InvalidInputError, match=r"is a folder: name the file to write, e\.g\. output=.*model\.onnx"
+    ):
+        export(export_config(tmp_path, trained_checkpoint, tmp_path))
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    weight = next(name for name, tensor in checkpoint["state_dict"].items() if tensor.is_floating_point())
+    checkpoint["state_dict"][weight] = torch.full_like(checkpoint["state_dict"][weight], float("nan"))
+    torch.save(checkpoint, tmp_path / "diverged.ckpt")
+    with pytest.raises(InvalidInputError, match=rf"non-finite weights \({weight}"):
+        export(export_config(tmp_path, tmp_path / "diverged.ckpt", tmp_path / "nan.onnx"))
+    assert not (tmp_path / "nan.onnx").exists()

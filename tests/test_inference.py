@@ -251,3 +251,21 @@ def test_unknown_export_format_is_named(trained_checkpoint, tmp_path):
     cfg = compose_config("evaluate", tmp_path, f"ckpt_path={trained_checkpoint}", "export=lvis")
     with pytest.raises(ValueError, match="export=lvis is not a format dsc writes: use coco or null"):
         evaluate(cfg)
+
+
+def test_evaluate_and_predict_never_write_into_a_training_run(trained_checkpoint, image_folder, tmp_path):
+    from dsc.contracts import OutputExistsError
+
+    run_dir = trained_checkpoint.parent.parent
+    files = sorted(path for path in run_dir.rglob("*") if path.is_file())
+    kept = {path: path.read_bytes() for path in files if path.suffix == ".json"}
+    with pytest.raises(OutputExistsError, match=r"hydra\.run\.dir=.* holds a training run \(checkpoints"):
+        evaluate(compose_config("evaluate", run_dir, f"ckpt_path={trained_checkpoint}"))
+    for key, folder in (("hydra.run.dir", run_dir), ("output", tmp_path / "predict")):
+        cfg = compose_config("predict", folder if key == "hydra.run.dir" else tmp_path / "predict",
+                             f"ckpt_path={trained_checkpoint}", f"input={image_folder}",
+                             f"output={run_dir if key == 'output' else tmp_path / 'out'}")  # fmt: skip
+        with pytest.raises(OutputExistsError, match=rf"{key}=.* holds a training run"):
+            predict(cfg)
+    assert sorted(path for path in run_dir.rglob("*") if path.is_file()) == files
+    assert kept == {path: path.read_bytes() for path in kept}

@@ -185,3 +185,14 @@ def test_evaluate_exports_a_coco_data_sets_own_ids(joint_checkpoint, tmp_path):
     assert predictions and {p["category_id"] for p in predictions} <= set(CATEGORY_IDS)
     assert {a["category_id"] for a in ground_truth["annotations"]} <= set(CATEGORY_IDS)
     assert coco_mask_ap(output) == pytest.approx(metrics["val/mask_ap"], abs=0.005)
+
+
+def test_an_input_that_holds_no_image_is_refused(trained_checkpoint, tmp_path):
+    from dsc.contracts import InvalidInputError
+
+    inputs = tmp_path / "notes"
+    inputs.mkdir()
+    (inputs / "readme.txt").write_text("not an image")
+    with pytest.raises(InvalidInputError, match=r"input=.*notes holds no readable image \(1 file"):
+        predict(predict_config(tmp_path, trained_checkpoint, inputs, tmp_path / "out"))
+    assert not any((tmp_path / "out").glob("*.png"))

@@ -325,3 +325,30 @@ def test_help_lists_only_real_choices(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "loss: cross_entropy, spectral_frobenius" in result.stdout
     assert "schema" not in result.stdout.split("== Config ==")[0]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_epochs=0", r"trainer\.max_epochs=0 trains nothing"),
+        ("trainer.max_steps=0", r"trainer\.max_steps=0 trains nothing"),
+        ("model.optimizer.lr=0", r"model\.optimizer\.lr=0: the weights would not move"),
+        ("model.optimizer.lr=-0.01", r"model\.optimizer\.lr=-0\.01"),
+    ],
+)
+def test_runs_that_would_train_nothing_are_refused_before_any_work(make_config, tmp_path, override, message):
+    from dsc.contracts import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=message):
+        train(make_config(override))
+    assert not (tmp_path / "metrics.json").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_checkpoint_and_no_block(make_config, tmp_path):
+    """The first training batch fails (a callback raises before the optimizer steps): no last.ckpt,
+    and the corrected command starts in the same folder."""
+    with pytest.raises(RuntimeError, match="before the first step"):
+        train(make_config("+callbacks.fail._target_=kill_switch.FailBeforeFirstStep"))
+    assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
+    train(make_config())
+    assert (tmp_path / "metrics.json").exists()

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from dsc.data.cityscapes import INSTANCE_LABEL_IDS
 from dsc.instances import Instances
+from dsc.outputs.files import save_image, write_text
 
 MASKS_FOLDER = "masks"
 
@@ -59,9 +60,11 @@ class CityscapesInstanceFiles:
             zip(instances.masks, instances.classes.tolist(), instances.scores.tolist(), strict=True)
         ):
             relative = f"{MASKS_FOLDER}/{stem}_{index}.png"
-            Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255, mode="L").save(self.output / relative)
+            save_image(
+                Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255, mode="L"), self.output / relative
+            )
             lines.append(f"{relative} {self.label_ids[klass - 1]} {score:.6f}\n")
-        (self.output / f"{stem}.txt").write_text("".join(lines))
+        write_text(self.output / f"{stem}.txt", "".join(lines))
 
     def finish(self) -> None:
         """Every file is written by ``add``."""

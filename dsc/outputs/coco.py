@@ -28,6 +28,7 @@ from torch import Tensor
 
 from dsc.contracts import InvalidInputError
 from dsc.instances import OBJECT, Instances
+from dsc.outputs.files import write_text
 
 PREDICTIONS_FILE = "predictions_coco.json"
 GROUND_TRUTH_FILE = "ground_truth_coco.json"
@@ -145,8 +146,8 @@ class CocoResults(pl.Callback):
             "annotations": self.annotations,
             "categories": self.categories(),
         }
-        (self.output_dir / GROUND_TRUTH_FILE).write_text(json.dumps(ground_truth))
-        (self.output_dir / PREDICTIONS_FILE).write_text(json.dumps(self.predictions))
+        write_text(self.output_dir / GROUND_TRUTH_FILE, json.dumps(ground_truth))
+        write_text(self.output_dir / PREDICTIONS_FILE, json.dumps(self.predictions))
 
 
 def coco_mask_ap(output_dir: str | Path) -> float:
@@ -214,5 +215,5 @@ class CocoPredictionFile:
 
     def finish(self) -> None:
         images = {"images": self.images, "annotations": [], "categories": self.categories}
-        (self.output / IMAGES_FILE).write_text(json.dumps(images))
-        (self.output / PREDICTIONS_FILE).write_text(json.dumps(self.predictions))
+        write_text(self.output / IMAGES_FILE, json.dumps(images))
+        write_text(self.output / PREDICTIONS_FILE, json.dumps(self.predictions))

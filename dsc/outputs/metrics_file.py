@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from dsc.metrics import keys
+from dsc.outputs.files import write_text
 
 log = logging.getLogger(__name__)
 SCORES = ("accuracy", "precision", "recall", "f1")
@@ -64,4 +65,4 @@ def write_metrics(metrics: Mapping[str, float], path: Path) -> None:
         log.warning("undefined metrics (NaN or infinite), written as null: %s", ", ".join(undefined))
     values = {name: (value if math.isfinite(value) else None) for name, value in sorted(metrics.items())}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(values, indent=2, allow_nan=False) + "\n")
+    write_text(path, json.dumps(values, indent=2, allow_nan=False) + "\n")

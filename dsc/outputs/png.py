@@ -13,6 +13,7 @@ from torch import Tensor
 
 from dsc.contracts import InvalidInputError
 from dsc.instances import Instances
+from dsc.outputs.files import save_image
 from dsc.outputs.pictures import (
     embedding_rgb,
     order_by_size,
@@ -60,7 +61,7 @@ class PaletteMasks:
     ) -> None:
         write_prediction(image, labels, self.output, stem, self.side_by_side)
         if self.embedding and features is not None:
-            Image.fromarray(embedding_rgb(features)).save(self.output / f"{stem}_embedding.png")
+            save_image(Image.fromarray(embedding_rgb(features)), self.output / f"{stem}_embedding.png")
 
     def finish(self) -> None:
         """Every file is written by ``add``."""
@@ -88,7 +89,7 @@ def write_prediction(
             mask_file.name,
         )
         mask = Image.fromarray(ordered.cpu().numpy().astype(np.uint16))
-    mask.save(mask_file)
+    save_image(mask, mask_file)
     if side_by_side:  # small images upscaled (nearest neighbour) to PANEL_SIZE pixels high
         factor = panel_scale(image.shape[-2])
         image, ordered = upscale(image, factor), upscale(ordered, factor)
@@ -96,4 +97,4 @@ def write_prediction(
     if side_by_side:
         gap = np.full((picture.shape[0], 4, 3), 255, dtype=np.uint8)
         picture = np.concatenate([to_uint8_image(image), gap, picture], axis=1)
-    Image.fromarray(picture).save(overlay_file)
+    save_image(Image.fromarray(picture), overlay_file)

@@ -13,6 +13,7 @@ from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from dsc.data.datamodule import ClassNamedDataset, InstanceDataModule
+from dsc.outputs.files import save_image
 from dsc.outputs.pictures import comparison_panels, match_to_truth, panel_scale, titled_row, upscale
 
 
@@ -64,7 +65,7 @@ class ValidationImages(pl.Callback):
             matched = match_to_truth(preds, truth)
             pictures = comparison_panels(image, truth, preds, outputs["embeddings"][index], matched)
             panel = titled_row(pictures)
-            Image.fromarray(panel).save(folder / f"val_{index}.png")
+            save_image(Image.fromarray(panel), folder / f"val_{index}.png")
             factor = panel_scale(image.shape[-2])
             masks = {
                 "ground_truth": upscale(truth.cpu().numpy(), factor),

@@ -80,8 +80,8 @@ class LastCheckpoint(pl.Callback):
                 "training failed in one of %d processes; last.ckpt is not updated", trainer.world_size
             )
             return
-        if trainer.global_step == self._saved_step:
-            return
+        if trainer.global_step in (0, self._saved_step):
+            return  # before the first optimizer step there is nothing to resume; or saved already
         try:
             self.save(trainer)
             log.warning("training stopped (%s): saved %s", type(exception).__name__, self.path)

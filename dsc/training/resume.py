@@ -65,9 +65,27 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("dsc_record_subdir", record_subdir, use_cache=True)
 
 
+# What only a training run leaves in its directory.
+TRAINING_OUTPUTS = ("checkpoints", "csv", "tensorboard", "wandb")
+
+
+def refuse_training_run_directory(folder: Path, key: str, task: str) -> None:
+    """Raise ``OutputExistsError`` when ``folder`` (given as ``key``) holds a training run: ``task``
+    would write its files (metrics.json, predictions) among the run's and could replace them."""
+    found = sorted(name for name in TRAINING_OUTPUTS if (Path(folder) / name).exists())
+    if found:
+        raise OutputExistsError(
+            f"{key}={folder} holds a training run ({', '.join(found)}): {task} does not write into a "
+            f"run's folder, where it could replace the run's own files. Leave {key} unset or name "
+            "another folder"
+        )
+
+
 def check_fresh_run_directory(output_dir: Path) -> None:
-    """Refuse to start a new run where another run has left checkpoints or logs."""
-    found = sorted(name for name in RUN_OUTPUTS if (output_dir / name).exists())
+    """Refuse to start a new run where another run has left a checkpoint or final scores (a run that
+    failed before its first optimizer step leaves neither, so the corrected command may start)."""
+    trained = any((output_dir / "checkpoints").glob("*.ckpt")) or (output_dir / "metrics.json").exists()
+    found = sorted(name for name in RUN_OUTPUTS if (output_dir / name).exists()) if trained else []
     if found:
         raise OutputExistsError(
             f"run directory {output_dir} already holds a run ({', '.join(found)}); a new run there would "

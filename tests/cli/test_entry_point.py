@@ -44,3 +44,12 @@ def test_user_errors_are_found_inside_hydras_wrapping():
         assert user_error_of(wrapped) is mistake
     assert user_error_of(RuntimeError("a bug")) is None
     assert isinstance(InvalidInputError("x"), ValueError) and isinstance(mistake, FileNotFoundError)
+
+
+def test_a_second_start_in_a_folder_keeps_the_first_hydra_record(tmp_path):
+    run_export(tmp_path)
+    first = (tmp_path / "run" / ".hydra" / "config.yaml").read_text()
+    run_export(tmp_path)
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").read_text() == first
+    (later,) = (path for path in (tmp_path / "run" / ".hydra").iterdir() if path.is_dir())
+    assert (later / "config.yaml").is_file()
