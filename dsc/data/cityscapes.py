@@ -78,6 +78,7 @@ class CityscapesInstances(Dataset):
             {self._stem(f): [self._image_file(f)] for f in self.label_files},
             self.root / "gtFine" / split,
             CITYSCAPES_DOWNLOAD,
+            root=self.root,
         )
         self.transform = transform
 

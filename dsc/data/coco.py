@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dsc.contracts import InvalidInputError, MissingFileError
-from dsc.data.files import Item, read_image
+from dsc.data.files import Item, read_image, require_inside
 from dsc.labels import VOID
 
 COCO_DOWNLOAD = (
@@ -150,6 +150,8 @@ class COCOInstances(Dataset):
         self.categories = [self.coco.cats[c] for c in category_ids]  # COCO's records, in class order
         self.class_names = ["background"] + [self.coco.cats[c]["name"] for c in category_ids]
         self.image_ids = sorted(self.coco.getImgIds())
+        images = {f"image {i}": [self.images_dir / self.coco.imgs[i]["file_name"]] for i in self.image_ids}
+        require_inside(self.images_dir, images, annotation_file)
         self.transform = transform
 
     def __len__(self) -> int:

@@ -74,8 +74,35 @@ def check_sizes(item: Item, files: Mapping[str, Path]) -> None:
         )
 
 
-def require_files(files_by_id: Mapping[str, Sequence[Path]], listed_in: Path, what_to_do: str) -> None:
-    """Raise FileNotFoundError listing the image ids of ``listed_in`` whose files are missing."""
+def require_inside(root: Path, files_by_id: Mapping[str, Sequence[Path]], listed_in: Path | str) -> None:
+    """Raise ``InvalidInputError`` naming the records of ``listed_in`` whose files resolve (symlinks
+    followed) outside ``root``: a data set's list and annotation files name its own files only, never
+    ``../`` or absolute paths elsewhere on the machine."""
+    base = Path(root).resolve()
+    outside = {
+        record: [path for path in paths if not Path(path).resolve().is_relative_to(base)]
+        for record, paths in files_by_id.items()
+    }
+    outside = {record: paths for record, paths in outside.items() if paths}
+    if outside:
+        shown = "; ".join(
+            f"{record} ({', '.join(map(str, paths))})" for record, paths in list(outside.items())[:5]
+        )
+        more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+        raise InvalidInputError(
+            f"{len(outside)} record(s) of {listed_in} name files outside the data root {root}: "
+            f"{shown}{more}. A data set's records may name its own files only: fix them, or put the "
+            f"files under {root}"
+        )
+
+
+def require_files(
+    files_by_id: Mapping[str, Sequence[Path]], listed_in: Path, what_to_do: str, root: Path | None = None
+) -> None:
+    """Raise FileNotFoundError listing the image ids of ``listed_in`` whose files are missing; with
+    ``root``, first ``require_inside(root, …)``."""
+    if root is not None:
+        require_inside(root, files_by_id, listed_in)
     missing = {image_id: [p for p in paths if not p.is_file()] for image_id, paths in files_by_id.items()}
     missing = {image_id: paths for image_id, paths in missing.items() if paths}
     if missing:

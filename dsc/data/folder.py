@@ -119,7 +119,8 @@ class FolderInstances(Dataset):
         else:
             self.class_names = ["background", "object"]
         self.names = names
-        require_files({name: list(self.files(name).values()) for name in names}, listed_in, LAYOUTS)
+        files = {name: list(self.files(name).values()) for name in names}
+        require_files(files, listed_in, LAYOUTS, root=self.root)
         self.transform = transform
 
     def files(self, name: str) -> dict[str, Path]:

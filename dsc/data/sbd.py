@@ -71,7 +71,10 @@ class SBDInstances(Dataset):
             raise InvalidInputError(f"no SBD images left in {split_file}")
         self.ids = ids
         require_files(
-            {image_id: list(self.files(image_id).values()) for image_id in ids}, split_file, SBD_DOWNLOAD
+            {image_id: list(self.files(image_id).values()) for image_id in ids},
+            split_file,
+            SBD_DOWNLOAD,
+            root=self.root,
         )
         self.transform = transform
 

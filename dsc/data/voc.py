@@ -52,7 +52,10 @@ class VOCInstances(Dataset):
         if not self.ids:
             raise InvalidInputError(f"VOC split file {split_file} lists no images")
         require_files(
-            {image_id: list(self.files(image_id).values()) for image_id in self.ids}, split_file, VOC_DOWNLOAD
+            {image_id: list(self.files(image_id).values()) for image_id in self.ids},
+            split_file,
+            VOC_DOWNLOAD,
+            root=self.root,
         )
         self.transform = transform
 

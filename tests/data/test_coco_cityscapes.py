@@ -169,3 +169,22 @@ def test_cityscapes_label_files_without_images_are_listed(tmp_path):
     Image.fromarray(np.zeros((4, 4), dtype=np.uint16)).save(folder / "aachen_1_gtFine_instanceIds.png")
     with pytest.raises(FileNotFoundError, match=r"1 of the 1 images .*aachen_1_leftImg8bit\.png"):
         CityscapesInstances(tmp_path, "val")
+
+
+@pytest.mark.parametrize("outside", ["../outside/secret.png", "ABSOLUTE", "link.png"])
+def test_coco_file_names_outside_the_image_folder_are_refused(tmp_path, outside):
+    from dsc.contracts import InvalidInputError
+
+    images = tmp_path / "images"
+    images.mkdir()
+    data = small_coco(images)
+    secret = tmp_path / "outside" / "secret.png"
+    secret.parent.mkdir()
+    Image.fromarray(np.full((10, 12, 3), 255, dtype=np.uint8)).save(secret)
+    (images / "link.png").symlink_to(secret)  # a symlink inside that points outside
+    data["images"][0]["file_name"] = str(secret) if outside == "ABSOLUTE" else outside
+    (tmp_path / "escape.json").write_text(json.dumps(data))
+    with pytest.raises(
+        InvalidInputError, match=r"1 record\(s\) of .*escape\.json name files outside .*image 1"
+    ):
+        COCOInstances(images, tmp_path / "escape.json")

@@ -117,3 +117,16 @@ def test_train_and_evaluate_on_a_folder(tmp_path, monkeypatch):
                                      f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}",
                                      "trainer.accelerator=cpu", f"paths.folder_root={root}"))  # fmt: skip
     assert scored["val/pairwise_fg_f1"] == pytest.approx(metrics["val/pairwise_fg_f1"], abs=1e-6)
+
+
+def test_list_file_names_outside_the_data_root_are_refused(tmp_path):
+    from dsc.contracts import InvalidInputError
+
+    root = tmp_path / "data"
+    write_split(root, Shapes(num_images=1, seed=1), [0], with_classes=False)
+    write_split(tmp_path / "outside", Shapes(num_images=1, seed=1), [0], with_classes=False)
+    (root / "train.txt").write_text("img_000\n../../outside/images/img_000\n")
+    with pytest.raises(
+        InvalidInputError, match=r"1 record\(s\) of .*train\.txt name files outside .*outside/images"
+    ):
+        FolderInstances(root, "train")
