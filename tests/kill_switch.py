@@ -22,6 +22,8 @@ class StopAtStep(pl.Callback):
             return
         if self.how == "error":
             raise RuntimeError(f"failure injected at step {self.step}")
+        if self.how == "SIGINT":  # as in a terminal, also when the suite runs where SIGINT is ignored
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         os.kill(os.getpid(), getattr(signal, self.how))
 
 
