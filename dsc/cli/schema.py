@@ -63,6 +63,7 @@ class TrainSchema:
     optimized_metric: str = keys.MONITOR
     ckpt_path: str | None = None
     trusted_targets: list[str] = dataclasses.field(default_factory=list)
+    break_lock: bool = False
     model: Any = None
     data: Any = None
     backbone: Any = None

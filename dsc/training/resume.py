@@ -14,6 +14,8 @@ recorded in ``.hydra/<date>_<time>/``.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from dsc.contracts import InvalidInputError, MissingFileError, OutputExistsError
 from dsc.training.callbacks import LAST_CHECKPOINT
 from dsc.training.checkpoint_record import RunRecord, check_trusted, read_checkpoint, untrusted_entries
+from dsc.training.run_lock import take_run_lock
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +50,14 @@ RUN_OUTPUTS = ("checkpoints", "metrics.json", "csv", "tensorboard", "wandb", "im
 RECORD_DIR = ".hydra"
 
 
-def record_subdir(output_dir: str) -> str:
+def record_subdir(output_dir: str, break_lock: bool | str = False) -> str:
     """Where Hydra records a start in ``output_dir`` (the ``hydra.output_subdir`` resolver): ``.hydra``
-    the first time, ``.hydra/<date>_<time>`` after that, so that the first record is never replaced."""
+    the first time, ``.hydra/<date>_<time>`` after that, so that the first record is never replaced.
+
+    Hydra asks for it before it writes anything into the folder, so the run takes the folder's lock
+    here (``run_lock.take_run_lock``); a folder in use ends the process with one line and exit code 2
+    (the traceback with ``HYDRA_FULL_ERROR=1``)."""
+    _lock_or_exit(output_dir, break_lock)
     if not (Path(output_dir) / RECORD_DIR / "config.yaml").exists():
         return RECORD_DIR
     stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
@@ -60,9 +68,28 @@ def record_subdir(output_dir: str) -> str:
     return candidate
 
 
+def _lock_or_exit(output_dir: str, break_lock: bool | str) -> None:
+    try:
+        take_run_lock(Path(output_dir), str(break_lock).lower() == "true")
+    except OutputExistsError as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from error
+
+
+def log_file(output_dir: str, job_name: str, break_lock: bool | str = False) -> str:
+    """``<output_dir>/<job_name>.log``, the run's log file (the ``hydra.job_logging`` file handler's
+    resolver): Hydra creates it first of all the run's files, so the run takes its folder's lock here."""
+    _lock_or_exit(output_dir, break_lock)
+    return str(Path(output_dir) / f"{job_name}.log")
+
+
 def register_resolvers() -> None:
     if not OmegaConf.has_resolver("dsc_record_subdir"):
         OmegaConf.register_new_resolver("dsc_record_subdir", record_subdir, use_cache=True)
+    if not OmegaConf.has_resolver("dsc_log_file"):
+        OmegaConf.register_new_resolver("dsc_log_file", log_file, use_cache=True)
 
 
 # What only a training run leaves in its directory.
