@@ -9,22 +9,39 @@ import pytorch_lightning as pl
 class StopAtStep(pl.Callback):
     """When training reaches ``step`` optimizer steps, stop the process ``how``: ``SIGKILL`` (nothing
     can be saved), ``SIGTERM`` (a cluster's time limit), ``SIGINT`` (Ctrl+C) or ``error`` (an
-    exception). A resumed run (``ckpt_path`` given) is not stopped."""
+    exception); ``when``: at the end of that step's batch (``batch_end``), at its start
+    (``batch_start``), or during the validation that follows it (``validation``). A resumed run
+    (``ckpt_path`` given) is not stopped."""
 
-    def __init__(self, step: int, how: str = "SIGKILL") -> None:
+    def __init__(self, step: int, how: str = "SIGKILL", when: str = "batch_end") -> None:
         if how not in ("SIGKILL", "SIGTERM", "SIGINT", "error"):
             raise ValueError(f"unknown way to stop: {how}")
-        self.step = step
-        self.how = how
+        if when not in ("batch_end", "batch_start", "validation"):
+            raise ValueError(f"unknown moment to stop: {when}")
+        self.step, self.how, self.when = step, how, when
+        self.fired = False  # once: a second SIGINT would be a second Ctrl+C
 
-    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
-        if trainer.global_step != self.step or trainer.ckpt_path is not None:
+    def _stop(self, trainer: pl.Trainer, when: str) -> None:
+        if when != self.when or trainer.global_step != self.step or trainer.ckpt_path is not None:
             return
+        if trainer.state.fn != "fit" or trainer.sanity_checking or self.fired:
+            return
+        self.fired = True
         if self.how == "error":
             raise RuntimeError(f"failure injected at step {self.step}")
-        if self.how == "SIGINT":  # as in a terminal, also when the suite runs where SIGINT is ignored
+        if self.how == "SIGINT" and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # as in a terminal, also when the suite runs where background jobs ignore SIGINT
             signal.signal(signal.SIGINT, signal.default_int_handler)
         os.kill(os.getpid(), getattr(signal, self.how))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *args) -> None:
+        self._stop(trainer, "batch_end")
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        self._stop(trainer, "batch_start")
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        self._stop(trainer, "validation")
 
 
 class FailBeforeFirstStep(pl.Callback):

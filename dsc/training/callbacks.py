@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,12 @@ class LastCheckpoint(pl.Callback):
     Written every ``every_n_train_steps`` optimizer steps, after every validation of ``fit``, at the
     end of training, and when training stops early: on SIGTERM (Lightning stops at the next batch),
     SIGINT or any other exception, so that ``ckpt_path=last`` continues from where the run stopped.
-    A run stopped by an exception resumes after the batch it failed on. Each write goes to a
-    temporary file that is then renamed, so a run killed while writing keeps the previous
-    ``last.ckpt`` whole. Nothing is written with non-finite weights (``DeepSpectralClustering``
+    The first Ctrl+C (SIGINT) during ``fit`` asks for a stop like SIGTERM: the run trains to the end
+    of the batch, saves there and then stops with ``KeyboardInterrupt``, so a resumed run trains the
+    batch that comes next (an interrupt mid-step would save a loader already past it); a second
+    Ctrl+C stops at once. A run stopped by an exception resumes after the batch it failed on. Each
+    write goes to a temporary file that is then renamed, so a run killed while writing keeps the
+    previous ``last.ckpt`` whole. Nothing is written with non-finite weights (``DeepSpectralClustering``
     refuses to save them).
     """
 
@@ -41,6 +46,8 @@ class LastCheckpoint(pl.Callback):
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
         self._saved_step: int | None = None
+        self._interrupted = False
+        self._previous_handler: Any = None
 
     @property
     def path(self) -> Path:
@@ -56,32 +63,58 @@ class LastCheckpoint(pl.Callback):
             os.replace(temporary, self.path)
         self._saved_step = trainer.global_step
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self._interrupted = False
+            self._previous_handler = signal.signal(signal.SIGINT, self._ask_to_stop)
+
+    def _ask_to_stop(self, signum: int, frame: Any) -> None:
+        if self._interrupted:  # the second Ctrl+C: stop now
+            raise KeyboardInterrupt
+        self._interrupted = True
+        log.warning("Ctrl+C: saving last.ckpt at the end of this batch, then stopping (again: stop now)")
+
+    def _restore_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
     def on_train_batch_end(self, trainer: pl.Trainer, *args: Any) -> None:
         step = trainer.global_step
-        if step != self._saved_step and (step % self.every_n_train_steps == 0 or trainer.received_sigterm):
+        interrupted = self._interrupted
+        if trainer.world_size > 1:  # every process stops at the same batch
+            interrupted = trainer.strategy.reduce_boolean_decision(interrupted, all=False)
+        if step != self._saved_step and (
+            step % self.every_n_train_steps == 0 or trainer.received_sigterm or interrupted
+        ):
             self.save(trainer)
+        if interrupted:
+            self._restore_handler()
+            raise KeyboardInterrupt
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.state.fn == "fit" and not trainer.sanity_checking:
             self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._restore_handler()
         if trainer.global_step != self._saved_step:
             self.save(trainer)
 
     def on_exception(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
     ) -> None:
+        self._restore_handler()
         if trainer.state.fn != "fit" or isinstance(exception, FloatingPointError):
             return  # not training, or diverged: the last finite state stays last.ckpt
+        if trainer.global_step in (0, self._saved_step):
+            return  # before the first optimizer step there is nothing to resume; or saved already
         if trainer.world_size > 1 and not trainer.received_sigterm:
             # The other processes are not here to save with this one (SIGTERM reaches them all).
             log.warning(
                 "training failed in one of %d processes; last.ckpt is not updated", trainer.world_size
             )
             return
-        if trainer.global_step in (0, self._saved_step):
-            return  # before the first optimizer step there is nothing to resume; or saved already
         try:
             self.save(trainer)
             log.warning("training stopped (%s): saved %s", type(exception).__name__, self.path)

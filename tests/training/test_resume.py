@@ -49,18 +49,19 @@ def uninterrupted(tmp_path_factory) -> Path:
     return run_dir
 
 
-def stop_switch(how: str) -> list[str]:
-    """The overrides that stop the setup at step 7, in the second epoch, by ``how``."""
+def stop_switch(how: str, step: int = 7, when: str = "batch_end") -> list[str]:
+    """The overrides that stop the setup at ``step`` (7: in the second epoch) by ``how``."""
     return [
         "+callbacks.stop._target_=kill_switch.StopAtStep",
-        "+callbacks.stop.step=7",
+        f"+callbacks.stop.step={step}",
         f"+callbacks.stop.how={how}",
+        f"+callbacks.stop.when={when}",
     ]
 
 
-def stopped_run(run_dir: Path, how: str, home: Path) -> subprocess.CompletedProcess:
-    """The setup stopped at step 7 by ``how`` (see kill_switch.StopAtStep)."""
-    return run(run_dir, *stop_switch(how), home=home)
+def stopped_run(run_dir: Path, how: str, home: Path, step: int = 7, when: str = "batch_end"):
+    """The setup stopped at ``step`` by ``how`` (see kill_switch.StopAtStep)."""
+    return run(run_dir, *stop_switch(how, step, when), home=home)
 
 
 def resume(run_dir: Path, home: Path) -> None:
@@ -138,8 +139,24 @@ def test_sigint_and_failures_exit_non_zero_after_saving_last_ckpt(how, code, tmp
     stopped = tmp_path / how
     result = stopped_run(stopped, how, home=tmp_path)
     assert result.returncode == code, result.stderr[-3000:]
-    assert saved_step(stopped) == 7
+    # Ctrl+C at the end of step 7 stops at the next batch boundary; an error saves where it struck.
+    assert saved_step(stopped) == (8 if how == "SIGINT" else 7)
     assert not (stopped / "metrics.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "step, when, saved",
+    [(0, "batch_start", 1), (5, "batch_end", 6), (4, "validation", 5)],
+    ids=["in the first step", "mid-epoch", "during validation"],
+)
+def test_resume_after_ctrl_c_is_exact(uninterrupted, tmp_path, step, when, saved):
+    stopped = tmp_path / "ctrl_c"
+    result = stopped_run(stopped, "SIGINT", home=tmp_path, step=step, when=when)
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert saved_step(stopped) == saved  # the batch that was running finished, then the run stopped
+    resume(stopped, home=tmp_path)
+    assert_same_end(uninterrupted, stopped)
 
 
 def test_ckpt_path_last_without_a_checkpoint_starts_fresh_and_a_missing_file_is_named(tmp_path):
