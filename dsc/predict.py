@@ -24,6 +24,7 @@ would replace an input are listed before any work is done.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import hydra
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
@@ -69,17 +71,37 @@ def list_inputs(source: Path, recursive: bool = False) -> list[Path]:
     raise MissingFileError(f"input {source} is neither an image file nor a folder")
 
 
-class ImageFiles(Dataset):
-    """Decoded images as (3, H, W) float in [0, 1], or the reason a file could not be read."""
+# The largest image predict decodes by default: a 4096 × 4096 image (docs/formats_and_export.md).
+MAX_PIXELS = 4096 * 4096
 
-    def __init__(self, paths: list[Path]) -> None:
+
+class ImageFiles(Dataset):
+    """Decoded images as (3, H, W) float in [0, 1], or the reason a file was not read: unreadable,
+    a decompression bomb, or more than ``max_pixels`` pixels by its header (checked before decoding)."""
+
+    def __init__(self, paths: list[Path], max_pixels: int = MAX_PIXELS) -> None:
         self.paths = paths
+        self.max_pixels = max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> tuple[Path, torch.Tensor | str]:
         path = self.paths[index]
+        try:
+            with warnings.catch_warnings():  # max_pixels decides; PIL refuses twice its own limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    width, height = image.size
+        except Image.DecompressionBombError as error:
+            return path, f"a decompression bomb ({error})"
+        except (OSError, ValueError) as error:
+            return path, f"cannot read image {path} ({error})"
+        if width * height > self.max_pixels:
+            return path, (
+                f"{width}×{height} pixels, more than max_pixels={self.max_pixels} (pass max_pixels=… to "
+                "predict it, if the machine's memory allows, or downscale it)"
+            )
         try:
             return path, read_image(path, "skipped", exif_orientation=True)
         except OSError as error:
@@ -268,14 +290,17 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     reads_features = any(writer.reads_features for writer in writers)
 
     loader = DataLoader(
-        ImageFiles(paths), batch_size=cfg.batch_size, num_workers=cfg.num_workers, collate_fn=list
+        ImageFiles(paths, cfg.max_pixels),
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=list,
     )
     written, skipped = 0, 0
     for chunk in tqdm(loader, desc="predict", unit="batch"):
         readable = []
         for path, item in chunk:
             if isinstance(item, str):
-                log.warning("skipping %s: not a readable image (%s)", path.name, item)
+                log.warning("skipping %s: %s", path.name, item)
                 skipped += 1
             else:
                 readable.append((path, item))
@@ -298,8 +323,8 @@ def predict(cfg: DictConfig) -> dict[str, int]:
                 written += 1
     if written == 0:
         raise InvalidInputError(
-            f"input={cfg.input} holds no readable image ({skipped} file(s) skipped, named above): "
-            "nothing was predicted"
+            f"input={cfg.input} gave nothing to predict: {skipped} file(s) skipped, each named above "
+            "(not an image, unreadable, or larger than max_pixels)"
         )
     for writer in writers:
         writer.finish()
@@ -319,10 +344,17 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     return {"written": written, "skipped": skipped}
 
 
+SKIPPED_EXIT_CODE = 3  # every readable input predicted, but some inputs skipped
+
+
 @entry_point("predict")
 def main(cfg: DictConfig) -> None:
-    """``python -m dsc.predict``."""
-    predict(cfg)
+    """``python -m dsc.predict``: exit code 0 when every input was predicted, 3 when some were
+    skipped (named in the log), 2 for a mistake in the command."""
+    counts = predict(cfg)
+    if counts["skipped"]:
+        log.warning("%d input(s) skipped: the exit code is %d", counts["skipped"], SKIPPED_EXIT_CODE)
+        raise SystemExit(SKIPPED_EXIT_CODE)
 
 
 if __name__ == "__main__":

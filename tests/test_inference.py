@@ -205,8 +205,10 @@ def test_predict_command_line(trained_checkpoint, image_folder, tmp_path):
         text=True,
         timeout=300,
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    # Every readable image predicted, two files skipped: the exit code says so (3).
+    assert result.returncode == 3, result.stderr[-2000:]
     assert "skipping" in result.stderr + result.stdout and "notes.txt" in result.stderr + result.stdout
+    assert "2 input(s) skipped" in result.stderr + result.stdout
     assert len(list((tmp_path / "cli").glob("*_overlay.png"))) == 4
 
 
@@ -269,3 +271,25 @@ def test_evaluate_and_predict_never_write_into_a_training_run(trained_checkpoint
             predict(cfg)
     assert sorted(path for path in run_dir.rglob("*") if path.is_file()) == files
     assert kept == {path: path.read_bytes() for path in kept}
+
+
+def test_oversized_images_and_decompression_bombs_are_skipped_and_the_rest_predicted(
+    trained_checkpoint, tmp_path
+):
+    import zlib
+
+    folder = tmp_path / "input"
+    folder.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(folder / "small.png")
+    Image.fromarray(np.zeros((64, 80, 3), dtype=np.uint8)).save(folder / "large.png")
+    # A 48-byte PNG header claiming 20000 × 20000 pixels: PIL's decompression-bomb check refuses it.
+    header = b"\x89PNG\r\n\x1a\n"
+    ihdr = b"IHDR" + (20000).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])
+    chunk = len(ihdr[4:]).to_bytes(4, "big") + ihdr + zlib.crc32(ihdr).to_bytes(4, "big")
+    (folder / "bomb.png").write_bytes(header + chunk)
+    cfg = compose_config(
+        "predict", tmp_path / "run", f"ckpt_path={trained_checkpoint}", f"input={folder}",
+        f"output={tmp_path / 'out'}", "max_pixels=4000", "device=cpu",
+    )  # fmt: skip
+    assert predict(cfg) == {"written": 1, "skipped": 2}
+    assert (tmp_path / "out" / "small.png").exists() and not (tmp_path / "out" / "large.png").exists()

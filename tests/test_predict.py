@@ -193,6 +193,8 @@ def test_an_input_that_holds_no_image_is_refused(trained_checkpoint, tmp_path):
     inputs = tmp_path / "notes"
     inputs.mkdir()
     (inputs / "readme.txt").write_text("not an image")
-    with pytest.raises(InvalidInputError, match=r"input=.*notes holds no readable image \(1 file"):
+    with pytest.raises(
+        InvalidInputError, match=r"input=.*notes gave nothing to predict: 1 file\(s\) skipped"
+    ):
         predict(predict_config(tmp_path, trained_checkpoint, inputs, tmp_path / "out"))
     assert not any((tmp_path / "out").glob("*.png"))
