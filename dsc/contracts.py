@@ -167,6 +167,11 @@ class PredictionFiles(Protocol):
     def finish(self) -> None: ...
 
 
+def heads_of(embed_dim: int, num_classes: int) -> frozenset[Head]:
+    """The heads of a network with ``embed_dim`` embedding and ``num_classes`` class-score channels."""
+    return frozenset(({"embedding"} if embed_dim else set()) | ({"classes"} if num_classes else set()))
+
+
 def check_heads(available: frozenset[Head], needed: frozenset[Head], who: str) -> None:
     """Raise ValueError naming the config key that adds each head ``who`` needs and the network lacks."""
     missing = sorted(needed - available)

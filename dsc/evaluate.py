@@ -20,7 +20,7 @@ from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point
 from dsc.contracts import InvalidInputError
 from dsc.data.coco import COCOInstances
-from dsc.data.datamodule import ClassNamedDataset
+from dsc.data.datamodule import class_names_of
 from dsc.outputs.coco import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
 from dsc.outputs.metrics_file import format_metrics_table, write_metrics
 from dsc.training.resume import refuse_training_run_directory
@@ -36,7 +36,7 @@ def coco_writer(output_dir: Path) -> Callable[[pl.LightningDataModule], list[pl.
 
     def callbacks(datamodule: pl.LightningDataModule) -> list[pl.Callback]:
         dataset = datamodule.val_dataset
-        names = dataset.class_names if isinstance(dataset, ClassNamedDataset) else None
+        names = class_names_of(dataset)
         coco = dataset if isinstance(dataset, COCOInstances) else None
         return [CocoResults(output_dir, names, coco)]
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig
 
 from dsc.cli.console import where_things_went
@@ -18,6 +17,7 @@ from dsc.contracts import InvalidInputError, OutputExistsError
 from dsc.deploy.onnx_export import export_onnx
 from dsc.outputs.files import replacing
 from dsc.training.checkpoint_record import load_model
+from dsc.training.module import non_finite_weights
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,7 @@ def export(cfg: DictConfig) -> Path:
             f"{output} exists already: pass overwrite=true to replace it, or another output="
         )
     model, record = load_model(cfg.ckpt_path, trusted_targets=cfg.trusted_targets)
-    diverged = [name for name, tensor in model.state_dict().items() if tensor.is_floating_point()
-                and not bool(torch.isfinite(tensor).all())]  # fmt: skip
+    diverged = non_finite_weights(model.state_dict())
     if diverged:
         raise InvalidInputError(
             f"{cfg.ckpt_path} holds non-finite weights ({', '.join(diverged[:3])}): a network that "

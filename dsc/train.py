@@ -20,7 +20,7 @@ from pytorch_lightning.loggers import Logger
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point, instantiate_all, task_wrapper
 from dsc.contracts import InvalidInputError
-from dsc.data.datamodule import ClassNamedDataset
+from dsc.data.datamodule import class_names_of
 from dsc.metrics import keys
 from dsc.outputs.metrics_file import format_metrics_table, write_metrics
 from dsc.training.callbacks import ValidationTime
@@ -74,7 +74,7 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     model = build_model(cfg)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     dataset = datamodule.val_dataset  # its class names go into result files and exports
-    class_names = list(dataset.class_names) if isinstance(dataset, ClassNamedDataset) else None
+    class_names = class_names_of(dataset)
     run_config = OmegaConf.to_container(cfg, resolve=True)
 
     validation_time = ValidationTime()

@@ -25,6 +25,11 @@ class ClassNamedDataset(Protocol):
     class_names: Sequence[str]
 
 
+def class_names_of(dataset: Dataset) -> list[str] | None:
+    """The class names of a data set that names them (class 0 first), else None."""
+    return list(dataset.class_names) if isinstance(dataset, ClassNamedDataset) else None
+
+
 def check_class_ids(class_ids: Sequence[int], dataset: Dataset) -> None:
     """Raise ValueError naming the ids that are not object classes of ``dataset`` (when it names its
     classes): excluding them would make the unseen-class scores meaningless."""

@@ -74,6 +74,14 @@ def check_sizes(item: Item, files: Mapping[str, Path]) -> None:
         )
 
 
+def _listed(paths_by_record: Mapping[str, Sequence[Path]]) -> str:
+    """The first five records with their paths, and how many more, for an error message."""
+    shown = "; ".join(
+        f"{record} ({', '.join(map(str, paths))})" for record, paths in list(paths_by_record.items())[:5]
+    )
+    return shown + (f" and {len(paths_by_record) - 5} more" if len(paths_by_record) > 5 else "")
+
+
 def require_inside(root: Path, files_by_id: Mapping[str, Sequence[Path]], listed_in: Path | str) -> None:
     """Raise ``InvalidInputError`` naming the records of ``listed_in`` whose files resolve (symlinks
     followed) outside ``root``: a data set's list and annotation files name its own files only, never
@@ -85,13 +93,9 @@ def require_inside(root: Path, files_by_id: Mapping[str, Sequence[Path]], listed
     }
     outside = {record: paths for record, paths in outside.items() if paths}
     if outside:
-        shown = "; ".join(
-            f"{record} ({', '.join(map(str, paths))})" for record, paths in list(outside.items())[:5]
-        )
-        more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
         raise InvalidInputError(
             f"{len(outside)} record(s) of {listed_in} name files outside the data root {root}: "
-            f"{shown}{more}. A data set's records may name its own files only: fix them, or put the "
+            f"{_listed(outside)}. A data set's records may name its own files only: fix them, or put the "
             f"files under {root}"
         )
 
@@ -106,13 +110,9 @@ def require_files(
     missing = {image_id: [p for p in paths if not p.is_file()] for image_id, paths in files_by_id.items()}
     missing = {image_id: paths for image_id, paths in missing.items() if paths}
     if missing:
-        shown = "; ".join(
-            f"{image_id} ({', '.join(map(str, paths))})" for image_id, paths in list(missing.items())[:5]
-        )
-        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise MissingFileError(
             f"{len(missing)} of the {len(files_by_id)} images listed in {listed_in} have missing files: "
-            f"{shown}{more}. Complete the data ({what_to_do}) or remove these ids from the list"
+            f"{_listed(missing)}. Complete the data ({what_to_do}) or remove these ids from the list"
         )
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dsc.contracts import Head, InvalidInputError, MissingFileError, NetworkOutputs, Partitioner
+from dsc.contracts import Head, InvalidInputError, MissingFileError, NetworkOutputs, Partitioner, heads_of
 from dsc.deploy.onnx_export import EXPORT_EXTRA, output_names
 from dsc.training.checkpoint_record import CLASS_NAMES, CONFIG, RunRecord, check_trusted
 
@@ -51,9 +51,7 @@ class OnnxNetwork:
         check_trusted(self.record.config, path, trusted_targets)
         self.embed_dim = int(self.record.config["model"]["embed_dim"])
         self.num_classes = int(self.record.config["model"]["num_classes"])
-        self.heads: frozenset[Head] = frozenset(
-            ({"embedding"} if self.embed_dim else set()) | ({"classes"} if self.num_classes else set())
-        )
+        self.heads: frozenset[Head] = heads_of(self.embed_dim, self.num_classes)
         self.output_names = output_names(self.heads)
         self.rounding: Partitioner = hydra.utils.instantiate(
             self.record.config["rounding"] if rounding is None else rounding

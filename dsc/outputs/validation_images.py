@@ -12,7 +12,7 @@ from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from dsc.data.datamodule import ClassNamedDataset, InstanceDataModule
+from dsc.data.datamodule import InstanceDataModule, class_names_of
 from dsc.outputs.files import save_image
 from dsc.outputs.pictures import comparison_panels, match_to_truth, panel_scale, titled_row, upscale
 
@@ -21,7 +21,7 @@ def validation_class_names(trainer: pl.Trainer) -> list[str] | None:
     """The class names of the trainer's validation data set (class 0 first), or None."""
     datamodule = trainer.datamodule
     dataset = datamodule.val_dataset if isinstance(datamodule, InstanceDataModule) else None
-    return list(dataset.class_names) if isinstance(dataset, ClassNamedDataset) else None
+    return class_names_of(dataset)
 
 
 class ValidationImages(pl.Callback):

@@ -14,7 +14,16 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from dsc.contracts import Batch, Head, InvalidInputError, NetworkOutputs, Objective, Partitioner, check_heads
+from dsc.contracts import (
+    Batch,
+    Head,
+    InvalidInputError,
+    NetworkOutputs,
+    Objective,
+    Partitioner,
+    check_heads,
+    heads_of,
+)
 from dsc.instances import Instances, predicted_instances, true_instances
 from dsc.labels import VOID
 from dsc.losses import spectral_loss
@@ -23,6 +32,16 @@ from dsc.rounding import connected_components, fill_void
 
 log = logging.getLogger(__name__)
 INSTANCE_METRICS = ("final", "every_epoch")
+
+
+def non_finite_weights(state_dict: dict[str, Tensor]) -> list[str]:
+    """The names of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity, in
+    order (one host synchronisation for all of them)."""
+    weights = {name: tensor for name, tensor in state_dict.items() if tensor.is_floating_point()}
+    if not weights:
+        return []
+    finite = torch.stack([tensor.isfinite().all() for tensor in weights.values()]).tolist()
+    return [name for name, ok in zip(weights, finite, strict=True) if not ok]
 
 
 class DeepSpectralClustering(pl.LightningModule):
@@ -82,9 +101,7 @@ class DeepSpectralClustering(pl.LightningModule):
                 "model.num_classes=1: a class head needs background and at least one class"
             )
         self.embed_dim, self.num_classes = embed_dim, num_classes
-        self.heads: frozenset[Head] = frozenset(
-            ({"embedding"} if embed_dim else set()) | ({"classes"} if num_classes else set())
-        )
+        self.heads: frozenset[Head] = heads_of(embed_dim, num_classes)
         check_heads(self.heads, loss.heads, f"the loss ({type(loss).__name__})")
         check_heads(self.heads, rounding.heads, f"the rounding ({type(rounding).__name__})")
         self.backbone = backbone
@@ -322,10 +339,8 @@ class DeepSpectralClustering(pl.LightningModule):
         # Never a checkpoint of diverged weights: resuming from it could only fail. (What dsc adds
         # to a checkpoint besides the weights is dsc.training.checkpoint_record's.)
         self.check_finite()
-        weights = {n: t for n, t in checkpoint["state_dict"].items() if t.is_floating_point()}
-        finite = torch.stack([t.isfinite().all() for t in weights.values()]) if weights else None
-        if finite is not None and not bool(finite.all()):  # one host synchronisation
-            names = [name for name, ok in zip(weights, finite.tolist(), strict=True) if not ok]
+        names = non_finite_weights(checkpoint["state_dict"])
+        if names:
             raise FloatingPointError(
                 f"the weights are not finite at global step {self.global_step} ({', '.join(names[:3])}"
                 f"{', …' if len(names) > 3 else ''}): no checkpoint is written. Lower "

@@ -21,12 +21,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.contracts import InvalidInputError, MissingFileError, OutputExistsError
 from dsc.training.callbacks import LAST_CHECKPOINT
 from dsc.training.checkpoint_record import RunRecord, check_trusted, read_checkpoint, untrusted_entries
+from dsc.training.module import non_finite_weights
 from dsc.training.run_lock import take_run_lock
 
 log = logging.getLogger(__name__)
@@ -138,9 +138,9 @@ def _read_intact(path: Path) -> tuple[RunRecord | None, str | None]:
         if "is not a dsc checkpoint" in str(error):
             return None, "is not a dsc checkpoint (no record of the run that wrote it)"
         return None, f"cannot be read ({error.__cause__ or error}); it may be truncated"
-    for name, tensor in checkpoint["state_dict"].items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return None, f"holds non-finite weights ({name}): it was written after training diverged"
+    diverged = non_finite_weights(checkpoint["state_dict"])
+    if diverged:
+        return None, f"holds non-finite weights ({diverged[0]}): it was written after training diverged"
     return RunRecord.of(checkpoint), None
 
 
