@@ -139,6 +139,10 @@ def check_trusted(config: dict[str, Any], source: str | Path, trusted: Any = ())
     )
 
 
+class NotADscCheckpoint(InvalidInputError):
+    """A file that loads but holds no dsc record: another program's checkpoint."""
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """What a checkpoint (or an exported file) says about the run that wrote it."""
@@ -158,7 +162,11 @@ class RunRecord:
         kinds = [
             (CONFIG, isinstance(config, dict)),
             (OVERRIDES, isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)),
-            (CLASS_NAMES, class_names is None or all(isinstance(n, str) for n in class_names)),
+            (
+                CLASS_NAMES,
+                class_names is None
+                or (isinstance(class_names, list) and all(isinstance(n, str) for n in class_names)),
+            ),
             (WANDB_RUN_ID, wandb_run_id is None or isinstance(wandb_run_id, str)),
         ]
         wrong = [key for key, ok in kinds if not ok]
@@ -186,9 +194,10 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
             f"cannot load checkpoint {path} with weights_only=True: it is corrupt or holds pickled "
             f"objects that could run code, and dsc does not execute them ({type(error).__name__}: {error})"
         ) from error
-    missing = [key for key in ("state_dict", CONFIG, OVERRIDES, CLASS_NAMES) if key not in checkpoint]
+    required = ("state_dict", CONFIG, OVERRIDES, CLASS_NAMES)
+    missing = [key for key in required if key not in checkpoint] if isinstance(checkpoint, dict) else []
     if not isinstance(checkpoint, dict) or missing:
-        raise InvalidInputError(
+        raise NotADscCheckpoint(
             f"{path} is not a dsc checkpoint (it lacks {', '.join(missing) or 'a dict'}): train it with "
             "python -m dsc.train"
         )

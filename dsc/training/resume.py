@@ -25,7 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from dsc.contracts import InvalidInputError, MissingFileError, OutputExistsError
 from dsc.training.callbacks import LAST_CHECKPOINT
-from dsc.training.checkpoint_record import RunRecord, check_trusted, read_checkpoint, untrusted_entries
+from dsc.training.checkpoint_record import (
+    NotADscCheckpoint,
+    RunRecord,
+    check_trusted,
+    read_checkpoint,
+    untrusted_entries,
+)
 from dsc.training.module import non_finite_weights
 from dsc.training.run_lock import take_run_lock
 
@@ -134,14 +140,14 @@ def _read_intact(path: Path) -> tuple[RunRecord | None, str | None]:
     dsc's, non-finite weights)."""
     try:
         checkpoint = read_checkpoint(path, mmap=True)
+    except NotADscCheckpoint:
+        return None, "is not a dsc checkpoint (no record of the run that wrote it)"
     except ValueError as error:
-        if "is not a dsc checkpoint" in str(error):
-            return None, "is not a dsc checkpoint (no record of the run that wrote it)"
         return None, f"cannot be read ({error.__cause__ or error}); it may be truncated"
     diverged = non_finite_weights(checkpoint["state_dict"])
     if diverged:
         return None, f"holds non-finite weights ({diverged[0]}): it was written after training diverged"
-    return RunRecord.of(checkpoint), None
+    return RunRecord.of(checkpoint, path), None
 
 
 def check_checkpoint(path: Path) -> RunRecord:

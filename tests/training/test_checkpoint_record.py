@@ -184,3 +184,16 @@ def test_a_record_that_is_not_plain_data_is_refused(trained_checkpoint, tmp_path
     torch.save(checkpoint, tmp_path / "odd.ckpt")
     with pytest.raises(InvalidInputError, match=r"odd\.ckpt: dsc_class_names is not what dsc records"):
         load_model(tmp_path / "odd.ckpt")
+
+
+def test_a_file_that_is_no_dict_or_names_classes_by_a_string_is_refused(trained_checkpoint, tmp_path):
+    from dsc.training.checkpoint_record import NotADscCheckpoint, read_checkpoint
+
+    torch.save(torch.zeros(3), tmp_path / "tensor.ckpt")
+    with pytest.raises(NotADscCheckpoint, match=r"tensor\.ckpt is not a dsc checkpoint \(it lacks a dict\)"):
+        read_checkpoint(tmp_path / "tensor.ckpt")
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    checkpoint["dsc_class_names"] = "background"
+    torch.save(checkpoint, tmp_path / "string.ckpt")
+    with pytest.raises(InvalidInputError, match=r"string\.ckpt: dsc_class_names is not what dsc records"):
+        load_model(tmp_path / "string.ckpt")
