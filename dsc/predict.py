@@ -71,15 +71,12 @@ def list_inputs(source: Path, recursive: bool = False) -> list[Path]:
     raise MissingFileError(f"input {source} is neither an image file nor a folder")
 
 
-# The largest image predict decodes by default: a 4096 × 4096 image (docs/formats_and_export.md).
-MAX_PIXELS = 4096 * 4096
-
-
 class ImageFiles(Dataset):
     """Decoded images as (3, H, W) float in [0, 1], or the reason a file was not read: unreadable,
-    a decompression bomb, or more than ``max_pixels`` pixels by its header (checked before decoding)."""
+    a decompression bomb, or more than ``max_pixels`` pixels by its header (checked before decoding;
+    ``predict.yaml`` holds the default)."""
 
-    def __init__(self, paths: list[Path], max_pixels: int = MAX_PIXELS) -> None:
+    def __init__(self, paths: list[Path], max_pixels: int) -> None:
         self.paths = paths
         self.max_pixels = max_pixels
 

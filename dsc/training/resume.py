@@ -98,8 +98,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("dsc_log_file", log_file, use_cache=True)
 
 
-# What only a training run leaves in its directory.
-TRAINING_OUTPUTS = ("checkpoints", "csv", "tensorboard", "wandb")
+# What only a training run leaves in its directory: evaluate writes metrics.json and pictures too.
+TRAINING_OUTPUTS = tuple(name for name in RUN_OUTPUTS if name not in ("metrics.json", "images"))
 
 
 def refuse_training_run_directory(folder: Path, key: str, task: str) -> None:
