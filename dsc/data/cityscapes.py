@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from dsc.contracts import MissingFileError
 from dsc.data.files import Item, check_sizes, number_instances, read_image, require_files
+from dsc.data.verify import ExpectedFile
 from dsc.labels import VOID
 
 CITYSCAPES_DOWNLOAD = (
@@ -33,6 +34,7 @@ INSTANCE_LABEL_IDS = (24, 25, 26, 27, 28, 31, 32, 33)
 CLASS_NAMES = ("background", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
 # Label ids ignored in evaluation (cityscapesscripts' labels.py): void in dsc.
 IGNORED_LABEL_IDS = (0, 1, 2, 3, 4, 5, 6, 9, 10, 14, 15, 16, 18, 29, 30, -1)
+INSTANCE_ID_MODES = ("I;16", "I;16B", "I", "L", "P")  # PIL modes of grey integer PNGs
 
 
 def instance_maps(
@@ -74,6 +76,7 @@ class CityscapesInstances(Dataset):
                 f"no *_gtFine_instanceIds.png under {self.root / 'gtFine' / split}: {CITYSCAPES_DOWNLOAD}"
             )
         self.split = split
+        self.listed_in = self.root / "gtFine" / split
         require_files(
             {self._stem(f): [self._image_file(f)] for f in self.label_files},
             self.root / "gtFine" / split,
@@ -90,10 +93,25 @@ class CityscapesInstances(Dataset):
         folder = self.root / "leftImg8bit" / self.split / label_file.parent.name
         return folder / f"{self._stem(label_file)}_leftImg8bit.png"
 
+    def expected_files(self) -> dict[str, list[ExpectedFile]]:
+        """Each image's files, for ``dsc.data.verify``: its instanceIds map is a grey integer PNG."""
+        return {
+            self._stem(label_file): [
+                ExpectedFile(self._image_file(label_file)),
+                ExpectedFile(label_file, modes=INSTANCE_ID_MODES),
+            ]
+            for label_file in self.label_files
+        }
+
     def __len__(self) -> int:
         return len(self.label_files)
 
     def __getitem__(self, index: int) -> Item:
+        item = self.read_item(index)
+        return self.transform(item) if self.transform else item
+
+    def read_item(self, index: int) -> Item:
+        """Item ``index`` before the transform."""
         label_file = self.label_files[index]
         image_file = self._image_file(label_file)
         image = read_image(image_file, f"the file is missing or corrupt; {CITYSCAPES_DOWNLOAD}")
@@ -109,4 +127,4 @@ class CityscapesInstances(Dataset):
             "classes": torch.from_numpy(classes),
         }
         check_sizes(item, {"image": image_file, "instances": label_file, "classes": label_file})
-        return self.transform(item) if self.transform else item
+        return item

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 
 from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.files import Item, read_image, require_inside
+from dsc.data.verify import ExpectedFile
 from dsc.labels import VOID
 
 COCO_DOWNLOAD = (
@@ -144,6 +145,7 @@ class COCOInstances(Dataset):
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
             self.coco.createIndex()
         self.annotation_file = annotation_file
+        self.listed_in = annotation_file
         category_ids = sorted(self.coco.getCatIds())
         self.class_of_category = {category: index for index, category in enumerate(category_ids, start=1)}
         self.category_of_class = [0, *category_ids]  # class c's COCO category id (c ≥ 1)
@@ -153,6 +155,18 @@ class COCOInstances(Dataset):
         images = {f"image {i}": [self.images_dir / self.coco.imgs[i]["file_name"]] for i in self.image_ids}
         require_inside(self.images_dir, images, annotation_file)
         self.transform = transform
+
+    def expected_files(self) -> dict[str, list[ExpectedFile]]:
+        """Each image's file, for ``dsc.data.verify``, with the size its record gives."""
+        return {
+            f"image {image_id}": [
+                ExpectedFile(
+                    self.images_dir / self.coco.imgs[image_id]["file_name"],
+                    size=(self.coco.imgs[image_id]["height"], self.coco.imgs[image_id]["width"]),
+                )
+            ]
+            for image_id in self.image_ids
+        }
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -184,6 +198,11 @@ class COCOInstances(Dataset):
         return renumber[instances], classes
 
     def __getitem__(self, index: int) -> Item:
+        item = self.read_item(index)
+        return self.transform(item) if self.transform else item
+
+    def read_item(self, index: int) -> Item:
+        """Item ``index`` before the transform."""
         image_id = self.image_ids[index]
         file_name = self.coco.imgs[image_id]["file_name"]
         image = read_image(self.images_dir / file_name, f"the file is missing or corrupt; {COCO_DOWNLOAD}")
@@ -194,9 +213,8 @@ class COCOInstances(Dataset):
                 f"{self.annotation_file} annotates image id {image_id} as {instances.shape}: "
                 "fix its height and width"
             )
-        item = {
+        return {
             "image": image,
             "instances": torch.from_numpy(instances),
             "classes": torch.from_numpy(classes),
         }
-        return self.transform(item) if self.transform else item

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -14,6 +15,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from dsc.contracts import InvalidInputError
 from dsc.data.transforms import pad_collate
+from dsc.data.verify import Level, verify_dataset
 from dsc.labels import VOID
 
 
@@ -74,6 +76,11 @@ class InstanceDataModule(pl.LightningDataModule):
     ids made void in training images only; validation keeps them. ``train`` may be None for
     validation alone (``dsc.evaluate``): its files are then never read.
 
+    ``verify`` (``none``, ``header``, ``full``; ``dsc.data.verify``): how the files of both sets are
+    checked when the module is built, so bad data fail before the first step. ``full`` reads every
+    record in ``num_workers`` processes; the processes Lightning launches for DDP check headers only,
+    as the first process read every file before it launched them.
+
     Distributed and resumable: the training order is a permutation drawn from ``seed`` and the
     epoch, split between processes, so N processes with batch size b see, step by step, the same
     images as one process with batch size N·b. Validation images are split without the padding
@@ -91,8 +98,15 @@ class InstanceDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         exclude_classes: list[int] | None = None,
         seed: int = 0,
+        verify: Level = "header",
     ) -> None:
         super().__init__()
+        # Lightning's launcher sets LOCAL_RANK in the processes it starts after this one has verified.
+        if verify == "full" and os.environ.get("LOCAL_RANK", "0") != "0":
+            verify = "header"
+        if train is not None:
+            verify_dataset(train, verify, num_workers, training=True, name="training")
+        verify_dataset(val, verify, num_workers, name="validation")
         if exclude_classes and train is not None:
             check_class_ids(exclude_classes, train)
             train = WithoutClasses(train, list(exclude_classes))

@@ -29,10 +29,13 @@ from torch.utils.data import Dataset
 
 from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.files import Item, check_sizes, number_instances, read_image, read_lines, require_files
+from dsc.data.verify import ExpectedFile
 from dsc.labels import VOID
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VOID_16_BIT = 65535
+INSTANCE_MODES = ("P", "L", "I;16", "I;16B", "I")  # PIL modes of 8-bit and 16-bit instance PNGs
+CLASS_MODES = ("P", "L")
 LAYOUTS = (
     "root/<split>/images/, root/<split>/instances/ (and optionally root/<split>/classes/), or "
     "root/<split>.txt listing names in root/images/, root/instances/ (and root/classes/); "
@@ -45,9 +48,9 @@ def read_instance_png(path: Path) -> np.ndarray:
     with Image.open(path) as image:
         mode = image.mode
         values = np.asarray(image)
-    if mode in ("P", "L"):
+    if mode in CLASS_MODES:
         return values.astype(np.int64)
-    if mode in ("I;16", "I;16B", "I"):
+    if mode in INSTANCE_MODES:
         void = values == VOID_16_BIT
         return number_instances(values, (values != 0) & ~void, void, str(path))
     raise InvalidInputError(
@@ -59,7 +62,7 @@ def read_instance_png(path: Path) -> np.ndarray:
 def read_class_png(path: Path, num_classes: int) -> np.ndarray:
     """(H, W) int64 class map of an 8-bit class PNG, each value a class of ``classes.txt`` or void."""
     with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
+        if image.mode not in CLASS_MODES:
             raise InvalidInputError(
                 f"{path} is a {image.mode} image: class maps are 8-bit palette or grey PNGs"
             )
@@ -119,6 +122,7 @@ class FolderInstances(Dataset):
         else:
             self.class_names = ["background", "object"]
         self.names = names
+        self.listed_in = listed_in
         files = {name: list(self.files(name).values()) for name in names}
         require_files(files, listed_in, LAYOUTS, root=self.root)
         self.transform = transform
@@ -133,10 +137,23 @@ class FolderInstances(Dataset):
             files["classes"] = self.folder / "classes" / f"{name}.png"
         return files
 
+    def expected_files(self) -> dict[str, list[ExpectedFile]]:
+        """Each name's files, for ``dsc.data.verify``, with the modes its label maps may have."""
+        modes = {"image": None, "instances": INSTANCE_MODES, "classes": CLASS_MODES}
+        return {
+            name: [ExpectedFile(path, modes=modes[key]) for key, path in self.files(name).items()]
+            for name in self.names
+        }
+
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, index: int) -> Item:
+        item = self.read_item(index)
+        return self.transform(item) if self.transform else item
+
+    def read_item(self, index: int) -> Item:
+        """Item ``index`` before the transform."""
         files = self.files(self.names[index])
         try:
             instances = read_instance_png(files["instances"])
@@ -156,4 +173,4 @@ class FolderInstances(Dataset):
         void = (item["instances"] == VOID) | (item["classes"] == VOID)
         item["instances"] = item["instances"].masked_fill(void, VOID)
         item["classes"] = item["classes"].masked_fill(void, VOID)
-        return self.transform(item) if self.transform else item
+        return item

@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.files import Item, check_sizes, read_image, read_lines, require_files
+from dsc.data.verify import ExpectedFile
 from dsc.data.voc import VOC_CLASSES
 
 SBD_DOWNLOAD = (
@@ -56,6 +57,7 @@ class SBDInstances(Dataset):
             if not (self.root / folder).is_dir():
                 raise MissingFileError(f"SBD root {self.root} has no {folder}/: {SBD_DOWNLOAD}")
         split_file = self.root / f"{split}.txt"
+        self.listed_in = split_file
         if not split_file.is_file():
             raise MissingFileError(
                 f"SBD split file {split_file} does not exist (splits: train, val): {SBD_DOWNLOAD}"
@@ -86,10 +88,22 @@ class SBDInstances(Dataset):
             "classes": self.root / "cls" / f"{image_id}.mat",
         }
 
+    def expected_files(self) -> dict[str, list[ExpectedFile]]:
+        """Each image id's files, for ``dsc.data.verify``: the .mat files are read only in full."""
+        return {
+            image_id: [ExpectedFile(path, image=key == "image") for key, path in self.files(image_id).items()]
+            for image_id in self.ids
+        }
+
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> Item:
+        item = self.read_item(index)
+        return self.transform(item) if self.transform else item
+
+    def read_item(self, index: int) -> Item:
+        """Item ``index`` before the transform."""
         files = self.files(self.ids[index])
         item = {
             "image": read_image(files["image"], SBD_DOWNLOAD),
@@ -97,4 +111,4 @@ class SBDInstances(Dataset):
             "classes": read_mat_segmentation(files["classes"], "GTcls"),
         }
         check_sizes(item, files)
-        return self.transform(item) if self.transform else item
+        return item

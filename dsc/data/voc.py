@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.files import Item, check_sizes, read_image, read_lines, read_palette_png, require_files
+from dsc.data.verify import ExpectedFile
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair",
@@ -44,6 +45,7 @@ class VOCInstances(Dataset):
             if not (self.root / folder).is_dir():
                 raise MissingFileError(f"VOC root {self.root} has no {folder}/: {VOC_DOWNLOAD}")
         split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
+        self.listed_in = split_file
         if not split_file.is_file():
             raise MissingFileError(
                 f"VOC split file {split_file} does not exist (splits: train, val): {VOC_DOWNLOAD}"
@@ -67,10 +69,25 @@ class VOCInstances(Dataset):
             "classes": self.root / "SegmentationClass" / f"{image_id}.png",
         }
 
+    def expected_files(self) -> dict[str, list[ExpectedFile]]:
+        """Each image id's files, for ``dsc.data.verify``: label maps are palette PNGs."""
+        return {
+            image_id: [
+                ExpectedFile(path, modes=None if key == "image" else ("P",))
+                for key, path in self.files(image_id).items()
+            ]
+            for image_id in self.ids
+        }
+
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> Item:
+        item = self.read_item(index)
+        return self.transform(item) if self.transform else item
+
+    def read_item(self, index: int) -> Item:
+        """Item ``index`` before the transform."""
         files = self.files(self.ids[index])
         redo = f"the file is missing or corrupt; {VOC_DOWNLOAD}"
         item = {
@@ -79,4 +96,4 @@ class VOCInstances(Dataset):
             "classes": read_palette_png(files["classes"], redo),
         }
         check_sizes(item, files)
-        return self.transform(item) if self.transform else item
+        return item
