@@ -196,6 +196,9 @@ def test_diverging_training_stops_naming_the_step(make_config):
         ("trainer.max_epochs=three", "Value 'three' of type 'str' could not be converted to Integer"),
         ("loss.sample_size=many", "full_key: loss.sample_size"),
         ("trainer.no_such_flag=1", "Key 'no_such_flag' not in 'TrainerSchema'"),
+        ("data.batch_size=big", "full_key: data.batch_size"),
+        ("data.num_workrs=2", "Key 'num_workrs' not in 'DataSchema'"),
+        ("model.embed_dim=wide", "full_key: model.embed_dim"),
     ],
 )
 def test_bad_overrides_give_hydras_error(override, message, tmp_path):

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from dsc.data.datamodule import InstanceDataModule
 from dsc.metrics import keys
 from dsc.training.module import DeepSpectralClustering
 
@@ -86,5 +87,6 @@ def register_schemas() -> None:
     # At the top level, not in the trainer/ and loss/ groups: they are no choices for --help to list.
     store.store(name="trainer_schema", node=signature_schema("TrainerSchema", pl.Trainer))
     store.store(name="model_schema", node=signature_schema("ModelSchema", DeepSpectralClustering, {"self"}))
+    store.store(name="data_schema", node=signature_schema("DataSchema", InstanceDataModule, {"self"}))
     store.store(name="spectral_loss_schema", node=SpectralLossSchema)
     store.store(name="joint_loss_schema", node=JointLossSchema)

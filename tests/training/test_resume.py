@@ -168,6 +168,24 @@ def test_ckpt_path_last_without_a_checkpoint_starts_fresh_and_a_missing_file_is_
         resume_path(str(tmp_path / "nowhere.ckpt"), tmp_path)
 
 
+def test_another_programs_lightning_checkpoint_is_named_before_lightning_reads_it(make_config, tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.demos.boring_classes import BoringModel
+
+    from dsc.contracts import InvalidInputError
+    from dsc.train import train
+
+    trainer = pl.Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(BoringModel())
+    plain = tmp_path / "elsewhere" / "boring.ckpt"
+    trainer.save_checkpoint(plain)
+    with pytest.raises(
+        InvalidInputError, match=r"boring\.ckpt is not a dsc checkpoint \(no record of the run"
+    ):
+        train(make_config(f"ckpt_path={plain}"))
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
 def test_a_fresh_run_in_a_used_run_directory_is_refused_and_loses_nothing(make_config, tmp_path):
     from dsc.train import train
 
