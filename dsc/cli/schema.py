@@ -13,6 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from dsc.data.datamodule import InstanceDataModule
+from dsc.losses import ContrastiveLoss, DiscriminativeLoss
 from dsc.metrics import keys
 from dsc.training.module import DeepSpectralClustering
 
@@ -90,3 +91,6 @@ def register_schemas() -> None:
     store.store(name="data_schema", node=signature_schema("DataSchema", InstanceDataModule, {"self"}))
     store.store(name="spectral_loss_schema", node=SpectralLossSchema)
     store.store(name="joint_loss_schema", node=JointLossSchema)
+    for name, loss in (("discriminative", DiscriminativeLoss), ("contrastive", ContrastiveLoss)):
+        schema = signature_schema(f"{name.title()}LossSchema", loss, {"self"})
+        store.store(name=f"{name}_loss_schema", node=schema)

@@ -8,6 +8,7 @@ from dsc.rounding.best_of import kwikcluster_best
 from dsc.rounding.connected_components import ConnectedComponents, connected_components, fill_void
 from dsc.rounding.kmeans import estimate_num_clusters, kmeans
 from dsc.rounding.kwikcluster import kwikcluster, kwikcluster_soft
+from dsc.rounding.meanshift import meanshift
 from dsc.rounding.partitioners import ClassArgmax, Rounding, round_embeddings
 from dsc.rounding.postprocess import merge_small_clusters, relabel_consecutive
 from dsc.rounding.refine import kwikcluster_refine, refine
@@ -24,6 +25,7 @@ __all__ = [
     "kwikcluster_best",
     "kwikcluster_refine",
     "kwikcluster_soft",
+    "meanshift",
     "merge_small_clusters",
     "refine",
     "relabel_consecutive",

@@ -13,6 +13,7 @@ from dsc.rounding.hashing import position_ids
 from dsc.rounding.kwikcluster import kwikcluster
 from dsc.rounding.postprocess import merge_small_clusters, num_clusters
 
+EMBEDDING_SPACES = ("unit", "raw")
 Scheme = Callable[..., Tensor]  # (rows (B, N, d), generator=, mask=, pixel_ids=) → (B, N) labels
 
 
@@ -26,8 +27,9 @@ def round_embeddings(
 ) -> Tensor:
     """Round every image of a batch with one batched call of ``scheme`` per semantic block.
 
-    embeddings: (B, d, H, W), unit pixel vectors. classes: optional (B, H, W) class map; when given,
-        pixels are clustered only with pixels of their own class (semantic blocking).
+    embeddings: (B, d, H, W) pixel vectors (unit for the inner-product schemes).
+    classes: optional (B, H, W) class map; when given, pixels are clustered only with pixels of
+        their own class (semantic blocking).
     min_size: clusters smaller than this many pixels merge into their best neighbour (0: off).
     image_area: optional (B, H, W) bool, False on the padding of images smaller than the batch
         (``pad_collate``'s ``image_area``); padding is left out (label −1). With it, an image gets the
@@ -68,16 +70,26 @@ def round_embeddings(
 class Rounding:
     """A rounding scheme with its options, as ``rounding=`` configs build it.
 
+    embedding: which embeddings a ``Partitioner`` call rounds: ``unit`` (unit-normalised, what the
+    spectral and contrastive losses train; KwikCluster's inner products) or ``raw`` (the head's
+    outputs, what the discriminative loss trains; mean-shift's Euclidean balls).
     Call it with (B, d, H, W) embeddings (and a class map when ``semantic_blocking``) to get
     (B, H, W) labels; see ``round_embeddings``. As a ``dsc.contracts.Partitioner`` it reads the
     embedding head, and with ``semantic_blocking`` also the class head's predicted classes.
     """
 
     def __init__(
-        self, scheme: Scheme = kwikcluster, semantic_blocking: bool = False, min_size: int = 0
+        self,
+        scheme: Scheme = kwikcluster,
+        semantic_blocking: bool = False,
+        min_size: int = 0,
+        embedding: str = "unit",
     ) -> None:
         if min_size < 0:
             raise ValueError(f"min_size must be >= 0, got {min_size}")
+        if embedding not in EMBEDDING_SPACES:
+            raise ValueError(f"embedding must be one of {', '.join(EMBEDDING_SPACES)}, got {embedding!r}")
+        self.embedding = embedding
         self.scheme = scheme
         self.semantic_blocking = semantic_blocking
         self.min_size = min_size
@@ -92,7 +104,12 @@ class Rounding:
         image_area: Tensor | None = None,
     ) -> Tensor:
         classes = outputs.predicted_classes if self.semantic_blocking else None
-        return self(outputs.embeddings.detach(), classes, generator=generator, image_area=image_area)
+        embeddings = outputs.embeddings if self.embedding == "unit" else outputs.raw_embeddings
+        if embeddings is None:
+            raise ValueError(
+                "this rounding reads the embedding head, which the network lacks (model.embed_dim=0)"
+            )
+        return self(embeddings.detach(), classes, generator=generator, image_area=image_area)
 
     def __call__(
         self,
