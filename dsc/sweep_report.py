@@ -1,10 +1,12 @@
 """Tabulate a Hydra multirun: ``python -m dsc.sweep_report logs/train/multiruns/<date> [--plot]``.
 
-Prints the overrides common to all jobs, then a Markdown table with one row per job: the overrides
-that vary and the chosen entries of its ``metrics.json`` (a job that wrote none, a failed one, shows
-"failed"; a metric its file lacks, "-"). ``--plot`` also draws the first metric against each swept
-key, one line per value of the other swept keys, into ``<sweep dir>/sweep.png`` (or the file named;
-needs matplotlib: ``pip install "dsc[plot]"``).
+Prints the overrides common to all jobs, then a Markdown table with one row per setting: the
+overrides that vary and the chosen entries of its ``metrics.json`` (a job that wrote none, a failed
+one, shows "failed"; a metric its file lacks, "-"). Jobs that differ only in ``seed`` are one
+setting: its row gives each metric as mean ± sample std over the seeds that finished, with their
+number (``python -m dsc.train -m model.embed_dim=8,16 seed=0,1,2``). ``--plot`` also draws the first
+metric against each swept key, one line per value of the other swept keys, with error bars of one
+std, into ``<sweep dir>/sweep.png`` (or the file named; needs matplotlib: ``pip install "dsc[plot]"``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from pathlib import Path
 import yaml
 
 from dsc.metrics import keys
+from dsc.metrics.spread import Spread, format_spread, spread
+
+SEED = "seed"
+Job = tuple[list[str], dict[str, float]]  # (overrides, metrics)
 
 DEFAULT_METRICS = (keys.MONITOR, keys.PAIRWISE + "f1", keys.LOSS, "time/fit_seconds")
 
@@ -26,7 +32,7 @@ def _job_order(override_file: Path) -> tuple[int, str]:
     return (int(name) if name.isdigit() else -1, name)
 
 
-def collect_jobs(sweep_dir: Path) -> list[tuple[list[str], dict[str, float]]]:
+def collect_jobs(sweep_dir: Path) -> list[Job]:
     """(overrides, metrics) of every job directory under ``sweep_dir``, in job order."""
     override_files = sorted(sweep_dir.glob("*/.hydra/overrides.yaml"), key=_job_order)
     if not override_files:
@@ -39,7 +45,7 @@ def collect_jobs(sweep_dir: Path) -> list[tuple[list[str], dict[str, float]]]:
     return jobs
 
 
-def common_overrides(jobs: list[tuple[list[str], dict[str, float]]]) -> list[str]:
+def common_overrides(jobs: list[Job]) -> list[str]:
     """The overrides every job shares (none for a single job: its row shows them all)."""
     if len(jobs) < 2:
         return []
@@ -47,24 +53,50 @@ def common_overrides(jobs: list[tuple[list[str], dict[str, float]]]) -> list[str
     return [override for override in jobs[0][0] if override in shared]
 
 
-def format_markdown(
-    jobs: list[tuple[list[str], dict[str, float]]], metrics: tuple[str, ...] = DEFAULT_METRICS
-) -> str:
-    """A line with the overrides common to all jobs, then a table: what each job changed, its metrics."""
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def group_by_seed(jobs: list[Job]) -> list[tuple[list[str], list[Job]]]:
+    """Settings in first-seen order: (the overrides but ``seed``, the jobs of that setting)."""
+    groups: dict[tuple[str, ...], list[Job]] = {}
+    for job in jobs:
+        setting = tuple(override for override in job[0] if _key(override) != SEED)
+        groups.setdefault(setting, []).append(job)
+    return [(list(setting), members) for setting, members in groups.items()]
+
+
+def setting_spreads(members: list[Job], metrics: tuple[str, ...]) -> dict[str, Spread | None]:
+    finished = [values for _, values in members if values]
+    return {name: spread(values.get(name) for values in finished) for name in metrics}
+
+
+def format_markdown(jobs: list[Job], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
+    """A line with the overrides common to all jobs, then a table: what each setting changed, its
+    metrics (mean ± std over its seeds where it has several)."""
     common = common_overrides(jobs)
+    groups = group_by_seed(jobs)
+    seeded = any(len(members) > 1 for _, members in groups)
     lines = [f"All jobs: `{' '.join(common)}`", ""] if common else []
-    lines += ["| overrides | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
-    for overrides, values in jobs:
-        varying = " ".join(override for override in overrides if override not in common)
-        if not values:
+    seeds_column = ["seeds (finished)"] if seeded else []
+    header = ["overrides", *seeds_column, *metrics]
+    lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for setting, members in groups:
+        varying = " ".join(override for override in setting if override not in common)
+        finished = [values for _, values in members if values]
+        if not finished:
             cells = ["failed"] * len(metrics)
+        elif seeded:
+            spreads = setting_spreads(members, metrics)
+            cells = [format_spread(spreads[name], 4) for name in metrics]
         else:
-            cells = ["-" if name not in values else f"{values[name]:.4g}" for name in metrics]
-        lines.append(f"| `{varying or '(defaults)'}` | " + " | ".join(cells) + " |")
+            cells = ["-" if name not in finished[0] else f"{finished[0][name]:.4g}" for name in metrics]
+        seeds = [f"{len(members)} ({len(finished)})"] if seeded else []
+        lines.append(f"| `{varying or '(defaults)'}` | " + " | ".join(seeds + cells) + " |")
     return "\n".join(lines)
 
 
-def swept_values(jobs: list[tuple[list[str], dict[str, float]]]) -> dict[str, list[str]]:
+def swept_values(jobs: list[Job]) -> dict[str, list[str]]:
     """Each key that takes more than one value across the jobs → its values, in first-seen order."""
     values: dict[str, list[str]] = {}
     for overrides, _ in jobs:
@@ -73,7 +105,7 @@ def swept_values(jobs: list[tuple[list[str], dict[str, float]]]) -> dict[str, li
             values.setdefault(key, [])
             if value not in values[key]:
                 values[key].append(value)
-    return {key: seen for key, seen in values.items() if len(seen) > 1}
+    return {key: seen for key, seen in values.items() if len(seen) > 1 and key != SEED}
 
 
 def _as_number(value: str) -> float | str:
@@ -83,9 +115,10 @@ def _as_number(value: str) -> float | str:
         return value
 
 
-def plot_sweep(jobs: list[tuple[list[str], dict[str, float]]], metric: str, path: Path) -> Path:
-    """One panel per swept key: ``metric`` against the key's values, one line per combination of
-    the other swept keys' values; failed jobs are left out. Saved as a PNG at ``path``."""
+def plot_sweep(jobs: list[Job], metric: str, path: Path) -> Path:
+    """One panel per swept key (``seed`` is none): ``metric`` against the key's values, the mean over
+    seeds with an error bar of one std, one line per combination of the other swept keys' values;
+    failed jobs are left out. Saved as a PNG at ``path``."""
     try:
         import matplotlib
 
@@ -96,21 +129,25 @@ def plot_sweep(jobs: list[tuple[list[str], dict[str, float]]], metric: str, path
     swept = swept_values(jobs)
     if not swept:
         raise ValueError("the jobs do not differ in any override: nothing to plot against")
-    settings = [dict(o.partition("=")[::2] for o in overrides) for overrides, _ in jobs]
+    groups = group_by_seed(jobs)
+    settings = [dict(o.partition("=")[::2] for o in overrides) for overrides, _ in groups]
     figure, axes = plt.subplots(1, len(swept), figsize=(5 * len(swept), 4), squeeze=False)
     for axis, (key, values) in zip(axes[0], swept.items(), strict=True):
         numeric = all(isinstance(_as_number(v), float) for v in values)
         order = sorted(values, key=_as_number) if numeric else values
-        lines: dict[str, dict[str, float]] = {}
-        for setting, (_, metrics) in zip(settings, jobs, strict=True):
-            if metric not in metrics or key not in setting:
+        lines: dict[str, dict[str, Spread]] = {}
+        for setting, (_, members) in zip(settings, groups, strict=True):
+            summary = setting_spreads(members, (metric,))[metric]
+            if summary is None or key not in setting:
                 continue
             others = " ".join(f"{k}={setting[k]}" for k in swept if k != key and k in setting)
-            lines.setdefault(others, {})[setting[key]] = metrics[metric]
+            lines.setdefault(others, {})[setting[key]] = summary
         for label, points in lines.items():
             xs = [v for v in order if v in points]
             positions = [_as_number(v) if numeric else order.index(v) for v in xs]
-            axis.plot(positions, [points[v] for v in xs], marker="o", label=label or None)
+            means = [points[v]["mean"] for v in xs]
+            errors = [points[v]["std"] or 0.0 for v in xs]
+            axis.errorbar(positions, means, yerr=errors, marker="o", capsize=3, label=label or None)
         if not numeric:
             axis.set_xticks(range(len(order)), order)
         axis.set_xlabel(key)

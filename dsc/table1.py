@@ -9,25 +9,33 @@ One row per method, all scored on the same split:
 * **semantic oracle + CC**: the ground-truth class map (void filled from its neighbours) split the
   same way: the best any semantic segmenter can do with connected components.
 
+``methods=arena`` adds the losses the spectral loss is compared with: spectral from sampled pixels,
+discriminative + mean-shift, contrastive + KwikCluster (``conf/methods/``).
+
 Columns: pairwise F1 over all and over foreground pairs, mask AP, AP50, PQ and class-agnostic PQ.
-The table goes to the console, ``table1.txt`` and ``table1.json`` (``{method: {metric: value}}``,
-null where a method has no such score). Without checkpoints the three models are first trained on
-the built-in shapes data (``experiment=shapes_exact``, ``shapes_joint``, ``shapes_semantic``) in
-this run's directory. With both ``spectral=`` and ``semantic=``, the paper's own layout (pairwise
-accuracy, precision, recall) follows.
+The table goes to the console, ``table1.txt`` and ``table1.json`` (``{method: {metric: {"mean",
+"std", "n", "values"}}}``, the sample std over seeds, null where a method has no such score).
+Without checkpoints every method's experiment is first trained on the built-in shapes data, with
+``seeds`` seeds, in this run's directory (``<role>/seed_<seed>``); a rerun reuses the finished ones.
+A column's best mean is starred when it beats the next by more than twice the larger of their stds.
+With both ``spectral=`` and ``semantic=``, the paper's own layout (pairwise accuracy, precision,
+recall; means over seeds) follows.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import statistics
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point, run_entry_point
+from dsc.contracts import InvalidInputError
 from dsc.metrics import keys
+from dsc.metrics.spread import Spread, format_spread, spread
 from dsc.outputs.files import write_text
 from dsc.outputs.metrics_file import write_metrics
 from dsc.training.checkpoint_record import read_record
@@ -47,12 +55,16 @@ METRICS = {
     "agnostic_pq": "agnostic/pq",
 }
 HEADERS = ("F1", "fg F1", "mask AP", "AP50", "PQ", "agn. PQ")
-METHODS = {
-    "spectral-only": "spectral",
+# Each role's row; a role of conf/methods/ without one is shown by its name.
+LABELS = {
+    "spectral": "spectral-only",
+    "spectral_sampled": "spectral, sampled",
+    "discriminative": "discriminative + mean-shift",
+    "contrastive": "contrastive + KwikCluster",
     "joint": "joint",
-    "cross-entropy + CC": "semantic",
-    "semantic oracle + CC": "oracle",
+    "semantic": "cross-entropy + CC",
 }
+ORACLE = "semantic oracle + CC"
 CONNECTED_COMPONENTS = OmegaConf.create({"_target_": "dsc.rounding.ConnectedComponents"})
 
 
@@ -88,33 +100,72 @@ def format_table1(semantic: dict[str, float], spectral: dict[str, float]) -> str
     return "\n".join(lines)
 
 
-def method_rows(scored: dict[str, dict[str, float]]) -> dict[str, dict[str, float | None]]:
-    """The extended table's rows from scored runs (``dsc.evaluate`` metrics by role: ``spectral``,
-    ``joint``, ``semantic``); the oracle row comes from whichever run was scored (data only)."""
-    rows: dict[str, dict[str, float | None]] = {}
-    for method, role in METHODS.items():
-        if role == "oracle":
-            if not scored:
-                continue
-            metrics, prefix = next(iter(scored.values())), keys.ORACLE_CC
-        elif role in scored:
-            metrics, prefix = scored[role], keys.INSTANCES
-        else:
-            continue
-        rows[method] = {name: metrics.get(prefix + key) for name, key in METRICS.items()}
+def method_rows(scored: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Spread | None]]:
+    """The extended table's rows from scored runs (``dsc.evaluate`` metrics of each seed, by role);
+    the oracle row comes from the first role's runs (it depends on the data alone)."""
+    rows: dict[str, dict[str, Spread | None]] = {}
+    for role, runs in scored.items():
+        label = LABELS.get(role, role)
+        rows[label] = {
+            name: spread([run.get(keys.INSTANCES + key) for run in runs]) for name, key in METRICS.items()
+        }
+    if scored:
+        runs = next(iter(scored.values()))
+        rows[ORACLE] = {
+            name: spread([run.get(keys.ORACLE_CC + key) for run in runs]) for name, key in METRICS.items()
+        }
     return rows
 
 
-def format_extended(rows: dict[str, dict[str, float | None]]) -> str:
+def clear_winners(rows: dict[str, dict[str, Spread | None]]) -> dict[str, str]:
+    """Metric → the method whose mean beats every other by more than twice the larger std of the two
+    (only where both have a std)."""
+    winners = {}
+    for metric in METRICS:
+        ranked = sorted(
+            (
+                (summary["mean"], summary["std"], method)
+                for method, row in rows.items()
+                if (summary := row[metric])
+            ),
+            reverse=True,
+        )
+        if len(ranked) < 2 or ranked[0][1] is None or ranked[1][1] is None:
+            continue
+        (best, best_std, method), (second, second_std, _) = ranked[0], ranked[1]
+        if best - second > 2 * max(best_std, second_std):
+            winners[metric] = method
+    return winners
+
+
+def format_extended(rows: dict[str, dict[str, Spread | None]]) -> str:
     width = max(len(method) for method in rows) + 2
+    winners = clear_winners(rows)
+    seeds = max((summary["n"] for row in rows.values() for summary in row.values() if summary), default=1)
+    cell_width = 16 if seeds > 1 else 9
+
+    def cell(method: str, metric: str, summary: Spread | None) -> str:
+        if summary is None:
+            return "- "
+        return format_spread(summary) + ("*" if winners.get(metric) == method else " ")
+
+    over = f", mean ± std over {seeds} seeds" if seeds > 1 else ""
     lines = [
-        "Instances: pairwise F1, mask AP and panoptic quality",
-        "".ljust(width) + "".join(header.rjust(9) for header in HEADERS),
+        f"Instances: pairwise F1, mask AP and panoptic quality{over}",
+        "".ljust(width) + "".join(header.rjust(cell_width) + " " for header in HEADERS),
     ]
     for method, values in rows.items():
-        cells = ("-" if v is None else f"{v:.3f}" for v in values.values())
-        lines.append(method.ljust(width) + "".join(cell.rjust(9) for cell in cells))
+        cells = (cell(method, metric, summary) for metric, summary in values.items())
+        lines.append(method.ljust(width) + "".join(c.rjust(cell_width + 1) for c in cells))
+    if winners:
+        lines.append("* the best mean, ahead of the next by more than twice the larger of their stds")
     return "\n".join(lines)
+
+
+def mean_metrics(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over runs (the keys every run has)."""
+    shared = set.intersection(*(set(run) for run in runs))
+    return {key: statistics.fmean(run[key] for run in runs) for key in shared}
 
 
 def components_rounding(checkpoint_path: str) -> DictConfig | None:
@@ -124,23 +175,33 @@ def components_rounding(checkpoint_path: str) -> DictConfig | None:
     return None if rounding["_target_"] == CONNECTED_COMPONENTS._target_ else CONNECTED_COMPONENTS
 
 
-def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, str]:
-    """Train the three models with ``python -m dsc.train`` (one process each, as a user runs it) and
-    return their last checkpoints by role. Run again in the same directory, it keeps the models
-    already trained (those with a ``metrics.json``) and resumes an interrupted one."""
-    checkpoints = {}
+def seeds_of(cfg: DictConfig) -> list[int]:
+    if cfg.seeds < 1:
+        raise InvalidInputError(f"seeds={cfg.seeds}: train each method at least once (seeds >= 1)")
+    return [cfg.seed + offset for offset in range(cfg.seeds)]
+
+
+def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, list[str]]:
+    """Train every method's experiment once per seed with ``python -m dsc.train`` (one process
+    each, as a user runs it) and return the last checkpoints by role. Run again in the same
+    directory, it keeps the models already trained (those with a ``metrics.json``) and resumes an
+    interrupted one."""
+    checkpoints: dict[str, list[str]] = {}
     for role, experiment in cfg.experiments.items():
-        run_dir = output / role
-        checkpoints[role] = str(run_dir / "checkpoints" / "last.ckpt")
-        if (run_dir / "metrics.json").is_file():
-            log.info("the %s model is trained already: %s", role, checkpoints[role])
-            continue
-        resume = ["ckpt_path=last"] if (run_dir / "checkpoints" / "last.ckpt").is_file() else []
-        arguments = [
-            f"experiment={experiment}", f"seed={cfg.seed}", *cfg.train_overrides, *resume,
-            f"hydra.run.dir={run_dir}",
-        ]  # fmt: skip
-        run_entry_point("dsc.train", arguments, f"training the {role} model", run_dir / "train.log")
+        for seed in seeds_of(cfg):
+            run_dir = output / role / f"seed_{seed}"
+            checkpoint = run_dir / "checkpoints" / "last.ckpt"
+            checkpoints.setdefault(role, []).append(str(checkpoint))
+            if (run_dir / "metrics.json").is_file():
+                log.info("the %s model of seed %d is trained already: %s", role, seed, checkpoint)
+                continue
+            resume = ["ckpt_path=last"] if checkpoint.is_file() else []
+            arguments = [
+                f"experiment={experiment}", f"seed={seed}", *cfg.train_overrides, *resume,
+                f"hydra.run.dir={run_dir}",
+            ]  # fmt: skip
+            what = f"training the {role} model (seed {seed})"
+            run_entry_point("dsc.train", arguments, what, run_dir / "train.log")
     return checkpoints
 
 
@@ -148,36 +209,43 @@ def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, str]:
 def main(cfg: DictConfig) -> str:
     """``python -m dsc.table1``: the table, as printed."""
     output = Path(cfg.paths.output_dir)
-    checkpoints = {role: cfg[role] for role in ("spectral", "joint", "semantic") if cfg.get(role)}
-    if not checkpoints:
-        checkpoints = train_on_shapes(cfg, output)
+    given = {role: [cfg[role]] for role in ("spectral", "joint", "semantic") if cfg.get(role)}
+    checkpoints = given or train_on_shapes(cfg, output)
+    seeds = [cfg.seed] if given else seeds_of(cfg)
 
-    def score(role: str, rounding: DictConfig | None) -> dict[str, float]:
+    def score(path: str, seed: int, rounding: DictConfig | None) -> dict[str, float]:
         return score_checkpoint(
-            checkpoints[role], cfg.trainer, rounding, split=cfg.split, seed=cfg.seed,
-            trusted_targets=cfg.trusted_targets,
-        )  # fmt: skip
+            path, cfg.trainer, rounding, split=cfg.split, seed=seed, trusted_targets=cfg.trusted_targets
+        )
 
-    scored = {role: score(role, cfg.get("rounding")) for role in ("spectral", "joint") if role in checkpoints}
+    def score_all(role: str, rounding: DictConfig | None) -> list[dict[str, float]]:
+        return [score(path, seed, rounding) for path, seed in zip(checkpoints[role], seeds, strict=True)]
+
+    scored = {role: score_all(role, cfg.get("rounding")) for role in checkpoints if role != "semantic"}
     if "semantic" in checkpoints:
-        components = components_rounding(checkpoints["semantic"])
-        scored["semantic"] = score("semantic", components)
+        components = components_rounding(checkpoints["semantic"][0])
+        scored["semantic"] = score_all("semantic", components)
     rows = method_rows(scored)
     table = format_extended(rows)
     if "spectral" in checkpoints and "semantic" in checkpoints:
         # The paper's "semantic" row: the semantic model's class partition, whatever its rounding.
-        semantic = scored["semantic"] if components is None else score("semantic", None)
-        table += "\n\n" + format_table1(semantic, scored["spectral"])
+        semantic = scored["semantic"] if components is None else score_all("semantic", None)
+        table += "\n\n" + format_table1(mean_metrics(semantic), mean_metrics(scored["spectral"]))
     print(table, flush=True)
     write_text(output / "table1.txt", table + "\n")
     write_text(output / "table1.json", json.dumps(rows, indent=2, allow_nan=False) + "\n")
     write_metrics(
-        {f"{role}/{name}": value for role, metrics in scored.items() for name, value in metrics.items()},
+        {
+            f"{role}/{name}" if len(runs) == 1 else f"{role}/seed_{seed}/{name}": value
+            for role, runs in scored.items()
+            for seed, metrics in zip(seeds, runs, strict=True)
+            for name, value in metrics.items()
+        },
         output / "metrics.json",
     )
     places = [("table", output / "table1.txt"), ("rows as JSON", output / "table1.json")]
     places += [("metrics", output / "metrics.json")]
-    places += [(f"{role} checkpoint", path) for role, path in checkpoints.items()]
+    places += [(f"{role} checkpoints", ", ".join(paths)) for role, paths in checkpoints.items()]
     log.info(where_things_went(places, []))
     return table
 

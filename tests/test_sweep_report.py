@@ -48,3 +48,24 @@ def test_plot_draws_the_metric_against_each_swept_key(tmp_path, capsys):
 
     picture = Image.open(tmp_path / "sweep.png")
     assert picture.width >= 2 * picture.height and picture.format == "PNG"  # two panels side by side
+
+
+def test_jobs_that_differ_only_in_seed_are_one_row_of_mean_and_sample_std(tmp_path, capsys):
+    number = 0
+    for dim, scores in ((8, (0.5, 0.7, None)), (16, (0.8, 0.9, 0.85))):
+        for seed, score in enumerate(scores):
+            metrics = None if score is None else {"val/pairwise_fg_f1": score}
+            write_job(tmp_path, number, [f"model.embed_dim={dim}", f"seed={seed}"], metrics)
+            number += 1
+    main([str(tmp_path), "--metrics", "val/pairwise_fg_f1", "--plot"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:4] == [
+        "| overrides | seeds (finished) | val/pairwise_fg_f1 |",
+        "|---|---|---|",
+        "| `model.embed_dim=8` | 3 (2) | 0.6000 ± 0.1414 |",  # stdev(0.5, 0.7) = 0.1414
+        "| `model.embed_dim=16` | 3 (3) | 0.8500 ± 0.0500 |",
+    ]
+    from PIL import Image
+
+    picture = Image.open(tmp_path / "sweep.png")  # one panel: embed_dim (seed is no axis)
+    assert picture.format == "PNG" and picture.width < 2 * picture.height

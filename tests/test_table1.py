@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hydra_configs import TINY, compose_config
 
-from dsc.table1 import format_table1
+from dsc.table1 import clear_winners, format_extended, format_table1, method_rows
 from dsc.train import train
 
 SEMANTIC = ["loss=cross_entropy", "rounding=class_argmax", "model.embed_dim=0", "model.num_classes=4"]
@@ -59,24 +59,56 @@ def test_table1_command_scores_both_checkpoints(semantic_checkpoint, trained_che
     assert rows["spectral-only"]["pq"] is None  # no class head: class-agnostic scores only
     for values in rows.values():
         assert set(values) == {"pairwise_f1", "pairwise_fg_f1", "mask_ap", "mask_ap50", "pq", "agnostic_pq"}
-        assert 0.0 <= values["agnostic_pq"] <= 1.0 and 0.0 <= values["pairwise_fg_f1"] <= 1.0
+        assert 0.0 <= values["agnostic_pq"]["mean"] <= 1.0 and 0.0 <= values["pairwise_fg_f1"]["mean"] <= 1.0
+        assert values["agnostic_pq"]["n"] == 1 and values["agnostic_pq"]["std"] is None
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     # The semantic model is scored through connected components, whatever its own rounding.
-    assert metrics["semantic/val/pq"] == rows["cross-entropy + CC"]["pq"]
-    assert rows["semantic oracle + CC"]["pq"] == metrics["spectral/val/semantic_oracle_cc/pq"]
+    assert rows["cross-entropy + CC"]["pq"]["values"] == [metrics["semantic/val/pq"]]
+    assert rows["semantic oracle + CC"]["pq"]["mean"] == metrics["spectral/val/semantic_oracle_cc/pq"]
+
+
+def test_seeds_are_summarised_as_mean_and_sample_std_and_clear_winners_starred():
+    def runs(*values):
+        return [
+            {"val/pairwise_fg_f1": v, "val/agnostic/pq": v / 2, "val/semantic_oracle_cc/pq": 0.5}
+            for v in values
+        ]
+
+    rows = method_rows({"spectral": runs(0.90, 0.92, 0.94), "contrastive": runs(0.80, 0.81, 0.79)})
+    assert list(rows) == ["spectral-only", "contrastive + KwikCluster", "semantic oracle + CC"]
+    f1 = rows["spectral-only"]["pairwise_fg_f1"]
+    assert f1["mean"] == pytest.approx(0.92) and f1["std"] == pytest.approx(0.02) and f1["n"] == 3
+    assert f1["values"] == [0.90, 0.92, 0.94] and rows["spectral-only"]["mask_ap"] is None
+    assert rows["semantic oracle + CC"]["pq"] == {"mean": 0.5, "std": 0.0, "n": 3, "values": [0.5] * 3}
+    # 0.92 − 0.80 = 0.12 > 2 × 0.02: starred. Agnostic PQ: 0.46 − 0.40 = 0.06 > 2 × 0.01: starred.
+    assert clear_winners(rows) == {"pairwise_fg_f1": "spectral-only", "agnostic_pq": "spectral-only"}
+    table = format_extended(rows)
+    assert "mean ± std over 3 seeds" in table and "0.920 ± 0.020*" in table and "0.800 ± 0.010 " in table
+    close = method_rows({"spectral": runs(0.90, 0.92, 0.94), "contrastive": runs(0.88, 0.90, 0.92)})
+    assert clear_winners(close) == {}
 
 
 @pytest.mark.slow
-def test_table1_without_checkpoints_trains_the_three_models(tmp_path):
+def test_table1_without_checkpoints_trains_every_method_with_each_seed_and_reuses_them(tmp_path):
     short = [
         "trainer.max_epochs=1",
-        "data.train.num_images=32",
-        "data.val.num_images=8",
+        "data.train.num_images=16",
+        "data.val.num_images=6",
         "trainer.accelerator=cpu",
     ]
     short = "[" + ",".join(f'"{override}"' for override in short) + "]"
-    rows = run_table1(f"train_overrides={short}", output=tmp_path)
-    assert list(rows) == ["spectral-only", "joint", "cross-entropy + CC", "semantic oracle + CC"]
-    assert all(value is not None for value in rows["joint"].values())
-    for role in ("spectral", "joint", "semantic"):
-        assert (tmp_path / role / "checkpoints" / "last.ckpt").is_file()
+    methods = ["~experiments.joint", "+experiments.discriminative=shapes_discriminative"]
+    methods += ["+experiments.contrastive=shapes_contrastive"]
+    args = [*methods, "seeds=2", f"train_overrides={short}"]
+    rows = run_table1(*args, output=tmp_path)
+    assert list(rows) == [
+        "spectral-only", "discriminative + mean-shift", "contrastive + KwikCluster", "cross-entropy + CC",
+        "semantic oracle + CC",
+    ]  # fmt: skip
+    for row in rows.values():
+        assert row["pairwise_fg_f1"]["n"] == 2 and row["pairwise_fg_f1"]["std"] is not None
+    assert sorted(p.name for p in (tmp_path / "contrastive").iterdir()) == ["seed_0", "seed_1"]
+    # The two seeds trained different networks.
+    assert len(set(rows["contrastive + KwikCluster"]["pairwise_f1"]["values"])) == 2
+    again = run_table1(*args, output=tmp_path)  # every model is reused, none trained again
+    assert again == rows

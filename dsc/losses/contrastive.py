@@ -23,6 +23,7 @@ from torch import Tensor
 
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses.closed_form import mean_over_images
+from dsc.ops.grouping import instance_slots
 from dsc.ops.sampling import SAMPLINGS, sample_pixels
 
 VALIDATION_SEED = 0  # the validation sample's seed, the same every epoch
@@ -35,16 +36,25 @@ def supervised_contrastive(
 
     rows: (B, m, d) unit embeddings of the drawn pixels; labels: (B, m) their instance ids;
     valid: (B, m) bool, False for draws of an image without valid pixels.
+
+    The positives' sum needs no m × m matrix: Σ_{p∈P(i)} s_ip = z_i·(S_c − z_i)/τ with S_c the sum
+    of the draws of i's instance c, so only the denominator's logsumexp is O(m²·d).
     """
+    batch, draws, dim = rows.shape
     logits = rows @ rows.transpose(1, 2) / temperature  # (B, m, m)
-    others = valid.unsqueeze(1) & ~torch.eye(rows.shape[1], dtype=torch.bool, device=rows.device)
-    log_denominator = torch.logsumexp(logits.masked_fill(~others, float("-inf")), dim=-1, keepdim=True)
-    positives = others & valid.unsqueeze(2) & (labels.unsqueeze(2) == labels.unsqueeze(1))
-    log_probability = torch.where(positives, logits - log_denominator, 0.0)
-    counts = positives.sum(dim=-1)
-    per_anchor = -log_probability.sum(dim=-1) / counts.clamp(min=1)
-    anchors = counts > 0
-    per_image = (per_anchor * anchors).sum(dim=-1) / anchors.sum(dim=-1).clamp(min=1)
+    logits.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # a ≠ i
+    log_denominator = torch.logsumexp(logits, dim=-1)  # (B, m)
+    slots, num_slots = instance_slots(labels, valid)
+    cells = (torch.arange(batch, device=rows.device).unsqueeze(1) * (num_slots + 1) + slots).flatten()
+    sums = rows.new_zeros(batch * (num_slots + 1), dim).index_add_(0, cells, rows.reshape(-1, dim))
+    sizes = torch.bincount(cells, minlength=batch * (num_slots + 1))
+    own_sum = sums[cells].view(batch, draws, dim)
+    positives = (sizes[cells].view(batch, draws) - 1) * valid  # |P(i)|
+    positive_logits = (rows * (own_sum - rows)).sum(dim=-1) / temperature
+    anchors = positives > 0
+    per_anchor = log_denominator - positive_logits / positives.clamp(min=1)
+    per_anchor = torch.where(anchors, per_anchor, 0.0)
+    per_image = per_anchor.sum(dim=-1) / anchors.sum(dim=-1).clamp(min=1)
     return per_image, anchors.any(dim=-1)
 
 

@@ -87,3 +87,30 @@ def test_two_processes_match_one(tmp_path, make_config):
     assert len(list(ddp_dir.glob("wandb/offline-run-*"))) == 1
     event_files = list(ddp_dir.glob("tensorboard/**/events.out.tfevents.*"))
     assert event_files and len({name.name.split(".")[-2] for name in event_files}) == 1  # one process id
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", ["shapes_discriminative", "shapes_contrastive"])
+def test_the_compared_losses_train_with_two_processes_as_with_one(tmp_path, experiment):
+    """The discriminative loss is exact: the same steps. The contrastive loss draws its pixels from
+    the process rank's generator, so its steps differ by the draw, and its scores only by noise."""
+    setup = [
+        f"experiment={experiment}",
+        *SETUP[:-2],  # without the joint loss
+        "data.train.num_images=16",
+        *(["loss.sample_size=64"] if experiment == "shapes_contrastive" else []),
+        "logger=csv",
+    ]
+    single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
+    run_in(single_dir, *setup, "data.batch_size=4", home=tmp_path)
+    run_in(ddp_dir, *setup, "data.batch_size=2", "trainer.devices=2", "trainer.strategy=ddp", home=tmp_path)
+    single = json.loads((single_dir / "metrics.json").read_text())
+    ddp = json.loads((ddp_dir / "metrics.json").read_text())
+    if experiment == "shapes_discriminative":
+        assert step_losses(ddp_dir) == pytest.approx(step_losses(single_dir), rel=1e-4)
+        assert ddp["val/loss"] == pytest.approx(single["val/loss"], rel=1e-4)
+        assert ddp["val/pairwise_fg_f1"] == pytest.approx(single["val/pairwise_fg_f1"], abs=2e-3)
+    else:
+        assert len(step_losses(ddp_dir)) == len(step_losses(single_dir)) == 4
+        assert step_losses(ddp_dir) == pytest.approx(step_losses(single_dir), rel=0.1)
+        assert ddp["val/pairwise_fg_f1"] == pytest.approx(single["val/pairwise_fg_f1"], abs=0.05)
