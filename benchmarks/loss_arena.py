@@ -48,8 +48,8 @@ def measure(device: torch.device, batch: int, size: int, dim: int, repeats: int)
     unit, detached = embeddings.to(device), raw.detach()
     roundings = {
         "kwikcluster (unit embeddings)": lambda: round_embeddings(unit, kwikcluster),
-        "meanshift, bandwidth 0.5 (raw)": lambda: round_embeddings(
-            detached, partial(meanshift, bandwidth=0.5)
+        "meanshift, bandwidth 1.5 (raw)": lambda: round_embeddings(
+            detached, partial(meanshift, bandwidth=1.5)
         ),
     }
     rounding_timings = time_side_by_side(roundings, device, max(3, repeats // 2))

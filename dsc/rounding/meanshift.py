@@ -1,5 +1,6 @@
 """Mean-shift with a flat kernel (Comaniciu & Meer, 2002), batched over images: the rounding of the
-discriminative loss (De Brabandere et al., 2017), whose clusters are balls of radius δ_v.
+discriminative loss (De Brabandere et al., 2017), whose clusters are balls of radius δ_v with
+means 2δ_d apart.
 
 The algorithm is scikit-learn's ``MeanShift`` (``bin_seeding=False``, ``cluster_all=True``):
 
@@ -117,7 +118,7 @@ def _nearest(rows: Tensor, centres: Tensor, usable: Tensor) -> tuple[Tensor, Ten
 
 def meanshift(
     rows: Tensor,
-    bandwidth: float = 0.5,
+    bandwidth: float = 1.5,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
     pixel_ids: Tensor | None = None,
@@ -129,7 +130,7 @@ def meanshift(
     """Cluster rows by flat-kernel mean-shift (module docstring).
 
     rows: (N, d) or (B, N, d) embeddings in any space (the discriminative loss's raw embeddings).
-    bandwidth: the kernel's radius (δ_v of the loss that trained the embedding).
+    bandwidth: the kernel's radius (δ_d of the discriminative loss that trained the embedding).
     max_seeds, max_points: images with more valid pixels start ``max_seeds`` seeds at a time and
         take means over ``max_points`` pixels, both chosen by hashed pixel ids; after each round
         of seeds, pixels farther than 2 · ``bandwidth`` from every centre that were no seed yet
