@@ -12,6 +12,7 @@ lock. Hydra's record of a start is written after the lock is taken (``resume.rec
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -50,6 +51,24 @@ def _release(path: Path) -> None:
         pass
 
 
+def remove_if_unchanged(path: Path, seen: str | None) -> None:
+    """Remove the stale lock at ``path`` only while it still holds ``seen``, the text read from it:
+    two runs that take over one stale lock must not remove the lock the first of them has just
+    created. The file is renamed aside (atomic: of two renames one wins), and a lock that turns out
+    to be another run's fresh one is linked back (unless a third run locked the folder meanwhile)."""
+    aside = path.with_name(f"{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another run removed it first
+    try:
+        if seen is None or aside.read_text() != seen:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
+
+
 def take_run_lock(folder: Path, break_lock: bool = False) -> None:
     """Lock ``folder`` for this process (see the module docstring); raises ``OutputExistsError``
     naming the holder when another run holds it."""
@@ -64,9 +83,10 @@ def take_run_lock(folder: Path, break_lock: bool = False) -> None:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             try:
-                holder = json.loads(path.read_text())
+                text = path.read_text()
+                holder = json.loads(text)
             except (OSError, ValueError):
-                holder = {}
+                text, holder = None, {}
             if holder.get("pid") == mine["pid"] and holder.get("host") == mine["host"]:
                 return  # this process took it already (a second Hydra job of the same process)
             same_host = holder.get("host") == mine["host"]
@@ -83,7 +103,7 @@ def take_run_lock(folder: Path, break_lock: bool = False) -> None:
                     f"{folder} is in use by another run ({who}; {path}): {hint}"
                 ) from None
             log.warning("taking over %s, left by %s, which is gone", path, who)
-            path.unlink(missing_ok=True)
+            remove_if_unchanged(path, text)
             continue
         with os.fdopen(descriptor, "w") as handle:
             json.dump(mine, handle)

@@ -43,6 +43,22 @@ def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(tmp_path, caplog):
     take_run_lock(tmp_path)  # this process again: its own lock
 
 
+def test_taking_over_a_stale_lock_never_removes_the_fresh_lock_of_the_run_that_took_it_first(tmp_path):
+    from dsc.training.run_lock import remove_if_unchanged
+
+    lock = tmp_path / LOCK_FILE
+    stale = '{"pid": 1, "host": "h"}'
+    lock.write_text(stale)
+    remove_if_unchanged(lock, stale)
+    assert not lock.exists() and list(tmp_path.iterdir()) == []
+    # Another run took the stale lock over between this run's read and its removal.
+    fresh = '{"pid": 2, "host": "h"}'
+    lock.write_text(fresh)
+    remove_if_unchanged(lock, stale)
+    assert lock.read_text() == fresh and list(tmp_path.iterdir()) == [lock]
+    remove_if_unchanged(tmp_path / "gone.lock", stale)  # removed by another run first: nothing to do
+
+
 def test_a_lock_of_another_host_needs_break_lock(tmp_path):
     lock_of(tmp_path, 1, host="elsewhere")
     with pytest.raises(OutputExistsError, match=r"on elsewhere.*start again with break_lock=true"):
