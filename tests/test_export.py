@@ -172,3 +172,26 @@ def test_a_folder_as_output_and_non_finite_weights_are_refused(trained_checkpoin
     with pytest.raises(InvalidInputError, match=rf"non-finite weights \({weight}"):
         export(export_config(tmp_path, tmp_path / "diverged.ckpt", tmp_path / "nan.onnx"))
     assert not (tmp_path / "nan.onnx").exists()
+
+
+def test_a_model_rounded_on_its_raw_embedding_exports_it_raw_and_predicts_as_torch(tmp_path):
+    from hydra_configs import TINY
+
+    from dsc.train import train
+
+    run = tmp_path / "discriminative"
+    train(compose_config("train", run, *TINY, "experiment=shapes_discriminative"))
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    path = export(export_config(tmp_path, checkpoint, tmp_path / "model.onnx"))
+    model, _ = load_model(checkpoint)
+    images = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(0))
+    network = OnnxNetwork(path)
+    with torch.no_grad():
+        expected = model(images)
+    outputs = network(images)
+    assert (outputs.raw_embeddings - expected.raw_embeddings).abs().max() < TOLERANCE
+    assert not torch.allclose(outputs.raw_embeddings.norm(dim=1), torch.ones(1))  # raw, not unit
+    generator = torch.Generator().manual_seed(3)
+    by_torch = model.partition(expected, generator=generator)
+    by_onnx = network.partition(outputs, generator=torch.Generator().manual_seed(3))
+    assert (by_torch == by_onnx).float().mean() > 0.999

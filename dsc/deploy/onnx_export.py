@@ -2,10 +2,12 @@
 ``export_onnx``, which writes it with the run's record in the file's metadata.
 
 The file holds the network as deployed: input ``images`` (B, 3, H, W) float32 in [0, 1], outputs
-``embeddings`` (B, d, H, W), unit-normalised per pixel, and/or ``class_logits`` (B, C, H, W), with
-batch, height and width dynamic. Its metadata (the run's config and class names, under the keys of
-``dsc.training.checkpoint_record``) carry what rounding and result files need, so that dsc rounds
-the outputs as the checkpoint would (``dsc.deploy.onnx_runtime``).
+``embeddings`` (B, d, H, W), unit-normalised per pixel (the raw embedding instead for a model whose
+rounding reads it, ``rounding.embedding=raw``: the discriminative loss's mean-shift), and/or
+``class_logits`` (B, C, H, W), with batch, height and width dynamic. Its metadata (the run's config
+and class names, under the keys of ``dsc.training.checkpoint_record``) carry what rounding and
+result files need, so that dsc rounds the outputs as the checkpoint would
+(``dsc.deploy.onnx_runtime``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from dsc.contracts import Head, InvalidInputError, NetworkOutputs
+from dsc.rounding import Rounding
 from dsc.training.checkpoint_record import CLASS_NAMES, CONFIG, RunRecord
 
 log = logging.getLogger(__name__)
@@ -31,18 +34,19 @@ EXPORT_EXTRA = 'pip install "dsc[export]" (onnx, onnxscript and onnxruntime)'
 
 class DeployedNetwork(nn.Module):
     """A model's backbone and heads as one module: images (B, 3, H, W) → (embeddings, class
-    logits), those the model has, embeddings unit-normalised."""
+    logits), those the model has, embeddings unit-normalised (raw with ``raw_embeddings``)."""
 
-    def __init__(self, backbone: nn.Module, embed_dim: int) -> None:
+    def __init__(self, backbone: nn.Module, embed_dim: int, raw_embeddings: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.embed_dim = embed_dim
+        self.raw_embeddings = raw_embeddings
 
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         outputs = NetworkOutputs.split(self.backbone(images), self.embed_dim)
         heads = []
         if outputs.raw_embeddings is not None:
-            heads.append(outputs.embeddings)
+            heads.append(outputs.raw_embeddings if self.raw_embeddings else outputs.embeddings)
         if outputs.class_logits is not None:
             heads.append(outputs.class_logits)
         return tuple(heads)
@@ -123,7 +127,8 @@ def export_onnx(
         import onnx
     except ImportError as error:
         raise ImportError(f"ONNX export needs the onnx packages: {EXPORT_EXTRA}") from error
-    network = DeployedNetwork(model.backbone, model.embed_dim).eval()
+    raw = isinstance(model.rounding, Rounding) and model.rounding.embedding == "raw"
+    network = DeployedNetwork(model.backbone, model.embed_dim, raw_embeddings=raw).eval()
     names = output_names(model.heads)
     images = torch.rand(2, 3, *image_size)  # a batch of 1 would be specialised to 1
     dynamic = torch.export.Dim.DYNAMIC  # any size the network's operations allow

@@ -62,7 +62,8 @@ class OnnxNetwork:
         arrays = self.session.run(self.output_names, {"images": images.float().cpu().numpy()})
         heads = dict(zip(self.output_names, (torch.from_numpy(np.asarray(a)) for a in arrays), strict=True))
         embeddings = heads.get("embeddings")
-        # The file's embeddings are unit already; normalising them again changes nothing.
+        # Unit embeddings stay unit when normalised again; raw ones (a model rounded on its raw
+        # embedding) are what NetworkOutputs expects.
         return NetworkOutputs(embeddings, heads.get("class_logits"))
 
     def partition(
