@@ -23,7 +23,7 @@ from torch import Tensor
 
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses.closed_form import mean_over_images
-from dsc.ops.grouping import instance_slots
+from dsc.ops.grouping import instance_sums
 from dsc.ops.sampling import SAMPLINGS, sample_pixels
 
 VALIDATION_SEED = 0  # the validation sample's seed, the same every epoch
@@ -40,16 +40,13 @@ def supervised_contrastive(
     The positives' sum needs no m × m matrix: Σ_{p∈P(i)} s_ip = z_i·(S_c − z_i)/τ with S_c the sum
     of the draws of i's instance c, so only the denominator's logsumexp is O(m²·d).
     """
-    batch, draws, dim = rows.shape
+    dim = rows.shape[-1]
     logits = rows @ rows.transpose(1, 2) / temperature  # (B, m, m)
     logits.diagonal(dim1=1, dim2=2).fill_(float("-inf"))  # a ≠ i
     log_denominator = torch.logsumexp(logits, dim=-1)  # (B, m)
-    slots, num_slots = instance_slots(labels, valid)
-    cells = (torch.arange(batch, device=rows.device).unsqueeze(1) * (num_slots + 1) + slots).flatten()
-    sums = rows.new_zeros(batch * (num_slots + 1), dim).index_add_(0, cells, rows.reshape(-1, dim))
-    sizes = torch.bincount(cells, minlength=batch * (num_slots + 1))
-    own_sum = sums[cells].view(batch, draws, dim)
-    positives = (sizes[cells].view(batch, draws) - 1) * valid  # |P(i)|
+    sums, sizes, slots = instance_sums(rows * valid.unsqueeze(-1), labels, valid)
+    own_sum = sums.gather(1, slots.unsqueeze(-1).expand(-1, -1, dim))
+    positives = (sizes.gather(1, slots) - 1) * valid  # |P(i)|
     positive_logits = (rows * (own_sum - rows)).sum(dim=-1) / temperature
     anchors = positives > 0
     per_anchor = log_denominator - positive_logits / positives.clamp(min=1)

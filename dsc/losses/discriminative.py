@@ -25,7 +25,7 @@ from torch import Tensor
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.labels import BACKGROUND
 from dsc.losses.closed_form import mean_over_images
-from dsc.ops.grouping import instance_slots
+from dsc.ops.grouping import instance_sums
 
 BACKGROUNDS = ("cluster", "ignore")
 _MIN_SQUARED_DISTANCE = 1e-12  # ‖·‖ = sqrt(max(‖·‖², this)): a finite gradient where points coincide
@@ -53,27 +53,24 @@ def discriminative_terms(
             f"expected embeddings (B, d, H, W) and labels (B, H, W), got {tuple(embeddings.shape)} and "
             f"{tuple(labels.shape)}"
         )
-    batch, dim = embeddings.shape[:2]
+    dim = embeddings.shape[1]
     points = embeddings.flatten(2).transpose(1, 2)  # (B, n, d)
     flat = labels.flatten(1)
     valid = flat != ignore_index
     if background == "ignore":
         valid &= flat != BACKGROUND
-    slots, clusters = instance_slots(flat, valid)  # (B, n) in 0..K−1, K for left-out pixels
-    cells = (torch.arange(batch, device=flat.device).unsqueeze(1) * (clusters + 1) + slots).flatten()
     points = torch.where(valid.unsqueeze(-1), points, 0.0)
-    sums = points.new_zeros(batch * (clusters + 1), dim).index_add_(0, cells, points.reshape(-1, dim))
-    sizes = torch.bincount(cells, minlength=batch * (clusters + 1)).to(points.dtype)
-    sums, sizes = sums.view(batch, clusters + 1, dim), sizes.view(batch, clusters + 1)
-    means = sums / sizes.clamp(min=1).unsqueeze(-1)  # (B, K + 1, d); row K: the left-out pixels
+    sums, sizes, slots = instance_sums(points, flat, valid)  # row K: the left-out pixels
+    clusters = sums.shape[1] - 1
+    means = sums / sizes.clamp(min=1).unsqueeze(-1)  # (B, K + 1, d)
     present = sizes[:, :clusters] > 0  # (B, K)
     count = present.sum(dim=1).to(points.dtype)  # C per image
 
     # Pull: each pixel towards its cluster's mean, averaged per cluster, then over clusters.
     own_mean = means.gather(1, slots.unsqueeze(-1).expand(-1, -1, dim))
     pull = (_norm(own_mean - points) - delta_var).clamp(min=0).square() * valid
-    per_cluster = pull.new_zeros(batch * (clusters + 1)).index_add_(0, cells, pull.flatten())
-    per_cluster = per_cluster.view(batch, clusters + 1)[:, :clusters] / sizes[:, :clusters].clamp(min=1)
+    per_cluster = torch.zeros_like(sizes).scatter_add_(1, slots, pull)[:, :clusters]
+    per_cluster = per_cluster / sizes[:, :clusters].clamp(min=1)
     variance = per_cluster.sum(dim=1) / count.clamp(min=1)
 
     # Push: every ordered pair of distinct present clusters.

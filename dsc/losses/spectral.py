@@ -27,7 +27,7 @@ from torch import Tensor
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses import compiled_cpu, fused, rows_in_cache
 from dsc.losses.closed_form import mean_over_images, squared_frobenius
-from dsc.ops.grouping import instance_slots
+from dsc.ops.grouping import instance_sums
 from dsc.ops.sampling import SAMPLINGS, sample_pixels
 
 NORMS = ("frobenius", "nuclear", "operator", "schatten")
@@ -54,14 +54,8 @@ def _instance_sums(features: Tensor, labels: Tensor, valid: Tensor) -> tuple[Ten
     features: (B, n, d), zero at invalid pixels; labels: (B, n) any integer ids; valid: (B, n).
     Returns sums (B, K, d) and sizes (B, K) in the features' dtype; padding rows are zero.
     """
-    batch, _, dim = features.shape
-    slots, num_slots = instance_slots(labels, valid)  # invalid pixels: slot num_slots, dropped below
-    cells = (torch.arange(batch, device=labels.device).unsqueeze(1) * (num_slots + 1) + slots).flatten()
-    sums = features.new_zeros(batch * (num_slots + 1), dim).index_add_(0, cells, features.reshape(-1, dim))
-    sizes = torch.bincount(cells, minlength=batch * (num_slots + 1)).to(features.dtype)
-    return sums.view(batch, num_slots + 1, dim)[:, :num_slots], sizes.view(batch, num_slots + 1)[
-        :, :num_slots
-    ]
+    sums, sizes, _ = instance_sums(features, labels, valid)
+    return sums[:, :-1], sizes[:, :-1]
 
 
 def _squared_frobenius(features: Tensor, sums: Tensor, sizes: Tensor) -> Tensor:

@@ -264,3 +264,20 @@ def instance_slots(labels: Tensor, valid: Tensor) -> tuple[Tensor, int]:
     slots = torch.full_like(labels, num_slots, dtype=torch.int64)
     slots[valid] = instance_of_pixel - first_of_image[image_of_instance[instance_of_pixel]]
     return slots, num_slots
+
+
+def instance_sums(values: Tensor, labels: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Per image, the sum of ``values`` over each instance's pixels, and their number.
+
+    values: (B, n, d), zero at invalid pixels; labels: (B, n) any integer ids; valid: (B, n).
+    Returns sums (B, K + 1, d) and sizes (B, K + 1) in the values' dtype, with K = ``num_slots``
+    of ``instance_slots`` and row K (the invalid pixels) zero, and each pixel's (B, n) slot.
+    """
+    batch, _, dim = values.shape
+    slots, num_slots = instance_slots(labels, valid)
+    cells = (torch.arange(batch, device=labels.device).unsqueeze(1) * (num_slots + 1) + slots).flatten()
+    sums = values.new_zeros(batch * (num_slots + 1), dim).index_add_(0, cells, values.reshape(-1, dim))
+    sizes = torch.bincount(cells, minlength=batch * (num_slots + 1)).to(values.dtype)
+    sums, sizes = sums.view(batch, num_slots + 1, dim), sizes.view(batch, num_slots + 1)
+    sums[:, num_slots], sizes[:, num_slots] = 0, 0
+    return sums, sizes, slots
