@@ -143,7 +143,7 @@ def _refuse(problems: Mapping[str, list[str]], total: int, listed_in: Path, how:
 
 def _progress(items: Iterator, total: int, description: str) -> Iterator:
     """``items`` with a progress bar on a terminal (none in logs)."""
-    return tqdm(items, total=total, desc=description, unit="file", disable=None, leave=False, mininterval=1)
+    return tqdm(items, total=total, desc=description, unit="record", disable=None, leave=False, mininterval=1)
 
 
 def check_headers(dataset: FileBackedDataset, description: str = "checking files") -> None:
