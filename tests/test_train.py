@@ -189,6 +189,22 @@ def test_diverging_training_stops_naming_the_step(make_config):
 
 
 @pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.batch_size=big", "full_key: data.batch_size"),
+        ("data.num_workrs=2", "Key 'num_workrs' not in 'DataSchema'"),
+        ("model.embed_dim=wide", "full_key: model.embed_dim"),
+    ],
+)
+def test_wrong_data_and_model_values_name_their_key_when_composed(override, message, tmp_path):
+    from hydra_configs import compose_config
+
+    with pytest.raises(Exception) as error:  # Hydra's composition error, caused by OmegaConf's
+        compose_config("train", tmp_path, override)
+    assert message in f"{error.value} {error.value.__cause__}"
+
+
+@pytest.mark.parametrize(
     "override,message",
     [
         ("model.embed_dimm=3", "Could not override 'model.embed_dimm'"),
@@ -196,9 +212,6 @@ def test_diverging_training_stops_naming_the_step(make_config):
         ("trainer.max_epochs=three", "Value 'three' of type 'str' could not be converted to Integer"),
         ("loss.sample_size=many", "full_key: loss.sample_size"),
         ("trainer.no_such_flag=1", "Key 'no_such_flag' not in 'TrainerSchema'"),
-        ("data.batch_size=big", "full_key: data.batch_size"),
-        ("data.num_workrs=2", "Key 'num_workrs' not in 'DataSchema'"),
-        ("model.embed_dim=wide", "full_key: model.embed_dim"),
     ],
 )
 def test_bad_overrides_give_hydras_error(override, message, tmp_path):
