@@ -58,12 +58,17 @@ class NetworkOutputs:
         present = {"embedding": self.raw_embeddings, "classes": self.class_logits}
         return frozenset(name for name, tensor in present.items() if tensor is not None)  # type: ignore[misc]
 
+    @property
+    def embedding_head(self) -> Tensor:
+        """(B, d, H, W) embedding channels before normalisation; ValueError when there are none."""
+        if self.raw_embeddings is None:
+            raise ValueError("this network has no embedding head (model.embed_dim=0)")
+        return self.raw_embeddings
+
     @cached_property
     def embeddings(self) -> Tensor:
         """(B, d, H, W) unit pixel vectors (``F.normalize`` over channels)."""
-        if self.raw_embeddings is None:
-            raise ValueError("this network has no embedding head (model.embed_dim=0)")
-        return unit_normalize(self.raw_embeddings)
+        return unit_normalize(self.embedding_head)
 
     @cached_property
     def class_probabilities(self) -> Tensor:

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.losses.closed_form import mean_over_images
+from dsc.losses.spectral import pixels_by_image
 from dsc.ops.grouping import instance_sums
 from dsc.ops.sampling import SAMPLINGS, sample_pixels
 
@@ -87,19 +88,14 @@ class ContrastiveLoss:
     ) -> Tensor:
         """The loss of (B, d, H, W) embeddings (normalised here, the drawn pixels only) and
         (B, H, W) instance ids, drawing the pixels with ``generator``."""
-        if raw_embeddings.dim() != 4 or labels.shape != (raw_embeddings.shape[0], *raw_embeddings.shape[2:]):
-            raise ValueError(
-                f"expected embeddings (B, d, H, W) and labels (B, H, W), got "
-                f"{tuple(raw_embeddings.shape)} and {tuple(labels.shape)}"
-            )
-        if raw_embeddings.shape[1] < 2:
+        features, flat = pixels_by_image(raw_embeddings, labels)  # (B, n, d), (B, n)
+        dim = features.shape[-1]
+        if dim < 2:
             raise ValueError(
                 "the contrastive loss needs model.embed_dim >= 2: unit vectors in one dimension are ±1"
             )
-        flat = labels.flatten(1)
         picks = sample_pixels(flat, self.sample_size, self.sampling, self.ignore_index, generator)
-        dim = raw_embeddings.shape[1]
-        rows = raw_embeddings.flatten(2).gather(2, picks.unsqueeze(1).expand(-1, dim, -1)).transpose(1, 2)
+        rows = features.gather(1, picks.unsqueeze(-1).expand(-1, -1, dim))
         picked = flat.gather(1, picks)
         valid = (flat != self.ignore_index).any(dim=1, keepdim=True).expand_as(picks)
         with torch.autocast(raw_embeddings.device.type, enabled=False):
@@ -111,19 +107,13 @@ class ContrastiveLoss:
     def training_loss(
         self, outputs: NetworkOutputs, batch: Batch, generator: torch.Generator | None = None
     ) -> Tensor:
-        return self(self._raw(outputs), batch["instances"], generator)
+        return self(outputs.embedding_head, batch["instances"], generator)
 
     def validation_loss(self, outputs: NetworkOutputs, batch: Batch) -> Tensor:
         """On a sample drawn with a fixed seed (``VALIDATION_SEED``), the same every epoch."""
-        raw = self._raw(outputs)
+        raw = outputs.embedding_head
         generator = torch.Generator(device=raw.device).manual_seed(VALIDATION_SEED)
         return self(raw, batch["instances"], generator)
-
-    @staticmethod
-    def _raw(outputs: NetworkOutputs) -> Tensor:
-        if outputs.raw_embeddings is None:
-            raise ValueError("the contrastive loss needs an embedding head (model.embed_dim > 0)")
-        return outputs.raw_embeddings
 
     def __repr__(self) -> str:
         return (

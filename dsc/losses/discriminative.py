@@ -25,6 +25,7 @@ from torch import Tensor
 from dsc.contracts import Batch, Head, NetworkOutputs
 from dsc.labels import BACKGROUND
 from dsc.losses.closed_form import mean_over_images
+from dsc.losses.spectral import pixels_by_image
 from dsc.ops.grouping import instance_sums
 
 BACKGROUNDS = ("cluster", "ignore")
@@ -48,14 +49,8 @@ def discriminative_terms(
 
     embeddings: (B, d, H, W) raw embeddings; labels: (B, H, W) instance ids, ``ignore_index`` void.
     """
-    if embeddings.dim() != 4 or labels.shape != (embeddings.shape[0], *embeddings.shape[2:]):
-        raise ValueError(
-            f"expected embeddings (B, d, H, W) and labels (B, H, W), got {tuple(embeddings.shape)} and "
-            f"{tuple(labels.shape)}"
-        )
-    dim = embeddings.shape[1]
-    points = embeddings.flatten(2).transpose(1, 2)  # (B, n, d)
-    flat = labels.flatten(1)
+    points, flat = pixels_by_image(embeddings, labels)  # (B, n, d), (B, n)
+    dim = points.shape[-1]
     valid = flat != ignore_index
     if background == "ignore":
         valid &= flat != BACKGROUND
@@ -138,9 +133,7 @@ class DiscriminativeLoss:
         return mean_over_images(alpha * variance + beta * distance + gamma * regularisation, has_pixels)
 
     def _embeddings(self, outputs: NetworkOutputs) -> Tensor:
-        if outputs.raw_embeddings is None:
-            raise ValueError("the discriminative loss needs an embedding head (model.embed_dim > 0)")
-        return outputs.embeddings if self.unit else outputs.raw_embeddings
+        return outputs.embeddings if self.unit else outputs.embedding_head
 
     def training_loss(
         self, outputs: NetworkOutputs, batch: Batch, generator: torch.Generator | None = None

@@ -35,7 +35,7 @@ NORMS = ("frobenius", "nuclear", "operator", "schatten")
 _RANK_TOLERANCE = 1e-10
 
 
-def _pixels_by_image(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def pixels_by_image(embeddings: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
     """Reshape ``(B, d, H, W)`` embeddings and ``(B, H, W)`` labels to ``(B, n, d)`` and ``(B, n)``."""
     if embeddings.dim() != 4 or labels.dim() != 3:
         raise ValueError(
@@ -166,7 +166,7 @@ def spectral_loss(
     zero that still carries a (zero) gradient, never NaN.
     """
     order = schatten_order(norm, p)
-    features, flat_labels = _pixels_by_image(embeddings, labels)
+    features, flat_labels = pixels_by_image(embeddings, labels)
     valid = flat_labels != ignore_index
     num_valid = valid.sum(dim=1)
 

@@ -104,11 +104,7 @@ class Rounding:
         image_area: Tensor | None = None,
     ) -> Tensor:
         classes = outputs.predicted_classes if self.semantic_blocking else None
-        embeddings = outputs.embeddings if self.embedding == "unit" else outputs.raw_embeddings
-        if embeddings is None:
-            raise ValueError(
-                "this rounding reads the embedding head, which the network lacks (model.embed_dim=0)"
-            )
+        embeddings = outputs.embeddings if self.embedding == "unit" else outputs.embedding_head
         return self(embeddings.detach(), classes, generator=generator, image_area=image_area)
 
     def __call__(
