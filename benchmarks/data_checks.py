@@ -91,13 +91,19 @@ def main() -> None:
             (
                 "check_headers (every file's header and tail)",
                 args.records,
-                seconds(lambda: check_headers(data))[0],
+                seconds(lambda: check_headers(data, data.expected_files()))[0],
             )
         )
-        rows.append(("probe_labels (8 records read)", 8, seconds(lambda: probe_labels(data))[0]))
+        rows.append(
+            (
+                "probe_labels (8 records read)",
+                8,
+                seconds(lambda: probe_labels(data, data.expected_files()))[0],
+            )
+        )
         subset = VOCInstances(voc, "train")
         subset.ids = subset.ids[: args.full_records]
-        full = seconds(lambda: check_full(subset, args.workers))[0]
+        full = seconds(lambda: check_full(subset, subset.expected_files(), args.workers))[0]
         rows.append((f"check_full ({args.workers} worker processes)", len(subset.ids), full))
         run = root / "run"
         rows.append(("run lock taken", 1, seconds(lambda: take_run_lock(run))[0]))

@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dsc.contracts import InvalidInputError, MissingFileError
-from dsc.data.files import Item, read_image, require_inside
+from dsc.data.files import Item, first_lines, read_image, require_inside
 from dsc.data.verify import ExpectedFile
 from dsc.labels import VOID
 
@@ -133,11 +133,9 @@ class COCOInstances(Dataset):
             raise InvalidInputError(f"cannot read COCO annotations {annotation_file}: {error}") from error
         problems = annotation_problems(data)
         if problems:
-            shown = "\n  ".join(problems[:10]) + (
-                f"\n  … and {len(problems) - 10} more" if len(problems) > 10 else ""
-            )
             raise InvalidInputError(
-                f"COCO annotations {annotation_file} are malformed ({len(problems)} problems):\n  {shown}\n"
+                f"COCO annotations {annotation_file} are malformed ({len(problems)} problems):\n  "
+                f"{first_lines(problems)}\n"
                 "Fix or remove these entries (format: https://cocodataset.org/#format-data)"
             )
         self.coco = COCO()

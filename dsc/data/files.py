@@ -82,6 +82,12 @@ def _listed(paths_by_record: Mapping[str, Sequence[Path]]) -> str:
     return shown + (f" and {len(paths_by_record) - 5} more" if len(paths_by_record) > 5 else "")
 
 
+def first_lines(lines: Sequence[str], shown: int = 10) -> str:
+    """The first ``shown`` lines of a list of problems, one per indented line, then how many more."""
+    more = f"\n  … and {len(lines) - shown} more" if len(lines) > shown else ""
+    return "\n  ".join(lines[:shown]) + more
+
+
 def require_inside(root: Path, files_by_id: Mapping[str, Sequence[Path]], listed_in: Path | str) -> None:
     """Raise ``InvalidInputError`` naming the records of ``listed_in`` whose files resolve (symlinks
     followed) outside ``root``: a data set's list and annotation files name its own files only, never

@@ -34,8 +34,9 @@ from dsc.labels import VOID
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VOID_16_BIT = 65535
-INSTANCE_MODES = ("P", "L", "I;16", "I;16B", "I")  # PIL modes of 8-bit and 16-bit instance PNGs
-CLASS_MODES = ("P", "L")
+CLASS_MODES = ("P", "L")  # PIL modes of 8-bit PNGs: class maps, and instance masks
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I")  # PIL modes of 16-bit instance PNGs
+INSTANCE_MODES = CLASS_MODES + SIXTEEN_BIT_MODES
 LAYOUTS = (
     "root/<split>/images/, root/<split>/instances/ (and optionally root/<split>/classes/), or "
     "root/<split>.txt listing names in root/images/, root/instances/ (and root/classes/); "
@@ -50,7 +51,7 @@ def read_instance_png(path: Path) -> np.ndarray:
         values = np.asarray(image)
     if mode in CLASS_MODES:
         return values.astype(np.int64)
-    if mode in INSTANCE_MODES:
+    if mode in SIXTEEN_BIT_MODES:
         void = values == VOID_16_BIT
         return number_instances(values, (values != 0) & ~void, void, str(path))
     raise InvalidInputError(

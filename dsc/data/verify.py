@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dsc.contracts import InvalidInputError
-from dsc.data.files import Item
+from dsc.data.files import Item, first_lines
 from dsc.labels import VOID
 
 Level = Literal["none", "header", "full"]
@@ -46,7 +46,8 @@ class ExpectedFile:
 
     modes: the PIL modes a label map may have (``("P",)`` for VOC); None: any image.
     size: (H, W) the record's annotation gives it; None: whatever its record's other files have.
-    image: False for a file that is not an image (SBD's ``.mat``): it is checked only in ``full``.
+    image: False for a file that is not an image (SBD's ``.mat``): its header check is that it
+        exists; ``full`` reads it.
     """
 
     path: Path
@@ -131,12 +132,10 @@ def record_problems(files: Sequence[ExpectedFile]) -> list[str]:
 
 
 def _refuse(problems: Mapping[str, list[str]], total: int, listed_in: Path, how: str) -> None:
-    shown = "\n  ".join(
-        f"{record}: {'; '.join(found)}" for record, found in list(problems.items())[:SHOWN_PROBLEMS]
-    )
-    more = f"\n  … and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
+    lines = [f"{record}: {'; '.join(found)}" for record, found in problems.items()]
     raise InvalidInputError(
-        f"{len(problems)} of the {total} records of {listed_in} have bad files ({how}):\n  {shown}{more}\n"
+        f"{len(problems)} of the {total} records of {listed_in} have bad files ({how}):\n  "
+        f"{first_lines(lines, SHOWN_PROBLEMS)}\n"
         f"Fix or replace these files, or remove their records from {listed_in}"
     )
 
@@ -146,9 +145,12 @@ def _progress(items: Iterator, total: int, description: str) -> Iterator:
     return tqdm(items, total=total, desc=description, unit="record", disable=None, leave=False, mininterval=1)
 
 
-def check_headers(dataset: FileBackedDataset, description: str = "checking files") -> None:
-    """Raise ``InvalidInputError`` listing the records whose files fail ``record_problems``."""
-    records = dataset.expected_files()
+Records = dict[str, list[ExpectedFile]]  # a data set's ``expected_files()``
+
+
+def check_headers(dataset: FileBackedDataset, records: Records, description: str = "checking files") -> None:
+    """Raise ``InvalidInputError`` listing the records (of ``dataset``'s ``expected_files()``)
+    whose files fail ``record_problems``."""
     # One thread: header parsing holds the GIL, and threads measured 2-4 times slower on local disks.
     checked = _progress(map(record_problems, records.values()), len(records), description)
     found = dict(zip(records, checked, strict=True))
@@ -161,13 +163,13 @@ def _labelled_pixels(item: Item) -> int:
     return int((item["instances"] != VOID).sum())
 
 
-def probe_labels(dataset: FileBackedDataset, records: int = PROBED_RECORDS) -> None:
-    """Raise ``InvalidInputError`` when ``records`` evenly spaced items are all entirely void: a
+def probe_labels(dataset: FileBackedDataset, records: Records, sampled: int = PROBED_RECORDS) -> None:
+    """Raise ``InvalidInputError`` when ``sampled`` evenly spaced items are all entirely void: a
     set whose label maps hold no labels trains on nothing (a loss of 0 throughout)."""
-    count, names = len(dataset), list(dataset.expected_files())
-    sampled = min(records, count)
+    count, names, reading = len(dataset), list(records), _Reading(dataset)
+    sampled = min(sampled, count)
     indices = sorted({round(i * (count - 1) / max(sampled - 1, 1)) for i in range(sampled)})
-    read = {names[index]: _Reading(dataset)[index] for index in indices}
+    read = {names[index]: reading[index] for index in indices}
     problems = {name: [problem] for name, (_, problem) in read.items() if problem}
     if problems:
         _refuse(problems, count, dataset.listed_in, f"read in full, {len(indices)} sampled records")
@@ -199,18 +201,20 @@ class _Reading(Dataset):
             return 0, f"{type(error).__name__}: {error}"
 
 
-def check_full(dataset: FileBackedDataset, workers: int, description: str = "reading files") -> int:
+def check_full(
+    dataset: FileBackedDataset, records: Records, workers: int, description: str = "reading files"
+) -> int:
     """Read every record as training does, in ``workers`` processes (0: this one); raise
     ``InvalidInputError`` listing the records that fail. Returns the labelled (non-void) pixels."""
     loader = DataLoader(_Reading(dataset), batch_size=None, num_workers=workers)
-    records = list(dataset.expected_files())
+    names = list(records)
     problems: dict[str, list[str]] = {}
     labelled = 0
     with torch.inference_mode():
-        for index, (pixels, problem) in enumerate(_progress(iter(loader), len(records), description)):
+        for index, (pixels, problem) in enumerate(_progress(iter(loader), len(names), description)):
             labelled += pixels
             if problem:
-                problems[records[index]] = [problem]
+                problems[names[index]] = [problem]
     if problems:
         _refuse(problems, len(records), dataset.listed_in, "read in full")
     return labelled
@@ -227,10 +231,11 @@ def verify_dataset(
         raise InvalidInputError(f"data.verify={level!r}: expected one of {', '.join(LEVELS)}")
     if level == "none" or not isinstance(dataset, FileBackedDataset):
         return
-    check_headers(dataset, f"checking {name} files")
+    records = dataset.expected_files()
+    check_headers(dataset, records, f"checking {name} files")
     if level == "full":
-        labelled = check_full(dataset, workers, f"reading {name} files")
+        labelled = check_full(dataset, records, workers, f"reading {name} files")
         if training and not labelled:
             _refuse_void(dataset.listed_in, "every record")
     elif training:
-        probe_labels(dataset)
+        probe_labels(dataset, records)

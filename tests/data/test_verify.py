@@ -124,7 +124,8 @@ def test_a_missing_coco_image_and_a_wrong_annotated_size_are_named(tmp_path):
 
 @needs_coco
 def test_the_real_coco_sample_passes_its_header_check():
-    check_headers(COCOInstances(COCO_SAMPLE / "images", COCO_SAMPLE / "annotations.json"))
+    data = COCOInstances(COCO_SAMPLE / "images", COCO_SAMPLE / "annotations.json")
+    check_headers(data, data.expected_files())
 
 
 def folder_tree(tmp_path, class_value=1, void=False):
