@@ -103,17 +103,13 @@ def format_table1(semantic: dict[str, float], spectral: dict[str, float]) -> str
 def method_rows(scored: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Spread | None]]:
     """The extended table's rows from scored runs (``dsc.evaluate`` metrics of each seed, by role);
     the oracle row comes from the first role's runs (it depends on the data alone)."""
-    rows: dict[str, dict[str, Spread | None]] = {}
-    for role, runs in scored.items():
-        label = LABELS.get(role, role)
-        rows[label] = {
-            name: spread([run.get(keys.INSTANCES + key) for run in runs]) for name, key in METRICS.items()
-        }
+
+    def row(runs: list[dict[str, float]], prefix: str) -> dict[str, Spread | None]:
+        return {name: spread(run.get(prefix + key) for run in runs) for name, key in METRICS.items()}
+
+    rows = {LABELS.get(role, role): row(runs, keys.INSTANCES) for role, runs in scored.items()}
     if scored:
-        runs = next(iter(scored.values()))
-        rows[ORACLE] = {
-            name: spread([run.get(keys.ORACLE_CC + key) for run in runs]) for name, key in METRICS.items()
-        }
+        rows[ORACLE] = row(next(iter(scored.values())), keys.ORACLE_CC)
     return rows
 
 
