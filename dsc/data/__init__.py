@@ -5,7 +5,7 @@ from dsc.data.coco import COCOInstances
 from dsc.data.datamodule import InstanceDataModule, WithoutClasses
 from dsc.data.folder import FolderInstances
 from dsc.data.sbd import SBDInstances
-from dsc.data.shapes import Shapes
+from dsc.data.shapes import Shapes, ShapesStyle
 from dsc.data.transforms import RandomScaleCropFlip, pad_collate
 from dsc.data.voc import VOC_CLASSES, VOCInstances
 from dsc.labels import BACKGROUND, VOID
@@ -21,6 +21,7 @@ __all__ = [
     "RandomScaleCropFlip",
     "SBDInstances",
     "Shapes",
+    "ShapesStyle",
     "VOCInstances",
     "WithoutClasses",
     "pad_collate",

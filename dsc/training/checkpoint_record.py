@@ -68,6 +68,7 @@ DSC_TARGETS = frozenset(
         "dsc.data.InstanceDataModule",
         "dsc.data.RandomScaleCropFlip",
         "dsc.data.Shapes",
+        "dsc.data.ShapesStyle",
         "dsc.data.VOCInstances",
         "dsc.data.SBDInstances",
         "dsc.data.COCOInstances",

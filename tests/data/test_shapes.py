@@ -1,10 +1,14 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from dsc.data import VOID, InstanceDataModule, Shapes
-from dsc.data.shapes import generate_shapes_image
-from dsc.metrics import pairwise_scores
+from dsc.data import VOID, InstanceDataModule, Shapes, ShapesStyle
+from dsc.data.shapes import PALETTE, generate_shapes_image
+from dsc.instances import true_instances
+from dsc.metrics import InstanceScores, pairwise_scores
+from dsc.rounding import connected_components, fill_void
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +80,106 @@ def test_image_is_deterministic_from_its_generator():
     "kwargs,message",
     [
         ({"num_images": 0}, "num_images"),
-        ({"max_objects": 20}, "max_objects"),
+        ({"max_objects": 20}, "colours=distinct has 8 colours for max_objects=20"),
+        ({"min_objects": 0}, "min_objects"),
+        ({"max_objects": 300, "style": ShapesStyle(colours="random")}, "max_objects"),
         ({"image_size": 8}, "image_size"),
+        ({"style": ShapesStyle(min_scale=0.3, max_scale=0.2)}, "min_scale <= max_scale"),
+        ({"style": ShapesStyle(texture=1.5)}, "texture must lie in"),
+        ({"style": ShapesStyle(thin_aspect=0.5)}, "thin_aspect"),
+        ({"style": ShapesStyle(colours="rainbow")}, "colours must be one of distinct, random"),
     ],
 )
 def test_bad_arguments_are_reported(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Shapes(**kwargs)
+
+
+HARD = {"image_size": 96, "min_objects": 1, "max_objects": 30}
+
+
+@pytest.fixture(scope="module")
+def hard_shapes():
+    """``data=shapes_hard`` as its config composes it."""
+    from hydra.utils import instantiate
+    from hydra_configs import compose_config
+
+    cfg = compose_config("train", Path("."), "data=shapes_hard", "data.val.num_images=120")
+    return instantiate(cfg.data.val)
+
+
+def test_shapes_hard_config_turns_every_knob(hard_shapes):
+    assert hard_shapes.images.shape[-2:] == (96, 96)
+    assert hard_shapes.style != ShapesStyle() and hard_shapes.style.colours == "random"
+
+
+def _instance_counts(shapes: Shapes) -> list[int]:
+    return [len(set(image.unique().tolist()) - {0, VOID}) for image in shapes.instances.long()]
+
+
+def _elongation(mask: torch.Tensor) -> float:
+    """The ratio of the principal axes' spreads of a mask's pixels."""
+    points = torch.nonzero(mask).double()
+    eigenvalues = torch.linalg.eigvalsh(torch.cov(points.T))
+    return float((eigenvalues[1] / eigenvalues[0].clamp(min=1e-9)).sqrt())
+
+
+def test_shapes_hard_varies_count_scale_and_thinness(hard_shapes):
+    counts = _instance_counts(hard_shapes)
+    assert min(counts) <= 2 and max(counts) >= 20, "from one or two objects to crowds"
+    areas, elongations = [], []
+    for image in hard_shapes.instances.long()[:40]:
+        for instance in set(image.unique().tolist()) - {0, VOID}:
+            mask = image == instance
+            areas.append(int(mask.sum()))
+            if mask.sum() >= 40:
+                elongations.append(_elongation(mask))
+    assert max(areas) / min(areas) > 50, "object scales vary widely"
+    assert sum(e > 3 for e in elongations) / len(elongations) > 0.1, "thin objects are common"
+
+
+def test_random_colours_repeat_within_an_image():
+    """With colours=random two objects of an image, touching ones too, may share a colour."""
+    shared = 0
+    for index in range(40):
+        image, instances, _ = generate_shapes_image(
+            np.random.default_rng([0, index]), **HARD, style=ShapesStyle(colours="random")
+        )
+        colours = {}
+        for instance in set(np.unique(instances).tolist()) - {0, VOID}:
+            mean = image[instances == instance].mean(axis=0) / 255.0
+            colours[instance] = int(np.abs(PALETTE - mean).sum(axis=1).argmin())
+        shared += len(colours) > len(set(colours.values()))
+    assert shared > 20
+
+
+def test_shapes_hard_defeats_the_semantic_oracle(hard_shapes):
+    """The ground-truth class map split into connected components (the best a semantic network can
+    do that way) scores PQ ≤ 0.60: touching same-class objects merge, occluded ones fall apart."""
+    instances, classes = hard_shapes.instances.long(), hard_shapes.classes.long()
+    void = instances == VOID
+    filled = fill_void(classes)
+    components = connected_components(filled)
+    oracle = true_instances(torch.where(~void & (filled != 0), components + 1, 0), filled, void=-1)
+    scores = InstanceScores(num_classes=4)
+    scores.update(oracle, true_instances(instances, classes), void)
+    assert scores.compute()["pq"] <= 0.60
+    easy = Shapes(120, seed=1000000)
+    assert (
+        pairwise_scores(classes, instances)["fg_f1"]
+        < pairwise_scores(easy.classes.long(), easy.instances.long())["fg_f1"]
+    )
+
+
+def test_knobs_at_their_defaults_draw_the_default_images():
+    default = generate_shapes_image(np.random.default_rng([5, 1]))
+    explicit = generate_shapes_image(
+        np.random.default_rng([5, 1]), style=ShapesStyle(thin_fraction=0.0, texture=0.0)
+    )
+    for a, b in zip(default, explicit, strict=True):
+        np.testing.assert_array_equal(a, b)
+    textured = generate_shapes_image(np.random.default_rng([5, 1]), style=ShapesStyle(texture=0.5))
+    assert not np.array_equal(default[0], textured[0])
 
 
 def test_datamodule_batches_dicts():
