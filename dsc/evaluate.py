@@ -4,7 +4,8 @@ Data come from the run's own config: ``data=<option>`` replaces them and ``+data
 adjusts them (``+data.val.num_images=50``). The table of pairwise
 scores is printed and written to ``metrics.json`` in the Hydra output directory; with
 ``export=coco`` the scored instances and the ground truth also go to COCO files there
-(``dsc.outputs.coco``).
+(``dsc.outputs.coco``). ``min_score`` and ``min_size`` choose the instances the results file holds
+(default: all); mask AP and PQ count every instance unless ``score_thresholded=true``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dsc.cli.entry_point import entry_point
 from dsc.contracts import InvalidInputError
 from dsc.data.coco import COCOInstances
 from dsc.data.datamodule import class_names_of
+from dsc.instances import InstanceThresholds
 from dsc.outputs.coco import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
 from dsc.outputs.metrics_file import format_metrics_table, write_metrics
 from dsc.training.resume import refuse_training_run_directory
@@ -30,15 +32,18 @@ log = logging.getLogger(__name__)
 EXPORTS = ("coco",)
 
 
-def coco_writer(output_dir: Path) -> Callable[[pl.LightningDataModule], list[pl.Callback]]:
-    """``export=coco``'s callback for a data module: COCO files of the scored instances, with a COCO
-    data set's own image and category ids."""
+def coco_writer(
+    output_dir: Path, thresholds: InstanceThresholds, written: list[CocoResults]
+) -> Callable[[pl.LightningDataModule], list[pl.Callback]]:
+    """``export=coco``'s callback for a data module: COCO files of the scored instances that pass
+    ``thresholds``, with a COCO data set's own image and category ids; appended to ``written``."""
 
     def callbacks(datamodule: pl.LightningDataModule) -> list[pl.Callback]:
         dataset = datamodule.val_dataset
         names = class_names_of(dataset)
         coco = dataset if isinstance(dataset, COCOInstances) else None
-        return [CocoResults(output_dir, names, coco)]
+        written.append(CocoResults(output_dir, names, coco, thresholds))
+        return written[-1:]
 
     return callbacks
 
@@ -51,8 +56,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise InvalidInputError(
             f"export={export} is not a format dsc writes: use {', '.join(EXPORTS)} or null"
         )
+    thresholds = InstanceThresholds(cfg.min_score, cfg.min_size)
     output_dir = Path(cfg.paths.output_dir)
     refuse_training_run_directory(output_dir, "hydra.run.dir", "dsc.evaluate")
+    written: list[CocoResults] = []
     metrics = score_checkpoint(
         cfg.ckpt_path,
         cfg.trainer,
@@ -60,9 +67,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         cfg.get("data"),
         cfg.split,
         cfg.seed,
-        callbacks=coco_writer(output_dir) if export == "coco" else None,
+        callbacks=coco_writer(output_dir, thresholds, written) if export == "coco" else None,
         trusted_targets=cfg.trusted_targets,
+        scored_thresholds=thresholds if cfg.score_thresholded else None,
     )
+    if written:
+        log.info("COCO results: %s", written[0].dropped.summary())
     log.info("metrics of %s on %s:\n%s", cfg.ckpt_path, cfg.split, format_metrics_table(metrics))
     write_metrics(metrics, output_dir / "metrics.json")
     coco = export == "coco"

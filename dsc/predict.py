@@ -13,7 +13,10 @@ Output formats (``format=png``, ``coco``, ``cityscapes`` or a list, ``format=[pn
   model trained on Cityscapes (its data, or ``data=cityscapes``).
 
 Instances carry a class and a score (``dsc.instances``; a model without a class head gives
-class-agnostic instances of class 1, "object"). Images are read upright (EXIF orientation) and at
+class-agnostic instances of class 1, "object"). Overlays, COCO and Cityscapes files hold the instances
+with a score of at least ``min_score`` and at least ``min_size`` pixels (``dsc.instances.thresholds``;
+``min_score=0 min_size=0`` keeps all); the log says how many were dropped and why. ``<name>.png``
+holds the whole partition. Images are read upright (EXIF orientation) and at
 their precision (8- and 16-bit, grey, palette, RGB, RGBA over black); files that are not readable
 images are reported and skipped. ``recursive=true`` also reads the images in sub-folders.
 
@@ -43,7 +46,7 @@ from dsc.data.cityscapes import CLASS_NAMES as CITYSCAPES_CLASSES
 from dsc.data.coco import COCOInstances
 from dsc.data.files import read_image
 from dsc.deploy import OnnxNetwork
-from dsc.instances import OBJECT, predicted_instances
+from dsc.instances import OBJECT, DroppedInstances, InstanceThresholds, predicted_instances
 from dsc.outputs.cityscapes import CityscapesInstanceFiles
 from dsc.outputs.coco import CocoPredictionFile
 from dsc.outputs.png import PaletteMasks
@@ -256,10 +259,13 @@ def _writable(output: Path) -> None:
 
 @torch.inference_mode()
 def predict(cfg: DictConfig) -> dict[str, int]:
-    """Segment every input image; returns counts of ``written`` and ``skipped`` files."""
+    """Segment every input image; returns counts of ``written`` and ``skipped`` files and of the
+    instances ``dropped`` by the thresholds."""
     for folder, key in ((Path(cfg.paths.output_dir), "hydra.run.dir"), (Path(cfg.output), "output")):
         refuse_training_run_directory(folder, key, "dsc.predict")
     formats = output_formats(cfg.format)
+    thresholds = InstanceThresholds(cfg.min_score, cfg.min_size)
+    dropped = DroppedInstances(thresholds)
     device = _device(cfg.device, onnx=cfg.get("onnx") is not None)
     model, record = load_segmenter(
         cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device, cfg.trusted_targets
@@ -307,7 +313,11 @@ def predict(cfg: DictConfig) -> dict[str, int]:
             images = torch.stack([image for _, image in group]).to(device)
             outputs = model(images)
             labels = model.partition(outputs, generator=generator)
-            instances = predicted_instances(labels, outputs) if reads_instances else [None] * len(group)
+            instances = [None] * len(group)
+            if reads_instances:
+                instances = [
+                    thresholds.apply(found, dropped) for found in predicted_instances(labels, outputs)
+                ]
             features = None
             if reads_features:
                 features = outputs.embeddings if "embedding" in model.heads else outputs.class_probabilities
@@ -327,6 +337,8 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         writer.finish()
     log.info("wrote %d predictions (%s) to %s; skipped %d unreadable files", written, ", ".join(formats),
              output, skipped)  # fmt: skip
+    if reads_instances:
+        log.info("instances written: %s", dropped.summary())
     files = {
         "png": ("masks and overlays", output / "<name>.png, <name>_overlay.png"),
         "coco": ("COCO results", output / "predictions_coco.json"),
@@ -338,7 +350,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         else []
     )
     log.info(where_things_went([files[name] for name in formats], next_steps))
-    return {"written": written, "skipped": skipped}
+    return {"written": written, "skipped": skipped, "dropped": dropped.dropped}
 
 
 SKIPPED_EXIT_CODE = 3  # every readable input predicted, but some inputs skipped

@@ -10,6 +10,7 @@ from hydra_configs import compose_config
 from PIL import Image
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from pycocotools.mask import area as mask_area
 
 from dsc.data import Shapes
 from dsc.outputs.coco import encode_mask
@@ -84,7 +85,7 @@ def test_coco_results_of_a_coco_data_set_carry_its_own_ids(joint_checkpoint, tmp
     root = tmp_path / "coco"
     annotation_file = write_coco_tree(root)
     output = tmp_path / "out"
-    overrides = ["format=coco", "data=coco", f"paths.coco_root={root}"]
+    overrides = ["format=coco", "data=coco", f"paths.coco_root={root}", "min_score=0", "min_size=0"]
     assert (
         predict(predict_config(tmp_path, joint_checkpoint, root / "val2017", output, *overrides))["written"]
         == 2
@@ -121,7 +122,8 @@ def test_cityscapes_results_are_scored_by_cityscapesscripts(joint_checkpoint, tm
     root = tmp_path / "cityscapes"
     images = write_cityscapes_tree(root)
     output = tmp_path / "results"
-    overrides = ["format=cityscapes", "recursive=true", "data=cityscapes", f"paths.cityscapes_root={root}"]
+    overrides = ["format=cityscapes", "recursive=true", "data=cityscapes", f"paths.cityscapes_root={root}",
+                 "min_score=0", "min_size=0"]  # fmt: skip
     cfg = predict_config(tmp_path, joint_checkpoint, root / "leftImg8bit" / "val", output, *overrides)
     assert predict(cfg)["written"] == 2
     lines = [line for image in images for line in (output / f"{image.stem}.txt").read_text().splitlines()]
@@ -198,3 +200,118 @@ def test_an_input_that_holds_no_image_is_refused(trained_checkpoint, tmp_path):
     ):
         predict(predict_config(tmp_path, trained_checkpoint, inputs, tmp_path / "out"))
     assert not any((tmp_path / "out").glob("*.png"))
+
+
+def test_thresholds_choose_the_instances_written_and_say_how_many_were_dropped(
+    joint_checkpoint, tmp_path, caplog
+):
+    import logging
+
+    source = tmp_path / "inputs"
+    source.mkdir()
+    shapes = Shapes(num_images=3, seed=4)
+    for index in range(3):
+        Image.fromarray(shapes.images[index].permute(1, 2, 0).numpy()).save(source / f"{index}.png")
+    everything = tmp_path / "all"
+    counts = predict(predict_config(tmp_path, joint_checkpoint, source, everything, "format=[png,coco]",
+                                    "side_by_side=false", "min_score=0", "min_size=0"))  # fmt: skip
+    assert counts["dropped"] == 0
+    all_records = json.loads((everything / "predictions_coco.json").read_text())
+    scores = sorted(record["score"] for record in all_records)
+    min_score = scores[len(scores) // 2]  # keeps about half
+    min_size = 40
+    kept = [r for r in all_records if r["score"] >= min_score and mask_area(r["segmentation"]) >= min_size]
+    assert 0 < len(kept) < len(all_records)
+    thresholded = tmp_path / "kept"
+    thresholds = [f"min_score={min_score}", f"min_size={min_size}"]
+    with caplog.at_level(logging.INFO, logger="dsc.predict"):
+        counts = predict(predict_config(tmp_path, joint_checkpoint, source, thresholded, "format=[png,coco]",
+                                        "side_by_side=false", *thresholds))  # fmt: skip
+    records = json.loads((thresholded / "predictions_coco.json").read_text())
+    assert sorted((r["image_id"], r["score"]) for r in records) == sorted(
+        (r["image_id"], r["score"]) for r in kept
+    )
+    assert counts["dropped"] == len(all_records) - len(kept)
+    assert f"kept {len(kept)} of {len(all_records)} instances; dropped {counts['dropped']}" in caplog.text
+    # The partition is the same; the overlay tints only the kept instances of each image.
+    for index in range(3):
+        assert np.array_equal(
+            np.asarray(Image.open(everything / f"{index}.png")),
+            np.asarray(Image.open(thresholded / f"{index}.png")),
+        )
+
+    def tinted_pixels(folder):
+        return sum(
+            int(
+                (
+                    np.asarray(Image.open(folder / f"{index}_overlay.png"))
+                    != np.asarray(Image.open(source / f"{index}.png"))
+                )
+                .any(2)
+                .sum()
+            )
+            for index in range(3)
+        )
+
+    assert tinted_pixels(thresholded) < tinted_pixels(everything)
+
+
+@pytest.mark.parametrize(
+    "override,message", [("min_score=1.5", "min_score=1.5"), ("min_size=-1", "min_size=-1")]
+)
+def test_bad_thresholds_are_named(trained_checkpoint, tmp_path, override, message):
+    image = tmp_path / "image.png"
+    Image.fromarray(np.zeros((20, 30, 3), dtype=np.uint8)).save(image)
+    with pytest.raises(ValueError, match=message):
+        predict(predict_config(tmp_path, trained_checkpoint, image, tmp_path / "out", override))
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_writes_thresholded_coco_results_and_scores_every_instance(
+    joint_checkpoint, tmp_path
+):
+    from dsc.evaluate import evaluate
+
+    def run(name, *overrides):
+        output = tmp_path / name
+        arguments = [f"ckpt_path={joint_checkpoint}", "export=coco", "trainer.accelerator=cpu", *overrides]
+        metrics = evaluate(compose_config("evaluate", output, *arguments, "+data.val.num_images=6"))
+        return metrics, json.loads((output / "predictions_coco.json").read_text())
+
+    everything_scored, every_instance = run("all")
+    scores = sorted(record["score"] for record in every_instance)
+    threshold = f"min_score={scores[len(scores) // 2]}"
+    metrics, kept = run("kept", threshold)
+    assert 0 < len(kept) < len(every_instance)
+    assert metrics == everything_scored  # mask AP and PQ count every instance
+    thresholded_scores, kept_again = run("scored", threshold, "score_thresholded=true")
+    assert kept_again == kept
+    assert (
+        thresholded_scores["val/pairwise_f1"] == everything_scored["val/pairwise_f1"]
+    )  # partitions are unchanged
+
+
+def test_thresholds_in_the_instance_scores(trained_checkpoint):
+    """With the true partition as the rounding's, every instance matches (PQ 1) until a threshold
+    drops them: score_thresholded's model.instance_thresholds decides what mask AP and PQ count."""
+    import torch
+
+    from dsc.instances import InstanceThresholds
+    from dsc.training.checkpoint_record import load_model
+
+    model, _ = load_model(trained_checkpoint)
+    shapes = Shapes(num_images=4, seed=1)
+    batch = {
+        key: torch.stack([shapes[i][key] for i in range(4)]) for key in ("image", "instances", "classes")
+    }
+    truth = batch["instances"].masked_fill(batch["instances"] == 255, 0)
+
+    def agnostic_pq(thresholds):
+        model.instance_thresholds = thresholds
+        model.val_instances.reset()
+        with torch.no_grad():
+            model._update_instance_metrics(batch, model(batch["image"]), truth)
+        return float(model.val_instances.compute()["agnostic/pq"])
+
+    assert agnostic_pq(InstanceThresholds()) == pytest.approx(1.0)
+    assert agnostic_pq(InstanceThresholds(min_size=10**6)) < 0.5  # background, a stuff class, still counts

@@ -22,6 +22,10 @@ class Instances:
     def __len__(self) -> int:
         return len(self.classes)
 
+    def select(self, keep: Tensor) -> Instances:
+        """The instances where the (K,) bool ``keep`` is True, in their order."""
+        return Instances(self.masks[keep], self.classes[keep], self.scores[keep])
+
     def class_agnostic(self) -> Instances:
         """The same masks and scores, every instance of class 1 ("object")."""
         return Instances(self.masks, torch.full_like(self.classes, OBJECT), self.scores)

@@ -27,7 +27,7 @@ from pycocotools import mask as mask_utils
 from torch import Tensor
 
 from dsc.contracts import InvalidInputError
-from dsc.instances import OBJECT, Instances
+from dsc.instances import OBJECT, DroppedInstances, Instances, InstanceThresholds
 from dsc.outputs.files import write_text
 
 PREDICTIONS_FILE = "predictions_coco.json"
@@ -80,13 +80,20 @@ class CocoResults(pl.Callback):
     """Collects the instances that validation scores and writes the two COCO files at its end.
 
     It reads the ``instances`` and ``true_instances`` that ``DeepSpectralClustering.validation_step``
-    returns when it scores instances (``model.score_instances``); one process only.
+    returns when it scores instances (``model.score_instances``); one process only. The results file
+    holds the instances that pass ``thresholds`` (default: all, so that COCOeval sees what mask AP
+    scored); ``dropped`` counts the others.
     """
 
     def __init__(
-        self, output_dir: str | Path, class_names: Sequence[str] | None = None, dataset: Any = None
+        self,
+        output_dir: str | Path,
+        class_names: Sequence[str] | None = None,
+        dataset: Any = None,
+        thresholds: InstanceThresholds | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.dropped = DroppedInstances(thresholds or InstanceThresholds())  # what the file leaves out
         self.class_names = list(class_names) if class_names is not None else None
         self.dataset = dataset  # a COCO data set (dsc.data.COCOInstances): its own image and category ids
         self.images: list[dict[str, Any]] = []
@@ -101,6 +108,7 @@ class CocoResults(pl.Callback):
             raise InvalidInputError("export=coco needs the model's instance scoring (model.score_instances)")
         self.per_class = "classes" in pl_module.heads
         self.images, self.annotations, self.predictions = [], [], []
+        self.dropped = DroppedInstances(self.dropped.thresholds)
 
     def on_validation_batch_end(
         self,
@@ -126,6 +134,7 @@ class CocoResults(pl.Callback):
                 predicted, true = predicted.class_agnostic(), true.class_agnostic()
             for record in instance_records(true, image_id, size, category_ids=categories):
                 self.annotations.append({**record, "id": len(self.annotations) + 1, "iscrowd": 0})
+            predicted = self.dropped.thresholds.apply(predicted, self.dropped)
             self.predictions.extend(instance_records(predicted, image_id, size, True, categories))
 
     def categories(self) -> list[dict[str, Any]]:

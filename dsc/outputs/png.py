@@ -33,12 +33,12 @@ def output_files(stem: str, folder: Path) -> list[Path]:
 
 
 class PaletteMasks:
-    """``format=png``: per image ``<stem>.png`` (palette-mode instance ids, or 16-bit ids beyond 255
-    segments) and ``<stem>_overlay.png`` (the input beside its overlay with ``side_by_side``, else
-    the overlay alone); with ``embedding``, also ``<stem>_embedding.png`` (the embedding's top three
-    principal directions as RGB)."""
+    """``format=png``: per image ``<stem>.png`` (the whole partition: palette-mode segment ids, or
+    16-bit ids beyond 255 segments) and ``<stem>_overlay.png`` (the instances that pass the command's
+    thresholds tinted, the input beside it with ``side_by_side``, else the overlay alone); with
+    ``embedding``, also ``<stem>_embedding.png`` (the embedding's top three principal directions as RGB)."""
 
-    reads_instances = False
+    reads_instances = True
 
     def __init__(self, output: Path, side_by_side: bool = True, embedding: bool = False) -> None:
         self.output = output
@@ -59,7 +59,7 @@ class PaletteMasks:
         instances: Instances | None,
         features: Tensor | None = None,
     ) -> None:
-        write_prediction(image, labels, self.output, stem, self.side_by_side)
+        write_prediction(image, labels, self.output, stem, self.side_by_side, instances)
         if self.embedding and features is not None:
             save_image(Image.fromarray(embedding_rgb(features)), self.output / f"{stem}_embedding.png")
 
@@ -67,12 +67,27 @@ class PaletteMasks:
         """Every file is written by ``add``."""
 
 
+def instance_map(instances: Instances, height: int, width: int) -> Tensor:
+    """(H, W) int64: 0 outside every instance, k + 1 on the k-th instance's mask (the largest first)."""
+    ids = torch.zeros(height, width, dtype=torch.int64, device=instances.masks.device)
+    sizes = instances.masks.flatten(1).sum(dim=1)
+    for rank, index in enumerate(torch.argsort(sizes, descending=True, stable=True).tolist(), start=1):
+        ids[instances.masks[index]] = rank
+    return ids
+
+
 def write_prediction(
-    image: torch.Tensor, labels: torch.Tensor, folder: Path, stem: str, side_by_side: bool = False
+    image: torch.Tensor,
+    labels: torch.Tensor,
+    folder: Path,
+    stem: str,
+    side_by_side: bool = False,
+    instances: Instances | None = None,
 ) -> None:
-    """Save ``stem.png`` (palette-mode instance ids, or 16-bit ids beyond 255 segments) and
+    """Save ``stem.png`` (palette-mode segment ids, or 16-bit ids beyond 255 segments) and
     ``stem_overlay.png`` for one image: the overlay at the image's size, or with ``side_by_side``
-    the input beside it, small images upscaled to ``PANEL_SIZE`` pixels high."""
+    the input beside it, small images upscaled to ``PANEL_SIZE`` pixels high. The overlay tints
+    ``instances`` (each instance its colour, the rest untinted), or without them every segment."""
     ordered = order_by_size(labels)
     mask_file, overlay_file = output_files(stem, folder)
     segments = int(ordered.max()) + 1
@@ -90,10 +105,11 @@ def write_prediction(
         )
         mask = Image.fromarray(ordered.cpu().numpy().astype(np.uint16))
     save_image(mask, mask_file)
+    shown = ordered if instances is None else instance_map(instances, *labels.shape[-2:]).to(ordered.device)
     if side_by_side:  # small images upscaled (nearest neighbour) to PANEL_SIZE pixels high
         factor = panel_scale(image.shape[-2])
-        image, ordered = upscale(image, factor), upscale(ordered, factor)
-    picture = overlay(image, ordered)
+        image, shown = upscale(image, factor), upscale(shown, factor)
+    picture = overlay(image, shown)
     if side_by_side:
         gap = np.full((picture.shape[0], 4, 3), 255, dtype=np.uint8)
         picture = np.concatenate([to_uint8_image(image), gap, picture], axis=1)

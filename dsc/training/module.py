@@ -24,7 +24,7 @@ from dsc.contracts import (
     check_heads,
     heads_of,
 )
-from dsc.instances import Instances, predicted_instances, true_instances
+from dsc.instances import Instances, InstanceThresholds, predicted_instances, true_instances
 from dsc.labels import VOID
 from dsc.losses import spectral_loss
 from dsc.metrics import InstanceScores, PairwiseScores, keys, partition_loss
@@ -130,6 +130,8 @@ class DeepSpectralClustering(pl.LightningModule):
                 f"got {instance_metrics!r}"
             )
         self.score_instances = instance_metrics == "every_epoch"
+        # What the instance scores count (dsc.evaluate's score_thresholded=true); default: everything.
+        self.instance_thresholds = InstanceThresholds()
         self.val_instances = InstanceScores(num_classes)
         # The ground-truth class map, void filled from its neighbours, split by connected components.
         self.val_semantic_oracle_cc = PairwiseScores(ignore_index=VOID)
@@ -260,6 +262,8 @@ class DeepSpectralClustering(pl.LightningModule):
             void |= ~image_area
         targets = true_instances(instances, classes)
         predicted = predicted_instances(preds, outputs.detach(), valid=~void, image_area=image_area)
+        if not self.instance_thresholds.keeps_all:
+            predicted = [self.instance_thresholds.apply(image) for image in predicted]
         self.val_instances.update(predicted, targets, void)
         # The semantic oracle + connected components: void first takes its neighbours' class (else
         # VOC's void bands would separate touching instances for free).

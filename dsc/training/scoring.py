@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.contracts import InvalidInputError
+from dsc.instances import InstanceThresholds
 from dsc.metrics import keys
 from dsc.training.checkpoint_record import load_model
 
@@ -23,14 +24,18 @@ def score_checkpoint(
     seed: int = 0,
     callbacks: Callable[[pl.LightningDataModule], list[pl.Callback]] | None = None,
     trusted_targets: Any = (),
+    scored_thresholds: InstanceThresholds | None = None,
 ) -> dict[str, float]:
     """The ``val/…`` scores of a checkpoint's model, instances included, on ``split`` of its run's
     data. ``rounding`` replaces the run's rounding; ``data`` replaces the run's data (a config with a
     ``_target_``) or adjusts them (merged keys); ``callbacks`` builds extra callbacks of the
     validation from its data module (e.g. a result-file writer); ``trusted_targets``: what the record
-    may name beyond dsc's own (``dsc.training.checkpoint_record.check_trusted``)."""
+    may name beyond dsc's own (``dsc.training.checkpoint_record.check_trusted``);
+    ``scored_thresholds``: the instances that mask AP and PQ count (default: all)."""
     model, record = load_model(ckpt_path, rounding=rounding, trusted_targets=trusted_targets)
     model.score_instances = True
+    if scored_thresholds is not None:
+        model.instance_thresholds = scored_thresholds
     pl.seed_everything(seed, workers=True)
     data_config = OmegaConf.create(record.config["data"])
     if data:
