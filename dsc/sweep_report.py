@@ -67,8 +67,24 @@ def group_by_seed(jobs: list[Job]) -> list[tuple[list[str], list[Job]]]:
 
 
 def setting_spreads(members: list[Job], metrics: tuple[str, ...]) -> dict[str, Spread | None]:
+    """Each metric's spread over the finished jobs, leaving out undefined values (``keys.is_undefined``)."""
     finished = [values for _, values in members if values]
-    return {name: spread(values.get(name) for values in finished) for name in metrics}
+    return {name: spread(_defined(name, values.get(name)) for values in finished) for name in metrics}
+
+
+def _defined(name: str, value: float | None) -> float | None:
+    return None if keys.is_undefined(name, value) else value
+
+
+def _cell(name: str, spreads: dict[str, Spread | None], finished: list[dict[str, float]]) -> str:
+    """A cell: mean ± std, ``n/a`` where every job's value is undefined, ``-`` where none has one."""
+    if spreads[name] is None and any(name in values for values in finished):
+        return keys.UNDEFINED
+    return format_spread(spreads[name], 4) if len(finished) > 1 else _single(spreads[name])
+
+
+def _single(summary: Spread | None) -> str:
+    return "-" if summary is None else f"{summary['mean']:.4g}"
 
 
 def format_markdown(jobs: list[Job], metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
@@ -86,11 +102,9 @@ def format_markdown(jobs: list[Job], metrics: tuple[str, ...] = DEFAULT_METRICS)
         finished = [values for _, values in members if values]
         if not finished:
             cells = ["failed"] * len(metrics)
-        elif seeded:
-            spreads = setting_spreads(members, metrics)
-            cells = [format_spread(spreads[name], 4) for name in metrics]
         else:
-            cells = ["-" if name not in finished[0] else f"{finished[0][name]:.4g}" for name in metrics]
+            spreads = setting_spreads(members, metrics)
+            cells = [_cell(name, spreads, finished) for name in metrics]
         seeds = [f"{len(members)} ({len(finished)})"] if seeded else []
         lines.append(f"| `{varying or '(defaults)'}` | " + " | ".join(seeds + cells) + " |")
     return "\n".join(lines)

@@ -102,10 +102,15 @@ def format_table1(semantic: dict[str, float], spectral: dict[str, float]) -> str
 
 def method_rows(scored: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Spread | None]]:
     """The extended table's rows from scored runs (``dsc.evaluate`` metrics of each seed, by role);
-    the oracle row comes from the first role's runs (it depends on the data alone)."""
+    the oracle row comes from the first role's runs (it depends on the data alone). Undefined values
+    (``keys.is_undefined``: mask AP without true instances) are left out, never averaged."""
 
     def row(runs: list[dict[str, float]], prefix: str) -> dict[str, Spread | None]:
-        return {name: spread(run.get(prefix + key) for run in runs) for name, key in METRICS.items()}
+        def defined(name: str, run: dict[str, float]) -> float | None:
+            value = run.get(name)
+            return None if keys.is_undefined(name, value) else value
+
+        return {name: spread(defined(prefix + key, run) for run in runs) for name, key in METRICS.items()}
 
     rows = {LABELS.get(role, role): row(runs, keys.INSTANCES) for role, runs in scored.items()}
     if scored:

@@ -267,9 +267,7 @@ def test_bad_thresholds_are_named(trained_checkpoint, tmp_path, override, messag
     assert not (tmp_path / "out").exists()
 
 
-def test_evaluate_writes_thresholded_coco_results_and_scores_every_instance(
-    joint_checkpoint, tmp_path
-):
+def test_evaluate_writes_thresholded_coco_results_and_scores_every_instance(joint_checkpoint, tmp_path):
     from dsc.evaluate import evaluate
 
     def run(name, *overrides):

@@ -69,3 +69,22 @@ def test_jobs_that_differ_only_in_seed_are_one_row_of_mean_and_sample_std(tmp_pa
 
     picture = Image.open(tmp_path / "sweep.png")  # one panel: embed_dim (seed is no axis)
     assert picture.format == "PNG" and picture.width < 2 * picture.height
+
+
+def test_undefined_mask_ap_shows_as_not_available_and_is_never_averaged(tmp_path, capsys):
+    write_job(
+        tmp_path, 0, ["loss.sample_size=4", "seed=0"], {"val/agnostic/mask_ap": -1.0, "val/pairwise_f1": 0.4}
+    )
+    write_job(
+        tmp_path, 1, ["loss.sample_size=4", "seed=1"], {"val/agnostic/mask_ap": -1.0, "val/pairwise_f1": 0.6}
+    )
+    write_job(
+        tmp_path, 2, ["loss.sample_size=8", "seed=0"], {"val/agnostic/mask_ap": -1.0, "val/pairwise_f1": 0.5}
+    )
+    write_job(
+        tmp_path, 3, ["loss.sample_size=8", "seed=1"], {"val/agnostic/mask_ap": 0.5, "val/pairwise_f1": 0.5}
+    )
+    main([str(tmp_path), "--metrics", "val/agnostic/mask_ap,val/pairwise_f1"])
+    rows = capsys.readouterr().out.splitlines()[-2:]
+    assert rows[0] == "| `loss.sample_size=4` | 2 (2) | n/a | 0.5000 ± 0.1414 |"
+    assert rows[1] == "| `loss.sample_size=8` | 2 (2) | 0.5000 | 0.5000 ± 0.0000 |"

@@ -13,6 +13,17 @@ INSTANCES = "val/"  # mask AP and PQ of instances with classes: mask_ap, pq, …
 AGNOSTIC_INSTANCES = "val/agnostic/"  # the same, every instance one class
 ORACLE_CC = "val/semantic_oracle_cc/"  # the true class map split into connected components
 ORACLE_CC_PAIRWISE = "val/semantic_oracle_cc/pairwise_"
+COLLAPSE = "val/collapse/"  # single_segment_fraction, collapsed (1.0: the partition collapsed)
 THEOREM22 = "val/theorem22/"  # network_loss, rounded_loss, ratio (the paper's Theorem 2.2)
 FG = "fg_"  # PAIRWISE + FG + "f1": over foreground pairs
 MONITOR = PAIRWISE + FG + "f1"  # what runs optimise and checkpoints monitor by default
+
+UNDEFINED = "n/a"  # how tables show a score that is not defined (see ``is_undefined``)
+
+
+def is_undefined(name: str, value: float | None) -> bool:
+    """Whether a logged score is a convention rather than a measurement: mask AP is −1 where there is
+    no true instance to find (COCOeval's convention), and a NaN is no score at all."""
+    if value is None:
+        return False
+    return value != value or ("mask_ap" in name and value < 0)

@@ -40,16 +40,23 @@ def _table(metrics: Mapping[str, float], columns: tuple, rows: tuple[str, ...]) 
     width = max(len(title) for title, _ in columns) + 2
     lines = ["".ljust(10) + "".join(title.rjust(width) for title, _ in columns)]
     for row in rows:
-        cells = (metrics.get(prefix + row) for _, prefix in columns)
-        lines.append(row.ljust(10) + "".join(("-" if c is None else f"{c:.4f}").rjust(width) for c in cells))
+        cells = [_cell(prefix + row, metrics.get(prefix + row)) for _, prefix in columns]
+        lines.append(row.ljust(10) + "".join(cell.rjust(width) for cell in cells))
     return lines
+
+
+def _cell(name: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    return keys.UNDEFINED if keys.is_undefined(name, value) else f"{value:.4f}"
 
 
 def format_metrics_table(metrics: Mapping[str, float]) -> str:
     """Pairwise scores of the rounded instances beside those of the ground-truth semantic
     partition, over all valid pairs and over foreground pairs (and, after training without some
     classes, over their objects and the others'); then, where scored, mask AP and PQ of the
-    instances and of the semantic oracle + connected components. Missing entries show as '-'."""
+    instances and of the semantic oracle + connected components. Missing entries show as '-',
+    undefined ones (mask AP without any true instance) as 'n/a'."""
     columns = COLUMNS + (UNSEEN_COLUMNS if any(k.startswith(keys.UNSEEN) for k in metrics) else ())
     lines = _table(metrics, columns, SCORES)
     if keys.AGNOSTIC_INSTANCES + "pq" in metrics:

@@ -44,6 +44,9 @@ def non_finite_weights(state_dict: dict[str, Tensor]) -> list[str]:
     return [name for name, ok in zip(weights, finite, strict=True) if not ok]
 
 
+COLLAPSED_FRACTION = 0.9  # of validation images rounded to one segment: the model has collapsed
+
+
 class DeepSpectralClustering(pl.LightningModule):
     """Network → heads → loss; validation rounds, scores partitions and instances.
 
@@ -138,6 +141,7 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_semantic_oracle_cc_instances = InstanceScores(num_classes=VOID)  # any class id a thing
         # Theorem 2.2: the rounded partition's loss beside the network's, both squared Frobenius / n².
         self.val_loss = MeanMetric()
+        self.val_single_segment = MeanMetric()  # the fraction of images rounded to one segment
         self.val_network_loss = MeanMetric()
         self.val_rounded_loss = MeanMetric()
         self._rounding_generator = torch.Generator()
@@ -227,6 +231,7 @@ class DeepSpectralClustering(pl.LightningModule):
         self._rounding_generator.manual_seed(self.seed)
         preds = self.partition(outputs, image_area=image_area)
         self.val_scores.update(preds, instances)
+        self.val_single_segment.update((preds.flatten(1).amax(dim=1) <= 0).float())
         # The ground-truth class map as a partition: what a perfect semantic segmenter scores.
         self.val_semantic_oracle.update(batch["classes"], instances)
         if outputs.class_logits is not None:  # the class head's partition against the class map
@@ -278,6 +283,7 @@ class DeepSpectralClustering(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self._check_validation_pixels()
+        self._check_collapse()
         metrics = [
             (keys.PAIRWISE, self.val_scores),
             (keys.SEMANTIC_ORACLE, self.val_semantic_oracle),
@@ -308,6 +314,27 @@ class DeepSpectralClustering(pl.LightningModule):
             )
             self.val_network_loss.reset()
             self.val_rounded_loss.reset()
+
+    def _check_collapse(self) -> None:
+        """Log the fraction of validation images rounded to a single segment and ``collapsed`` (1.0
+        when it is at least ``COLLAPSED_FRACTION``), and warn then, naming the likely causes."""
+        fraction = float(self.val_single_segment.compute())
+        self.val_single_segment.reset()
+        collapsed = fraction >= COLLAPSED_FRACTION
+        self.log(keys.COLLAPSE + "single_segment_fraction", fraction)
+        self.log(keys.COLLAPSE + "collapsed", float(collapsed))
+        if collapsed and not self.trainer.sanity_checking:
+            log.warning(
+                "the rounded partition is a single segment in %.0f %% of the validation images (epoch %d): "
+                "the model has collapsed, every pixel alike, and its scores are those of one segment "
+                "(marked val/collapse/collapsed=1 in metrics.json). Likely causes: a learning rate too "
+                "high or too low for this loss and batch size (model.optimizer.lr), too few epochs "
+                "(trainer.max_epochs), too small an embedding (model.embed_dim) or sample "
+                "(loss.sample_size), a rounding threshold or bandwidth made for another loss, or "
+                "labels without instances (check data.train)",
+                100 * fraction,
+                self.current_epoch,
+            )
 
     def _check_validation_pixels(self) -> None:
         """Fail when no validation image had two valid pixels (all scores would be 0 by convention),

@@ -36,3 +36,11 @@ def test_metrics_json_holds_no_nan(tmp_path, caplog):
     assert json.loads((tmp_path / "metrics.json").read_text()) == {"val/a": None, "val/b": 0.5, "val/c": None}
     assert "NaN" not in (tmp_path / "metrics.json").read_text()
     assert "val/a, val/c" in caplog.text
+
+
+def test_mask_ap_without_true_instances_shows_as_not_available():
+    metrics = {"val/agnostic/pq": 0.0, "val/agnostic/mask_ap": -1.0, "val/agnostic/mask_ap50": 0.25}
+    lines = format_metrics_table(metrics).splitlines()
+    ap_row = next(line for line in lines if line.startswith("mask_ap "))
+    assert ap_row.split() == ["mask_ap", "-", "n/a", "-", "-"]
+    assert next(line for line in lines if line.startswith("mask_ap50")).split()[2] == "0.2500"

@@ -175,3 +175,41 @@ def test_a_sampled_loss_draws_its_pixels_with_the_modules_generator():
         expected = module.loss.training_loss(outputs, batch, module.sample_generator(torch.device("cpu")))
     assert losses[0] == losses[1] != losses[2]
     assert float(expected) == losses[2]  # the generator of the last call, rank 1
+
+
+def validate_on_shapes(module):
+    import pytorch_lightning as pl
+
+    from dsc.data import InstanceDataModule, Shapes
+
+    data = InstanceDataModule(Shapes(4, 24, seed=0), Shapes(6, 24, seed=1), batch_size=2, val_batch_size=3)
+    trainer = pl.Trainer(
+        accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    trainer.validate(module, datamodule=data, verbose=False)
+    return trainer.callback_metrics
+
+
+def test_a_collapsed_partition_is_flagged_with_its_likely_causes(caplog):
+    module = make_module()
+    with torch.no_grad():  # every pixel the same embedding: one segment per image
+        module.backbone.head.weight.zero_()
+        module.backbone.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    metrics = validate_on_shapes(module)
+    assert float(metrics["val/collapse/single_segment_fraction"]) == 1.0
+    assert float(metrics["val/collapse/collapsed"]) == 1.0
+    assert "the model has collapsed" in caplog.text and "model.optimizer.lr" in caplog.text
+
+
+def test_a_partition_of_many_segments_is_not_flagged(caplog):
+    module = make_module()
+
+    def three_segments(outputs, generator=None, image_area=None):
+        batch, _, height, width = outputs.embeddings.shape
+        return torch.arange(height * width).view(1, height, width).expand(batch, -1, -1) % 3
+
+    module.rounding.partition = three_segments
+    metrics = validate_on_shapes(module)
+    assert float(metrics["val/collapse/single_segment_fraction"]) < 0.9
+    assert float(metrics["val/collapse/collapsed"]) == 0.0
+    assert "collapsed" not in caplog.text
