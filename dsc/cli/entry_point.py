@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dsc.cli.console import print_config, quiet_console
+from dsc.cli.overrides import UnknownKeyError, check_overrides
 from dsc.cli.schema import register_schemas
 from dsc.contracts import user_error_of
 from dsc.training.resume import register_resolvers
@@ -117,9 +118,10 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Result]], 
     set up (``quiet_console``), the config logged with ``print_config=true``, and ``task`` runs inside
     ``task_wrapper`` (true exit codes, the W&B run closed). A user error (``dsc.contracts.UserError``, also
     when Hydra wraps it) prints as one line naming what to fix and exits with code 2; set
-    ``HYDRA_FULL_ERROR=1`` for its traceback. ``main`` returns ``task``'s result, which Hydra's
-    sweepers read (``optimized_metric``). Each task logs its own closing "where things went" block
-    (``dsc.cli.console.where_things_went``).
+    ``HYDRA_FULL_ERROR=1`` for its traceback. Before Hydra runs, an override of a key the config
+    lacks is refused the same way, naming the closest keys (``dsc.cli.overrides``). ``main``
+    returns ``task``'s result, which Hydra's sweepers read (``optimized_metric``). Each task logs
+    its own closing "where things went" block (``dsc.cli.console.where_things_went``).
     """
     register_schemas()
     register_resolvers()
@@ -140,6 +142,21 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Result]], 
                 log.error("error: %s", mistake)
                 raise SystemExit(USER_ERROR_EXIT_CODE) from error
 
-        return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(main)
+        hydra_main = hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name=config_name)(
+            main
+        )
+
+        @functools.wraps(hydra_main)
+        def checked_main() -> Result:
+            try:  # before Hydra: an unknown key is named with the closest known ones
+                check_overrides(CONFIG_DIR, config_name, sys.argv[1:], f"python -m dsc.{config_name}")
+            except UnknownKeyError as error:
+                if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                    raise
+                print(f"error: {error}", file=sys.stderr)
+                raise SystemExit(USER_ERROR_EXIT_CODE) from error
+            return hydra_main()
+
+        return checked_main
 
     return decorate

@@ -1,0 +1,100 @@
+"""A command line's overrides checked before Hydra runs: a key the config does not have is named
+with the closest keys it does have, instead of Hydra's advice to add it with ``+``."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig
+
+from dsc.contracts import InvalidInputError
+
+# Hydra's own flags: with them Hydra answers something else than a run (help, a printed config, …),
+# or composes another config; the check leaves those command lines to Hydra.
+HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "--shell-completion", "-sc",
+               "-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "-p", "--package",
+               "--resolve", "--version")  # fmt: skip
+
+
+class UnknownKeyError(InvalidInputError):
+    """An override names a key the composed config does not have."""
+
+
+def _keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config, its sub-configs' keys included (values are not resolved)."""
+    if not isinstance(node, DictConfig):
+        return []
+    found = []
+    for name in node:
+        key = f"{prefix}{name}"
+        found.append(key)
+        found += _keys(node._get_node(name), f"{key}.")
+    return found
+
+
+def _first_value(override: Override) -> str:
+    """The override as a plain ``key=value``: a sweep's first value."""
+    if override.is_sweep_override():
+        return f"{override.key_or_group}={next(iter(override.sweep_string_iterator()))}"
+    return override.input_line
+
+
+def unknown_keys(config_dir: Path, config_name: str, arguments: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The value overrides among ``arguments`` whose key the config composed from ``config_name``
+    (with the command's group choices) lacks, each with up to three close keys; [] when the
+    command line holds a Hydra flag or composes as it is."""
+    if any(argument.split("=")[0] in HYDRA_FLAGS for argument in arguments):
+        return []
+    overrides = [
+        override
+        for override in OverridesParser.create().parse_overrides(
+            [a for a in arguments if not a.startswith("-")]
+        )
+        if not override.key_or_group.startswith("hydra")
+    ]
+
+    def is_group(override: Override) -> bool:
+        return (config_dir / override.key_or_group.replace(".", "/")).is_dir()
+
+    groups = [_first_value(override) for override in overrides if is_group(override)]
+    values = [override for override in overrides if not is_group(override)]
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            try:
+                compose(config_name, overrides=groups + [_first_value(override) for override in values])
+                return []
+            except Exception:  # whatever Hydra refuses: see whether a key is unknown
+                cfg = compose(config_name, overrides=groups)
+    except Exception:  # the group choices themselves fail: Hydra names them
+        return []
+    finally:
+        GlobalHydra.instance().clear()
+    known = _keys(cfg)
+    missing = []
+    for override in values:
+        key = override.key_or_group
+        if override.is_add() or override.is_force_add() or key in known:
+            continue
+        missing.append((key, difflib.get_close_matches(key, known, n=3, cutoff=0.6)))
+    return missing
+
+
+def check_overrides(config_dir: Path, config_name: str, arguments: Sequence[str], command: str) -> None:
+    """Raise ``UnknownKeyError`` naming the first override of an unknown key and the closest known ones."""
+    missing = unknown_keys(config_dir, config_name, arguments)
+    if not missing:
+        return
+    key, close = missing[0]
+    suggestion = f"did you mean {' or '.join(close)}? " if close else ""
+    raise UnknownKeyError(
+        f"{key}: {command}'s config has no such key; {suggestion}"
+        f"(`{command} --cfg job` prints every key; +{key}=… adds a key the config lacks)"
+    )
