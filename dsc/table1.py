@@ -37,7 +37,7 @@ from dsc.contracts import InvalidInputError
 from dsc.metrics import keys
 from dsc.metrics.spread import Spread, format_spread, spread
 from dsc.outputs.files import write_text
-from dsc.outputs.metrics_file import write_metrics
+from dsc.outputs.metrics_file import headline, write_metrics
 from dsc.training.checkpoint_record import read_record
 from dsc.training.scoring import score_checkpoint
 
@@ -188,21 +188,32 @@ def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, list[str]]:
     directory, it keeps the models already trained (those with a ``metrics.json``) and resumes an
     interrupted one."""
     checkpoints: dict[str, list[str]] = {}
-    for role, experiment in cfg.experiments.items():
-        for seed in seeds_of(cfg):
-            run_dir = output / role / f"seed_{seed}"
-            checkpoint = run_dir / "checkpoints" / "last.ckpt"
-            checkpoints.setdefault(role, []).append(str(checkpoint))
-            if (run_dir / "metrics.json").is_file():
-                log.info("the %s model of seed %d is trained already: %s", role, seed, checkpoint)
-                continue
-            resume = ["ckpt_path=last"] if checkpoint.is_file() else []
-            arguments = [
-                f"experiment={experiment}", f"seed={seed}", *cfg.train_overrides, *resume,
-                f"hydra.run.dir={run_dir}",
-            ]  # fmt: skip
-            what = f"training the {role} model (seed {seed})"
-            run_entry_point("dsc.train", arguments, what, run_dir / "train.log")
+    runs = [
+        (role, experiment, seed) for role, experiment in cfg.experiments.items() for seed in seeds_of(cfg)
+    ]
+    durations: list[float] = []
+    for number, (role, experiment, seed) in enumerate(runs, start=1):
+        run_dir = output / role / f"seed_{seed}"
+        checkpoint = run_dir / "checkpoints" / "last.ckpt"
+        checkpoints.setdefault(role, []).append(str(checkpoint))
+        stage = f"[{number}/{len(runs)}] the {role} model (seed {seed})"
+        if (run_dir / "metrics.json").is_file():
+            log.info("%s is trained already: %s", stage, checkpoint)
+            continue
+        resume = ["ckpt_path=last"] if checkpoint.is_file() else []
+        arguments = [
+            f"experiment={experiment}", f"seed={seed}", *cfg.train_overrides, *resume,
+            f"hydra.run.dir={run_dir}",
+        ]  # fmt: skip
+        estimate = (
+            f", about {statistics.fmean(durations) / 60:.0f} min as the ones before" if durations else ""
+        )
+        what = f"{stage}: training{estimate}"
+        durations.append(
+            run_entry_point("dsc.train", arguments, what, run_dir / "train.log", follow_epochs=True)
+        )
+        scores = json.loads((run_dir / "metrics.json").read_text())
+        log.info("%s trained in %.0f s: %s", stage, durations[-1], headline(scores))
     return checkpoints
 
 

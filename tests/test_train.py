@@ -50,8 +50,12 @@ def test_tensorboard_logger(make_config, tmp_path):
     assert any(b"val/example_0" in file.read_bytes() for file in events)  # the validation pictures
 
 
-def test_final_scoring_is_not_logged_as_another_epoch(make_config, tmp_path):
-    _, metrics = train(make_config("trainer.max_epochs=2", "callbacks.validation_images.num_images=1"))
+def test_final_scoring_is_not_logged_as_another_epoch(make_config, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="dsc.training.callbacks"):
+        _, metrics = train(make_config("trainer.max_epochs=2", "callbacks.validation_images.num_images=1"))
+    # One line per validated epoch (which dsc.table1 and dsc.demo follow), none for the final scoring.
+    epoch_lines = [line.rsplit(" ", 1)[0] for line in caplog.messages if " validated: " in line]
+    assert epoch_lines == [f"epoch {epoch}/2 validated: val/pairwise_fg_f1" for epoch in (1, 2)]
     assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["epoch_000", "epoch_001", "final"]
     with (tmp_path / "csv" / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -207,11 +211,14 @@ def test_wrong_data_and_model_values_name_their_key_when_composed(override, mess
 @pytest.mark.parametrize(
     "override,message",
     [
-        ("model.embed_dimm=3", "Could not override 'model.embed_dimm'"),
+        (
+            "model.embed_dimm=3",
+            "model.embed_dimm: python -m dsc.train's config has no such key; did you mean model.embed_dim",
+        ),
         ("loss=no_such_loss", "Could not find 'loss/no_such_loss'"),
         ("trainer.max_epochs=three", "Value 'three' of type 'str' could not be converted to Integer"),
         ("loss.sample_size=many", "full_key: loss.sample_size"),
-        ("trainer.no_such_flag=1", "Key 'no_such_flag' not in 'TrainerSchema'"),
+        ("trainer.no_such_flag=1", "trainer.no_such_flag: python -m dsc.train's config has no such key"),
     ],
 )
 def test_bad_overrides_give_hydras_error(override, message, tmp_path):

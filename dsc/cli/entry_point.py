@@ -7,9 +7,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +20,7 @@ from typing import Any, TypeVar
 import hydra
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+from tqdm import tqdm
 
 from dsc.cli.console import print_config, quiet_console
 from dsc.cli.overrides import UnknownKeyError, check_overrides
@@ -98,17 +102,49 @@ def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig],
     return wrapped
 
 
-def run_entry_point(module: str, arguments: Sequence[str], what: str, log_file: Path) -> None:
-    """Run ``python -m <module> <arguments>`` as a user would, in its own process; raise
-    RuntimeError naming ``what``, the exit code and ``log_file``, with the end of its stderr, when
-    it fails."""
+EPOCH_PATTERN = re.compile(r"epoch (\d+)/(\d+) validated: (\S+) (\S+)")  # EpochSummary's lines
+
+
+def epochs_done(log_file: Path) -> tuple[int, int] | None:
+    """(epochs validated, epochs in all) by the newest ``EpochSummary`` line of a run's log, or None."""
+    try:
+        matches = EPOCH_PATTERN.findall(log_file.read_text(errors="replace"))
+    except OSError:
+        return None
+    return (int(matches[-1][0]), int(matches[-1][1])) if matches else None
+
+
+def run_entry_point(
+    module: str, arguments: Sequence[str], what: str, log_file: Path, follow_epochs: bool = False
+) -> float:
+    """Run ``python -m <module> <arguments>`` as a user would, in its own process, and return its
+    seconds; raise RuntimeError naming ``what``, the exit code and ``log_file``, with the end of its
+    stderr, when it fails. ``follow_epochs``: a progress bar over the epochs that ``log_file`` (a
+    training's log) reports validated."""
     log.info("%s: python -m %s %s", what, module, " ".join(arguments))
-    result = subprocess.run([sys.executable, "-m", module, *arguments], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"{what} failed (exit code {result.returncode}); its log is in {log_file}:\n"
-            f"{result.stderr[-3000:]}"
+    started = time.monotonic()
+    # stderr to a file, not a pipe: the child never blocks on it, nor dies with this process.
+    with tempfile.TemporaryFile("w+") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, "-m", module, *arguments], stdout=subprocess.DEVNULL, stderr=stderr, text=True
         )
+        bar = None
+        while child.poll() is None:
+            time.sleep(1.0)
+            done = epochs_done(log_file) if follow_epochs else None
+            if done is not None:
+                if bar is None:
+                    bar = tqdm(total=done[1], desc=what, unit="epoch", leave=False, file=sys.stderr)
+                bar.update(done[0] - bar.n)
+        if bar is not None:
+            bar.close()
+        stderr.seek(0)
+        errors = stderr.read()
+    if child.returncode != 0:
+        raise RuntimeError(
+            f"{what} failed (exit code {child.returncode}); its log is in {log_file}:\n{errors[-3000:]}"
+        )
+    return time.monotonic() - started
 
 
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Result]], Callable[[], Result]]:

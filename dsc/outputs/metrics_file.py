@@ -64,6 +64,21 @@ def format_metrics_table(metrics: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
+HEADLINE = (
+    ("fg F1", keys.MONITOR),
+    ("agnostic PQ", keys.AGNOSTIC_INSTANCES + "pq"),
+    ("PQ", keys.INSTANCES + "pq"),
+)
+
+
+def headline(metrics: Mapping[str, float | None]) -> str:
+    """A finished run's main scores in one line: ``fg F1 0.9981, agnostic PQ 0.9854`` (those it has)."""
+    shown = [f"{name} {metrics[key]:.4f}" for name, key in HEADLINE if metrics.get(key) is not None]
+    if metrics.get(keys.COLLAPSE + "collapsed"):
+        shown.append("collapsed")
+    return ", ".join(shown) or "no scores"
+
+
 def write_metrics(metrics: Mapping[str, float], path: Path) -> None:
     """Write ``metrics`` as strict JSON: a NaN or infinite value is written as ``null``, with a warning
     naming it (JSON has no NaN, and tools reading the file would fail on it)."""

@@ -53,3 +53,27 @@ def test_a_second_start_in_a_folder_keeps_the_first_hydra_record(tmp_path):
     assert (tmp_path / "run" / ".hydra" / "config.yaml").read_text() == first
     (later,) = (path for path in (tmp_path / "run" / ".hydra").iterdir() if path.is_dir())
     assert (later / "config.yaml").is_file()
+
+
+def test_epochs_done_reads_the_newest_epoch_line(tmp_path):
+    from dsc.cli.entry_point import epochs_done
+
+    log_file = tmp_path / "train.log"
+    assert epochs_done(log_file) is None
+    log_file.write_text(
+        "[…][dsc.training.callbacks][INFO] - epoch 1/6 validated: val/pairwise_fg_f1 0.9012\n"
+        "[…][dsc.training.callbacks][INFO] - epoch 2/6 validated: val/pairwise_fg_f1 0.9500\n"
+    )
+    assert epochs_done(log_file) == (2, 6)
+
+
+def test_a_failed_child_is_named_with_its_exit_code_and_stderr(tmp_path):
+    import pytest
+
+    from dsc.cli.entry_point import run_entry_point
+
+    with pytest.raises(RuntimeError, match=r"(?s)training the thing failed \(exit code 1\).*No module named"):
+        run_entry_point(
+            "dsc.no_such_module", [], "training the thing", tmp_path / "train.log", follow_epochs=True
+        )
+    assert run_entry_point("json.tool", ["--help"], "reading json", tmp_path / "none.log") >= 0
