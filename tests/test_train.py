@@ -357,6 +357,17 @@ def test_help_lists_only_real_choices(tmp_path):
         ("trainer.max_steps=0", r"trainer\.max_steps=0 trains nothing"),
         ("model.optimizer.lr=0", r"model\.optimizer\.lr=0: the weights would not move"),
         ("model.optimizer.lr=-0.01", r"model\.optimizer\.lr=-0\.01"),
+        (
+            "data.batch_size=-1",
+            r"data\.batch_size=-1: the number of images per training batch must be at least 1",
+        ),
+        ("data.val_batch_size=0", r"data\.val_batch_size=0: .* at least 1"),
+        ("data.num_workers=-2", r"data\.num_workers=-2: .* at least 0"),
+        ("model.num_classes=-1", r"model\.num_classes=-1"),
+        (
+            "model.embed_dim=0",
+            r"model\.embed_dim=0 and model\.num_classes=0: the network would output nothing",
+        ),
     ],
 )
 def test_runs_that_would_train_nothing_are_refused_before_any_work(make_config, tmp_path, override, message):

@@ -325,7 +325,7 @@ class DeepSpectralClustering(pl.LightningModule):
         self.log(keys.COLLAPSE + "collapsed", float(collapsed))
         if collapsed and not self.trainer.sanity_checking:
             log.warning(
-                "the rounded partition is a single segment in %.0f %% of the validation images (epoch %d): "
+                "the rounded partition is a single segment in %.0f %% of the validation images (%s): "
                 "the model has collapsed, every pixel alike, and its scores are those of one segment "
                 "(marked val/collapse/collapsed=1 in metrics.json). Likely causes: a learning rate too "
                 "high or too low for this loss and batch size (model.optimizer.lr), too few epochs "
@@ -333,7 +333,7 @@ class DeepSpectralClustering(pl.LightningModule):
                 "(loss.sample_size), a rounding threshold or bandwidth made for another loss, or "
                 "labels without instances (check data.train)",
                 100 * fraction,
-                self.current_epoch,
+                f"epoch {self.current_epoch}" if self.trainer.state.fn == "fit" else "final scoring",
             )
 
     def _check_validation_pixels(self) -> None:
