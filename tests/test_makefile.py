@@ -1,6 +1,7 @@
 """``make install`` (behind ``make train``/``make test``): one line of output, pip's in a log file,
 and an environment of the checkout's own that leaves other installs of dsc alone."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)  # the machine's, outside any venv
+# Run as a user would, not as a sub-make of `make test` (which would announce its directories).
+ENV = {name: value for name, value in os.environ.items() if name not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
 
 
 def where_dsc_imports_from(python: str, cwd: Path) -> str:
@@ -26,7 +29,7 @@ def test_make_install_is_quiet_and_leaves_other_installs_alone(tmp_path):
     shutil.copytree(ROOT / "dsc", checkout / "dsc", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     before = where_dsc_imports_from(BASE_PYTHON, tmp_path)
     result = subprocess.run(
-        ["make", "install", f"PYTHON={BASE_PYTHON}"],
+        ["make", "--no-print-directory", "install", f"PYTHON={BASE_PYTHON}"],
         cwd=checkout,
         capture_output=True,
         text=True,
@@ -40,7 +43,10 @@ def test_make_install_is_quiet_and_leaves_other_installs_alone(tmp_path):
     )
     assert where_dsc_imports_from(BASE_PYTHON, tmp_path) == before
     again = subprocess.run(
-        ["make", "install", f"PYTHON={BASE_PYTHON}"], cwd=checkout, capture_output=True, text=True
+        ["make", "--no-print-directory", "install", f"PYTHON={BASE_PYTHON}"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
     )
     assert "installing" not in again.stdout
 
@@ -51,7 +57,11 @@ def test_a_failed_install_shows_pips_output(tmp_path):
     shutil.copy(ROOT / "Makefile", checkout / "Makefile")
     (checkout / "pyproject.toml").write_text("this is not TOML [")
     result = subprocess.run(
-        ["make", "install", "VENV=", f"PYTHON={sys.executable}"], cwd=checkout, capture_output=True, text=True
+        ["make", "--no-print-directory", "install", "VENV=", f"PYTHON={sys.executable}"],
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        env=ENV,
     )
     assert result.returncode != 0
     assert "installing dsc failed; pip's output above is in install.log" in result.stdout
