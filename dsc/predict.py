@@ -264,8 +264,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     for folder, key in ((Path(cfg.paths.output_dir), "hydra.run.dir"), (Path(cfg.output), "output")):
         refuse_training_run_directory(folder, key, "dsc.predict")
     formats = output_formats(cfg.format)
-    thresholds = InstanceThresholds(cfg.min_score, cfg.min_size)
-    dropped = DroppedInstances(thresholds)
+    dropped = DroppedInstances(InstanceThresholds(cfg.min_score, cfg.min_size))
     device = _device(cfg.device, onnx=cfg.get("onnx") is not None)
     model, record = load_segmenter(
         cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device, cfg.trusted_targets
@@ -315,9 +314,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
             labels = model.partition(outputs, generator=generator)
             instances = [None] * len(group)
             if reads_instances:
-                instances = [
-                    thresholds.apply(found, dropped) for found in predicted_instances(labels, outputs)
-                ]
+                instances = [dropped.apply(found) for found in predicted_instances(labels, outputs)]
             features = None
             if reads_features:
                 features = outputs.embeddings if "embedding" in model.heads else outputs.class_probabilities

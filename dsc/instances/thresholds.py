@@ -35,23 +35,22 @@ class InstanceThresholds:
     def keeps_all(self) -> bool:
         return self.min_score == 0.0 and self.min_size == 0
 
-    def keep(self, instances: Instances) -> tuple[torch.Tensor, torch.Tensor]:
+    def below(self, instances: Instances) -> tuple[torch.Tensor, torch.Tensor]:
         """(K,) bool masks of the instances below ``min_score`` and of those under ``min_size``."""
         low_score = instances.scores < self.min_score
         small = instances.masks.flatten(1).sum(dim=1) < self.min_size
         return low_score, small
 
-    def apply(self, instances: Instances, tally: DroppedInstances | None = None) -> Instances:
-        """The instances that pass both thresholds; ``tally`` counts those dropped."""
-        low_score, small = self.keep(instances)
-        if tally is not None:
-            tally.add(len(instances), low_score, small)
+    def apply(self, instances: Instances) -> Instances:
+        """The instances that pass both thresholds."""
+        low_score, small = self.below(instances)
         return instances.select(~(low_score | small))
 
 
 @dataclass
 class DroppedInstances:
-    """Counts, over images, of the instances seen and of those dropped by each threshold."""
+    """``thresholds`` applied image by image, with counts of the instances seen and of those each
+    threshold dropped."""
 
     thresholds: InstanceThresholds
     seen: int = 0
@@ -59,11 +58,14 @@ class DroppedInstances:
     small: int = 0
     dropped: int = 0
 
-    def add(self, seen: int, low_score: torch.Tensor, small: torch.Tensor) -> None:
-        self.seen += seen
+    def apply(self, instances: Instances) -> Instances:
+        """The instances that pass the thresholds; the others are counted."""
+        low_score, small = self.thresholds.below(instances)
+        self.seen += len(instances)
         self.low_score += int(low_score.sum())
         self.small += int(small.sum())
         self.dropped += int((low_score | small).sum())
+        return instances.select(~(low_score | small))
 
     def summary(self) -> str:
         """One sentence for the log: how many instances were kept and why the others were not."""

@@ -93,7 +93,8 @@ class CocoResults(pl.Callback):
         thresholds: InstanceThresholds | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
-        self.dropped = DroppedInstances(thresholds or InstanceThresholds())  # what the file leaves out
+        self.thresholds = thresholds or InstanceThresholds()
+        self.dropped = DroppedInstances(self.thresholds)  # what the file leaves out
         self.class_names = list(class_names) if class_names is not None else None
         self.dataset = dataset  # a COCO data set (dsc.data.COCOInstances): its own image and category ids
         self.images: list[dict[str, Any]] = []
@@ -108,7 +109,7 @@ class CocoResults(pl.Callback):
             raise InvalidInputError("export=coco needs the model's instance scoring (model.score_instances)")
         self.per_class = "classes" in pl_module.heads
         self.images, self.annotations, self.predictions = [], [], []
-        self.dropped = DroppedInstances(self.dropped.thresholds)
+        self.dropped = DroppedInstances(self.thresholds)
 
     def on_validation_batch_end(
         self,
@@ -134,7 +135,7 @@ class CocoResults(pl.Callback):
                 predicted, true = predicted.class_agnostic(), true.class_agnostic()
             for record in instance_records(true, image_id, size, category_ids=categories):
                 self.annotations.append({**record, "id": len(self.annotations) + 1, "iscrowd": 0})
-            predicted = self.dropped.thresholds.apply(predicted, self.dropped)
+            predicted = self.dropped.apply(predicted)
             self.predictions.extend(instance_records(predicted, image_id, size, True, categories))
 
     def categories(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ def instances_of(sizes, scores):
 def test_an_instance_is_kept_when_it_passes_both_thresholds():
     found = instances_of([5, 30, 30, 2], [0.9, 0.4, 0.6, 0.1])
     tally = DroppedInstances(InstanceThresholds(min_score=0.5, min_size=10))
-    kept = tally.thresholds.apply(found, tally)
+    kept = tally.apply(found)
     assert kept.classes.tolist() == [3] and kept.masks.shape == (1, 10, 10)
     assert (tally.seen, tally.dropped, tally.low_score, tally.small) == (4, 3, 2, 2)
     assert tally.summary() == (
@@ -27,7 +27,7 @@ def test_thresholds_are_inclusive_and_zero_keeps_everything():
     found = instances_of([10, 1], [0.5, 0.0])
     assert len(InstanceThresholds(0.5, 10).apply(found)) == 1
     tally = DroppedInstances(InstanceThresholds())
-    assert len(tally.thresholds.apply(found, tally)) == 2 and tally.thresholds.keeps_all
+    assert len(tally.apply(found)) == 2 and tally.thresholds.keeps_all
     assert tally.summary() == "kept all 2 instances (min_score=0.0, min_size=0)"
 
 
