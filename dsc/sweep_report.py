@@ -69,11 +69,7 @@ def group_by_seed(jobs: list[Job]) -> list[tuple[list[str], list[Job]]]:
 def setting_spreads(members: list[Job], metrics: tuple[str, ...]) -> dict[str, Spread | None]:
     """Each metric's spread over the finished jobs, leaving out undefined values (``keys.is_undefined``)."""
     finished = [values for _, values in members if values]
-    return {name: spread(_defined(name, values.get(name)) for values in finished) for name in metrics}
-
-
-def _defined(name: str, value: float | None) -> float | None:
-    return None if keys.is_undefined(name, value) else value
+    return {name: spread(keys.defined(name, values.get(name)) for values in finished) for name in metrics}
 
 
 def _cell(name: str, spreads: dict[str, Spread | None], finished: list[dict[str, float]]) -> str:

@@ -106,11 +106,10 @@ def method_rows(scored: dict[str, list[dict[str, float]]]) -> dict[str, dict[str
     (``keys.is_undefined``: mask AP without true instances) are left out, never averaged."""
 
     def row(runs: list[dict[str, float]], prefix: str) -> dict[str, Spread | None]:
-        def defined(name: str, run: dict[str, float]) -> float | None:
-            value = run.get(name)
-            return None if keys.is_undefined(name, value) else value
-
-        return {name: spread(defined(prefix + key, run) for run in runs) for name, key in METRICS.items()}
+        return {
+            name: spread(keys.defined(prefix + key, run.get(prefix + key)) for run in runs)
+            for name, key in METRICS.items()
+        }
 
     rows = {LABELS.get(role, role): row(runs, keys.INSTANCES) for role, runs in scored.items()}
     if scored:

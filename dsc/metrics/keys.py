@@ -27,3 +27,8 @@ def is_undefined(name: str, value: float | None) -> bool:
     if value is None:
         return False
     return value != value or ("mask_ap" in name and value < 0)
+
+
+def defined(name: str, value: float | None) -> float | None:
+    """``value``, or None where it is undefined (``is_undefined``): what tables average."""
+    return None if is_undefined(name, value) else value
