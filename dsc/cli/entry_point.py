@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from dsc.cli.console import print_config, quiet_console
 from dsc.cli.overrides import UnknownKeyError, check_overrides
 from dsc.cli.schema import register_schemas
 from dsc.contracts import user_error_of
+from dsc.training.callbacks import epochs_done
 from dsc.training.resume import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -102,18 +102,6 @@ def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig],
     return wrapped
 
 
-EPOCH_PATTERN = re.compile(r"epoch (\d+)/(\d+) validated: (\S+) (\S+)")  # EpochSummary's lines
-
-
-def epochs_done(log_file: Path) -> tuple[int, int] | None:
-    """(epochs validated, epochs in all) by the newest ``EpochSummary`` line of a run's log, or None."""
-    try:
-        matches = EPOCH_PATTERN.findall(log_file.read_text(errors="replace"))
-    except OSError:
-        return None
-    return (int(matches[-1][0]), int(matches[-1][1])) if matches else None
-
-
 def run_entry_point(
     module: str, arguments: Sequence[str], what: str, log_file: Path, follow_epochs: bool = False
 ) -> float:
@@ -129,13 +117,14 @@ def run_entry_point(
             [sys.executable, "-m", module, *arguments], stdout=subprocess.DEVNULL, stderr=stderr, text=True
         )
         bar = None
-        while child.poll() is None:
+        while follow_epochs and child.poll() is None:
             time.sleep(1.0)
-            done = epochs_done(log_file) if follow_epochs else None
+            done = epochs_done(log_file)
             if done is not None:
                 if bar is None:
                     bar = tqdm(total=done[1], desc=what, unit="epoch", leave=False, file=sys.stderr)
                 bar.update(done[0] - bar.n)
+        child.wait()
         if bar is not None:
             bar.close()
         stderr.seek(0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import threading
 import time
@@ -141,6 +142,16 @@ class ValidationTime(pl.Callback):
 
 
 EPOCH_LINE = "epoch {epoch}/{epochs} validated: {monitor} {value}"  # what EpochSummary logs
+EPOCH_PATTERN = re.compile(r"epoch (\d+)/(\d+) validated: (\S+) (\S+)")  # and how it is read back
+
+
+def epochs_done(log_file: Path) -> tuple[int, int] | None:
+    """(epochs validated, epochs in all) by the newest ``EpochSummary`` line of a run's log, or None."""
+    try:
+        matches = EPOCH_PATTERN.findall(log_file.read_text(errors="replace"))
+    except OSError:
+        return None
+    return (int(matches[-1][0]), int(matches[-1][1])) if matches else None
 
 
 class EpochSummary(pl.Callback):

@@ -56,7 +56,7 @@ def test_a_second_start_in_a_folder_keeps_the_first_hydra_record(tmp_path):
 
 
 def test_epochs_done_reads_the_newest_epoch_line(tmp_path):
-    from dsc.cli.entry_point import epochs_done
+    from dsc.training.callbacks import epochs_done
 
     log_file = tmp_path / "train.log"
     assert epochs_done(log_file) is None
