@@ -49,7 +49,7 @@ def _first_value(override: Override) -> str:
 def unknown_keys(config_dir: Path, config_name: str, arguments: Sequence[str]) -> list[tuple[str, list[str]]]:
     """The value overrides among ``arguments`` whose key the config composed from ``config_name``
     (with the command's group choices) lacks, each with up to three close keys; [] when the
-    command line holds a Hydra flag or composes as it is."""
+    command line holds a Hydra flag, no value override, or composes as it is."""
     if any(argument.split("=")[0] in HYDRA_FLAGS for argument in arguments):
         return []
     overrides = [
@@ -65,6 +65,8 @@ def unknown_keys(config_dir: Path, config_name: str, arguments: Sequence[str]) -
 
     groups = [_first_value(override) for override in overrides if is_group(override)]
     values = [override for override in overrides if not is_group(override)]
+    if not values:  # only group choices: nothing to check, and no composition added to start-up
+        return []
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
