@@ -26,7 +26,7 @@ from dsc.outputs.metrics_file import format_metrics_table, write_metrics
 from dsc.training.callbacks import ValidationTime
 from dsc.training.checkpoint_record import CheckpointRecord, build_model
 from dsc.training.distributed import ddp_job, is_first_process, use_job_directories_for_ddp
-from dsc.training.loggers import keep_csv_history
+from dsc.training.loggers import keep_csv_history, log_final_scores
 from dsc.training.resume import check_fresh_run_directory, resume_path, resumed_config
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     model.score_instances = True  # mask AP and PQ in the final scoring, whatever model.instance_metrics
     started = time.perf_counter()
-    loggers, trainer.loggers = trainer.loggers, []  # not another epoch: logged once below, as final/…
+    loggers, trainer.loggers = trainer.loggers, []  # not another epoch: see log_final_scores below
     trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
     trainer.loggers = loggers
     metrics = {
@@ -156,10 +156,8 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         )
         log.info("final validation metrics (%s):\n%s", best or "last weights", format_metrics_table(metrics))
         write_metrics(metrics, output_dir / "metrics.json")
+        log_final_scores(trainer.loggers, metrics, run_config)
         for logger in trainer.loggers:
-            logger.log_metrics(
-                {f"final/{name}": value for name, value in metrics.items()}, trainer.global_step
-            )
             logger.save()
         log.info(_where_things_went(output_dir, best, trainer.loggers))
     return metrics.get(cfg.optimized_metric), metrics

@@ -15,6 +15,7 @@ from PIL import Image
 from sample_data import VOC_SAMPLE, needs_voc
 
 import dsc
+from dsc.outputs.pictures import TITLE_HEIGHT
 from dsc.train import train
 
 CONFIG_DIR = Path(dsc.__file__).parent / "conf"
@@ -44,15 +45,27 @@ def test_csv_logger_and_checkpoints(make_config, tmp_path):
     assert checkpoint["dsc_config"]["model"]["embed_dim"] == 16
 
 
-def test_tensorboard_logger(make_config, tmp_path):
-    train(make_config("logger=tensorboard"))
-    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
-    assert any(b"val/example_0" in file.read_bytes() for file in events)  # the validation pictures
+def test_tensorboard_run_is_named_and_keeps_final_scores_apart_from_the_curves(make_config, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, metrics = train(make_config("logger=tensorboard", "trainer.max_epochs=2"))
+    run = tmp_path / "tensorboard" / "train" / tmp_path.name  # <task_name>/<folder name>
+    curves = EventAccumulator(str(run), size_guidance={"tensors": 0}).Reload()
+    assert "val/example_0" in curves.Tags()["images"]  # the validation pictures
+    assert len(curves.Scalars("val/pairwise_fg_f1")) == 2  # one point per epoch, none for the final scoring
+    assert not [tag for tag in curves.Tags()["scalars"] if tag.startswith("final")]
+    assert "final scores/text_summary" in curves.Tags()["tensors"]
+    final = EventAccumulator(str(run / "final_scores"), size_guidance={"tensors": 0}).Reload()
+    (score,) = final.Scalars("val/pairwise_fg_f1")
+    assert score.value == pytest.approx(metrics["val/pairwise_fg_f1"])
+    plugin = final.PluginTagToContent("hparams")  # the HParams tab: the config beside the scores
+    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(plugin)
+    assert b"model.embed_dim" in plugin["_hparams_/session_start_info"]
 
 
 def test_final_scoring_is_not_logged_as_another_epoch(make_config, tmp_path, caplog):
     with caplog.at_level("INFO", logger="dsc.training.callbacks"):
-        _, metrics = train(make_config("trainer.max_epochs=2", "callbacks.validation_images.num_images=1"))
+        train(make_config("trainer.max_epochs=2", "callbacks.validation_images.num_images=1"))
     # One line per validated epoch (which dsc.table1 and dsc.demo follow), none for the final scoring.
     epoch_lines = [line.rsplit(" ", 1)[0] for line in caplog.messages if " validated: " in line]
     assert epoch_lines == [f"epoch {epoch}/2 validated: val/pairwise_fg_f1" for epoch in (1, 2)]
@@ -60,8 +73,7 @@ def test_final_scoring_is_not_logged_as_another_epoch(make_config, tmp_path, cap
     with (tmp_path / "csv" / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert sorted({row["epoch"] for row in rows if row.get("val/loss")}) == ["0", "1"]
-    (final,) = [row for row in rows if row.get("final/val/pairwise_fg_f1")]
-    assert float(final["final/val/pairwise_fg_f1"]) == pytest.approx(metrics["val/pairwise_fg_f1"])
+    assert not [name for name in rows[0] if name.startswith("final")]  # the final scores: metrics.json
 
 
 def test_validation_pictures_are_written(make_config, tmp_path):
@@ -70,8 +82,8 @@ def test_validation_pictures_are_written(make_config, tmp_path):
         pictures = sorted((tmp_path / "images" / f"epoch_{epoch:03d}").glob("val_*.png"))
         assert [p.name for p in pictures] == ["val_0.png", "val_1.png"]
     panel = np.asarray(Image.open(pictures[0]))
-    # image, ground truth, prediction, embedding: 64-px images at 256 px under an 18-px title
-    assert panel.shape == (18 + 256, 4 * 256 + 3 * 4, 3)
+    # image, ground truth / prediction, embedding: 64-px images at 256 px, each under its title
+    assert panel.shape == (2 * (TITLE_HEIGHT + 256) + 4, 2 * 256 + 4, 3)
 
 
 def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config, tmp_path):
@@ -85,6 +97,11 @@ def test_wandb_logger_runs_offline_without_login_and_closes_the_run(make_config,
         "ground-truth and predicted masks"
     )
     assert wandb.run is None
+    # The final scores (time/… only among them) went to the run's summary, not its history.
+    (log,) = runs[0].glob("*.wandb")
+    records = log.read_bytes()
+    assert b"time/fit_seconds" in records and b"final/" not in records
+    assert f"train/{tmp_path.name}".encode() in records  # the run's name
 
 
 def test_wandb_logger_goes_offline_when_the_server_never_answers(make_config, tmp_path, monkeypatch):

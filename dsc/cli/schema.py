@@ -15,6 +15,7 @@ from omegaconf import MISSING, OmegaConf
 from dsc.data.datamodule import InstanceDataModule
 from dsc.losses import ContrastiveLoss, DiscriminativeLoss
 from dsc.metrics import keys
+from dsc.training.loggers import run_name
 from dsc.training.module import DeepSpectralClustering
 
 # Annotations that OmegaConf can check; anything richer is typed Any.
@@ -80,9 +81,12 @@ class TrainSchema:
 
 def register_schemas() -> None:
     """Store the schemas where the configs' defaults lists name them (``*_schema``), and register
-    the resolver ``${dsc_sum:a,b}`` (a + b: the backbones' output channels, d + C)."""
+    the resolvers ``${dsc_sum:a,b}`` (a + b: the backbones' output channels, d + C) and
+    ``${dsc_run_name:output_dir,task_name}`` (the loggers' run name, ``dsc.training.loggers.run_name``)."""
     if not OmegaConf.has_resolver("dsc_sum"):
         OmegaConf.register_new_resolver("dsc_sum", lambda *terms: sum(int(term) for term in terms))
+    if not OmegaConf.has_resolver("dsc_run_name"):
+        OmegaConf.register_new_resolver("dsc_run_name", run_name)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainSchema)
     # At the top level, not in the trainer/ and loss/ groups: they are no choices for --help to list.

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from dsc.labels import VOID
@@ -70,7 +73,8 @@ def embedding_rgb(embeddings: Tensor) -> np.ndarray:
 
 
 PANEL_SIZE = 256  # pictures' panels are upscaled (nearest neighbour) to at least this many pixels high
-TITLE_HEIGHT = 18
+TITLE_HEIGHT = 30  # a title strip: 20-pixel text, legible on a 256-pixel panel and in thumbnails
+TITLE_FONT_SIZE = 20
 
 
 def match_to_truth(preds: Tensor, truth: Tensor) -> Tensor:
@@ -120,11 +124,15 @@ def upscale(array: np.ndarray | Tensor, factor: int) -> np.ndarray | Tensor:
 
 def titled(picture: np.ndarray, title: str) -> np.ndarray:
     """A (H, W, 3) uint8 picture with ``title`` written in a dark strip above it."""
-    from PIL import Image, ImageDraw
-
     strip = Image.new("RGB", (picture.shape[1], TITLE_HEIGHT), (32, 32, 32))
-    ImageDraw.Draw(strip).text((4, 3), title, fill=(255, 255, 255))
+    ImageDraw.Draw(strip).text((6, 4), title, fill=(255, 255, 255), font=font(TITLE_FONT_SIZE))
     return np.concatenate([np.asarray(strip), picture], axis=0)
+
+
+@functools.cache
+def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """Pillow's own scalable font at ``size`` pixels (its bitmap font where Pillow lacks FreeType)."""
+    return ImageFont.load_default(size=size)
 
 
 def panel_scale(height: int) -> int:
@@ -152,14 +160,14 @@ def comparison_panels(
     }
 
 
-def titled_row(pictures: dict[str, np.ndarray]) -> np.ndarray:
-    """The pictures side by side, each under its name, with a 4-pixel gap."""
-    gap = None
-    parts = []
-    for name, picture in pictures.items():
-        if gap is not None:
-            parts.append(gap)
-        panel = titled(picture, name)
-        gap = np.full((panel.shape[0], 4, 3), 255, dtype=np.uint8)
-        parts.append(panel)
-    return np.concatenate(parts, axis=1)
+def titled_grid(pictures: dict[str, np.ndarray], columns: int = 2) -> np.ndarray:
+    """The (equally sized) pictures in rows of ``columns``, each under its name, with 4-pixel white
+    gaps: two columns keep a panel of four 256-pixel pictures legible as a thumbnail."""
+    panels = [titled(picture, name) for name, picture in pictures.items()]
+    height, width = panels[0].shape[:2]
+    rows = -(-len(panels) // columns)
+    grid = np.full((rows * height + (rows - 1) * 4, columns * width + (columns - 1) * 4, 3), 255, np.uint8)
+    for index, panel in enumerate(panels):
+        top, left = (index // columns) * (height + 4), (index % columns) * (width + 4)
+        grid[top : top + height, left : left + width] = panel
+    return grid

@@ -14,7 +14,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from dsc.data.datamodule import InstanceDataModule, class_names_of
 from dsc.outputs.files import save_image
-from dsc.outputs.pictures import comparison_panels, match_to_truth, panel_scale, titled_row, upscale
+from dsc.outputs.pictures import comparison_panels, match_to_truth, panel_scale, titled_grid, upscale
 
 
 def validation_class_names(trainer: pl.Trainer) -> list[str] | None:
@@ -25,7 +25,7 @@ def validation_class_names(trainer: pl.Trainer) -> list[str] | None:
 
 
 class ValidationImages(pl.Callback):
-    """Show a few validation images each ``every_n_epochs`` epochs, side by side under titles and at
+    """Show a few validation images each ``every_n_epochs`` epochs, two by two under titles and at
     least 256 pixels high (``dsc.outputs.pictures.comparison_panels``): the image, the ground-truth
     instances, the predicted segments coloured like the true instances they match, with boundaries,
     and the embedding's top three principal directions as RGB.
@@ -64,7 +64,7 @@ class ValidationImages(pl.Callback):
             preds = outputs["preds"][index]
             matched = match_to_truth(preds, truth)
             pictures = comparison_panels(image, truth, preds, outputs["embeddings"][index], matched)
-            panel = titled_row(pictures)
+            panel = titled_grid(pictures)
             save_image(Image.fromarray(panel), folder / f"val_{index}.png")
             factor = panel_scale(image.shape[-2])
             masks = {

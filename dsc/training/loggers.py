@@ -146,6 +146,58 @@ class FallbackWandbLogger(WandbLogger):
             return WandbLogger.experiment.fget(self)
 
 
+def run_name(output_dir: str, task_name: str) -> str:
+    """The name TensorBoard and W&B give a run (``${dsc_run_name:output_dir,task_name}`` in the
+    logger configs): ``<task_name>/<date>`` for a run directory (``logs/<task>/runs/<date>``),
+    ``<task_name>/<date>/<job>`` for a sweep's job (``logs/<task>/multiruns/<date>/<job>``), and
+    ``<task_name>/<folder name>`` for any other output directory. A resumed run keeps its name."""
+    folder = Path(output_dir)
+    if folder.parent.parent.name == "multiruns":
+        return f"{task_name}/{folder.parent.name}/{folder.name}"
+    return f"{task_name}/{folder.name}"
+
+
+FINAL_SCORES_RUN = "final_scores"  # TensorBoard's sub-run of a run's final scores
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, int | float | str | bool]:
+    """A nested config as dotted keys with the values TensorBoard's HParams tab shows (numbers,
+    strings and booleans; anything else, lists and None included, as its text)."""
+    flat: dict[str, int | float | str | bool] = {}
+    for name, value in config.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat |= flat_config(value, f"{key}.")
+        else:
+            flat[key] = value if isinstance(value, int | float | str | bool) else str(value)
+    return flat
+
+
+def log_final_scores(loggers: list[Any], scores: dict[str, float], run_config: dict[str, Any]) -> None:
+    """Give each logger the final scores where it keeps a run's results, not as one more point of
+    its curves: W&B's run summary; TensorBoard's HParams tab (the flattened config beside the scores,
+    whose values live in the sub-run ``final_scores`` under the curves' own tags) and a table in its
+    Text tab. The CSV logger gets nothing: ``metrics.json`` holds them."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard.summary import hparams
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(scores)
+        elif isinstance(logger, TensorBoardLogger):
+            table = "| score | value |\n|---|---|\n" + "".join(
+                f"| {name} | {value:.4f} |\n" for name, value in sorted(scores.items())
+            )
+            logger.experiment.add_text("final scores", table)
+            logger.experiment.flush()
+            with SummaryWriter(log_dir=str(Path(logger.log_dir) / FINAL_SCORES_RUN)) as writer:
+                for summary in hparams(flat_config(run_config), scores):
+                    writer.file_writer.add_summary(summary)
+                for name, value in scores.items():
+                    writer.add_scalar(name, value)
+
+
 def keep_csv_history(loggers: list[Any]) -> None:
     """Before a resumed run logs into its old directory, move each CSV logger's ``metrics.csv`` to
     ``metrics.before_resume_<time>.csv``: Lightning's CSV writer would delete it."""

@@ -4,12 +4,13 @@ import torch.nn.functional as F
 
 from dsc.data import VOID
 from dsc.outputs.pictures import (
+    TITLE_HEIGHT,
     comparison_panels,
     embedding_rgb,
     match_to_truth,
     order_by_size,
     overlay,
-    titled_row,
+    titled_grid,
     voc_palette,
 )
 
@@ -66,6 +67,10 @@ def test_comparison_panels_are_at_least_256_pixels_high_and_titled():
     assert list(pictures) == ["image", "ground truth", "prediction", "embedding"]
     assert all(p.shape == (280, 350, 3) for p in pictures.values())  # 40 × 7 ≥ 256, nearest neighbour
     assert (pictures["prediction"] == pictures["ground truth"]).all(), "matched colours"
-    row = titled_row(pictures)
-    assert row.shape == (18 + 280, 4 * 350 + 3 * 4, 3)
-    assert (row[:18] != row[0, 0]).any(), "a title is written in the strip"
+    grid = titled_grid(pictures)
+    assert grid.shape == (2 * (TITLE_HEIGHT + 280) + 4, 2 * 350 + 4, 3)
+    for top, left in ((0, 0), (0, 354), (TITLE_HEIGHT + 284, 0), (TITLE_HEIGHT + 284, 354)):
+        strip = grid[top : top + TITLE_HEIGHT, left : left + 350].max(axis=2)
+        lettered_rows = (strip > 128).any(axis=1).sum()
+        assert lettered_rows >= 14, "each title is text at least 14 pixels high, legible at 256 px"
+    assert (grid[TITLE_HEIGHT : TITLE_HEIGHT + 280, :350] == pictures["image"]).all()

@@ -7,7 +7,7 @@ import time
 import pytest
 from local_servers import http_server, silent_server
 
-from dsc.training.loggers import wandb_logger, wandb_mode
+from dsc.training.loggers import flat_config, run_name, wandb_logger, wandb_mode
 
 
 @pytest.fixture
@@ -99,3 +99,22 @@ def test_explicit_modes_and_bad_values(no_login):
         wandb_mode("sometimes")
     with pytest.raises(ValueError, match=r"timeout_s must be in \(0, 30\]"):
         wandb_mode("auto", timeout_s=60)
+
+
+@pytest.mark.parametrize(
+    ("output_dir", "name"),
+    [
+        ("logs/train/runs/2026-12-03_17-00-00", "train/2026-12-03_17-00-00"),
+        ("logs/train/multiruns/2026-12-03_17-00-00/3", "train/2026-12-03_17-00-00/3"),
+        ("/scratch/my_run", "train/my_run"),
+    ],
+)
+def test_runs_are_named_after_the_task_and_the_date(output_dir, name):
+    assert run_name(output_dir, "train") == name
+
+
+def test_flat_config_keeps_what_the_hparams_tab_shows():
+    config = {"model": {"embed_dim": 16, "optimizer": {"lr": 0.01}}, "tags": ["a", "b"], "ckpt_path": None}
+    assert flat_config(config) == {
+        "model.embed_dim": 16, "model.optimizer.lr": 0.01, "tags": "['a', 'b']", "ckpt_path": "None",
+    }  # fmt: skip
