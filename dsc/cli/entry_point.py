@@ -22,6 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from tqdm import tqdm
 
 from dsc.cli.console import print_config, quiet_console
+from dsc.cli.help import entry_help
 from dsc.cli.overrides import UnknownKeyError, check_overrides
 from dsc.cli.schema import register_schemas
 from dsc.contracts import user_error_of
@@ -139,14 +140,15 @@ def run_entry_point(
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Result]], Callable[[], Result]]:
     """Make ``task`` the ``main`` of ``python -m dsc.<entry>`` with config ``conf/<config_name>.yaml``.
 
-    Hydra composes the config (dsc's schemas and resolvers registered first); then the console is
-    set up (``quiet_console``), the config logged with ``print_config=true``, and ``task`` runs inside
-    ``task_wrapper`` (true exit codes, the W&B run closed). A user error (``dsc.contracts.UserError``, also
-    when Hydra wraps it) prints as one line naming what to fix and exits with code 2; set
-    ``HYDRA_FULL_ERROR=1`` for its traceback. Before Hydra runs, an override of a key the config
-    lacks is refused the same way, naming the closest keys (``dsc.cli.overrides``). ``main``
-    returns ``task``'s result, which Hydra's sweepers read (``optimized_metric``). Each task logs
-    its own closing "where things went" block (``dsc.cli.console.where_things_went``).
+        Hydra composes the config (dsc's schemas and resolvers registered first); then the console is
+        set up (``quiet_console``), the config logged with ``print_config=true``, and ``task`` runs inside
+        ``task_wrapper`` (true exit codes, the W&B run closed). A user error (``dsc.contracts.UserError``, also
+        when Hydra wraps it) prints as one line naming what to fix and exits with code 2; set
+        ``HYDRA_FULL_ERROR=1`` for its traceback. Before Hydra runs, an override of a key the config
+        lacks is refused the same way, naming the closest keys (``dsc.cli.overrides``); ``--help`` prints
+    the entry point's own choices and keys (``dsc.cli.help``). ``main``
+        returns ``task``'s result, which Hydra's sweepers read (``optimized_metric``). Each task logs
+        its own closing "where things went" block (``dsc.cli.console.where_things_went``).
     """
     register_schemas()
     register_resolvers()
@@ -173,6 +175,9 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Result]], 
 
         @functools.wraps(hydra_main)
         def checked_main() -> Result:
+            if any(argument in ("-h", "--help") for argument in sys.argv[1:]):
+                print(entry_help(CONFIG_DIR, config_name))
+                raise SystemExit(0)
             try:  # before Hydra: an unknown key is named with the closest known ones
                 check_overrides(CONFIG_DIR, config_name, sys.argv[1:], f"python -m dsc.{config_name}")
             except UnknownKeyError as error:
