@@ -24,7 +24,9 @@ from PIL import Image
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point, run_entry_point
 from dsc.data import Shapes
+from dsc.data.files import read_image
 from dsc.outputs.metrics_file import headline
+from dsc.training.checkpoint_record import read_record
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ def demo(cfg: DictConfig) -> Path:
     run_entry_point(
         "dsc.predict", arguments, "[2/2] predicting the samples", output / "predict" / "predict.log"
     )
+    _name_samples_outside_training(inputs, checkpoint, predictions)
     log.info(
         where_things_went(
             [
@@ -90,6 +93,25 @@ def demo(cfg: DictConfig) -> Path:
     )
     log.info("%d samples predicted; open %s", len(inputs), predictions)
     return predictions
+
+
+def _name_samples_outside_training(inputs: list[Path], checkpoint: Path, predictions: Path) -> None:
+    """Say which samples are far from the images the model was trained on (the real photo, for the
+    default run): their overlays carry the same caption (``dsc.predict``)."""
+    training = read_record(checkpoint).training_images
+    if training is None:
+        return
+    for path in inputs:
+        reason = training.far(read_image(path, "sample", exif_orientation=True))
+        if reason is not None:
+            log.warning(
+                "%s is outside the training data, %s: %s. Its overlay (%s) shows a model far from what it "
+                "learnt, not what it can do; train on data like it to segment such images",
+                path.name,
+                training.describe(),
+                reason,
+                predictions / f"{path.stem}_overlay.png",
+            )
 
 
 @entry_point("demo")

@@ -37,7 +37,6 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point
@@ -45,11 +44,13 @@ from dsc.contracts import InvalidInputError, MissingFileError, OutputExistsError
 from dsc.data.cityscapes import CLASS_NAMES as CITYSCAPES_CLASSES
 from dsc.data.coco import COCOInstances
 from dsc.data.files import read_image
+from dsc.data.statistics import TrainingImages
 from dsc.deploy import OnnxNetwork
 from dsc.instances import OBJECT, DroppedInstances, InstanceThresholds, predicted_instances
 from dsc.outputs.cityscapes import CityscapesInstanceFiles
 from dsc.outputs.coco import CocoPredictionFile
 from dsc.outputs.png import PaletteMasks
+from dsc.progress import progress
 from dsc.training.checkpoint_record import RunRecord, load_model
 from dsc.training.resume import refuse_training_run_directory
 
@@ -278,7 +279,11 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     writers: list[PredictionFiles] = []
     for name in formats:
         if name == "png":
-            writers.append(PaletteMasks(output, cfg.side_by_side, cfg.embedding))
+            names = _class_names(model, record) if "classes" in model.heads else ["background", "object"]
+            writers.append(
+                PaletteMasks(output, cfg.side_by_side, cfg.embedding, names, record.projection,
+                             record.training_images, dropped.thresholds)
+            )  # fmt: skip
         elif name == "coco":
             writers.append(coco_file(model, record, output, dataset, paths))
         else:
@@ -297,8 +302,8 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         num_workers=cfg.num_workers,
         collate_fn=list,
     )
-    written, skipped = 0, 0
-    for chunk in tqdm(loader, desc="predict", unit="batch"):
+    written, skipped, far = 0, 0, 0
+    for chunk in progress(loader, desc="predict", unit="batch"):
         readable = []
         for path, item in chunk:
             if isinstance(item, str):
@@ -306,6 +311,7 @@ def predict(cfg: DictConfig) -> dict[str, int]:
                 skipped += 1
             else:
                 readable.append((path, item))
+                far += _far_from_training(path, item, record.training_images, warned=far > 0)
         # One forward pass per image size within the chunk.
         for size in sorted({tuple(image.shape) for _, image in readable}):
             group = [(path, image) for path, image in readable if tuple(image.shape) == size]
@@ -336,8 +342,16 @@ def predict(cfg: DictConfig) -> dict[str, int]:
              output, skipped)  # fmt: skip
     if reads_instances:
         log.info("instances written: %s", dropped.summary())
+    if far:
+        log.warning(
+            "%d of %d input(s) are far from the training data %s: their predictions are unreliable "
+            "(their overlays say so)", far, written, record.training_images.describe()
+        )  # fmt: skip
     files = {
-        "png": ("masks and overlays", output / "<name>.png, <name>_overlay.png"),
+        "png": (
+            "masks and overlays",
+            output / ("<name>.png, <name>_overlay.png" + (", <name>_embedding.png" if cfg.embedding else "")),
+        ),
         "coco": ("COCO results", output / "predictions_coco.json"),
         "cityscapes": ("Cityscapes results", output / "<name>.txt, masks/"),
     }
@@ -347,7 +361,24 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         else []
     )
     log.info(where_things_went([files[name] for name in formats], next_steps))
-    return {"written": written, "skipped": skipped, "dropped": dropped.dropped}
+    return {"written": written, "skipped": skipped, "dropped": dropped.dropped, "far": far}
+
+
+def _far_from_training(
+    path: Path, image: torch.Tensor, training: TrainingImages | None, warned: bool
+) -> bool:
+    """Whether ``image`` is far from the training images (``TrainingImages.far``); the first such
+    input is named in a warning, the count comes at the end."""
+    reason = None if training is None else training.far(image)
+    if reason is not None and not warned:
+        log.warning(
+            "%s is far from the images the model was trained on, %s: %s. Its instances are "
+            "unreliable; train on data like it (data=folder, data=voc, …)",
+            path.name,
+            training.describe(),
+            reason,
+        )
+    return reason is not None
 
 
 SKIPPED_EXIT_CODE = 3  # every readable input predicted, but some inputs skipped

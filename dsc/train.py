@@ -21,6 +21,7 @@ from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point, instantiate_all, task_wrapper
 from dsc.contracts import InvalidInputError
 from dsc.data.datamodule import class_names_of
+from dsc.data.statistics import TrainingImages
 from dsc.metrics import keys
 from dsc.outputs.metrics_file import format_metrics_table, write_metrics
 from dsc.training.callbacks import ValidationTime
@@ -104,6 +105,8 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     dataset = datamodule.val_dataset  # its class names go into result files and exports
     class_names = class_names_of(dataset)
+    data_name = HydraConfig.get().runtime.choices.get("data") or type(datamodule.train_dataset).__name__
+    training_images = TrainingImages.measure(datamodule.train_dataset, data_name)
     run_config = OmegaConf.to_container(cfg, resolve=True)
 
     validation_time = ValidationTime()
@@ -113,7 +116,7 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
         callbacks=[
             *instantiate_all(cfg.get("callbacks")),
             validation_time,
-            CheckpointRecord(run_config, overrides, class_names),
+            CheckpointRecord(run_config, overrides, class_names, training_images),
         ],
         logger=instantiate_all(
             cfg.get("logger"), resumed_wandb_id=resume.record.wandb_run_id if resume else None

@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import numpy as np
 from PIL import Image
+
+from dsc.outputs.pictures import TITLE_HEIGHT
 
 
 def test_demo_predicts_its_samples_and_says_where_the_pictures_are(trained_checkpoint, tmp_path):
@@ -19,9 +22,14 @@ def test_demo_predicts_its_samples_and_says_where_the_pictures_are(trained_check
         assert (output / "predictions" / f"{name}.png").is_file()
         assert (output / "predictions" / f"{name}_embedding.png").is_file()
         overlay = Image.open(output / "predictions" / f"{name}_overlay.png")
-        assert overlay.height >= 256 and overlay.width > 2 * overlay.height  # input | overlay
+        assert overlay.height > 256 and overlay.width >= 2 * 256  # input | overlay, the legend beneath
     console = result.stdout + result.stderr
     assert "where things went:" in console and f"{output / 'predictions'}" in console
+    # The real photo is named as outside the training data, in the console and on its picture.
+    assert "photo_voc.jpg is outside the training data, shapes (64×64 px" in console
+    assert "shapes_0.png is outside" not in console
+    photo = np.asarray(Image.open(output / "predictions" / "photo_voc_overlay.png"))
+    assert (photo[:TITLE_HEIGHT, -1] == 32).all(), "a title strip says so on the picture"
     again = subprocess.run(  # the demo's own outputs are replaced, nothing else is touched
         [sys.executable, "-m", "dsc.demo", f"output={output}", f"ckpt_path={trained_checkpoint}"],
         capture_output=True, text=True, timeout=600,

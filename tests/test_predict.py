@@ -2,9 +2,11 @@
 cityscapesscripts), ids, empty images and bad requests."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from cityscapes_trees import cityscapes_instance_ap, write_cityscapes_tree
 from hydra_configs import compose_config
 from PIL import Image
@@ -14,6 +16,7 @@ from pycocotools.mask import area as mask_area
 
 from dsc.data import Shapes
 from dsc.outputs.coco import encode_mask
+from dsc.outputs.pictures import TITLE_HEIGHT
 from dsc.predict import predict
 
 CATEGORY_IDS = [3, 8, 13, 18, 23, 28, 33, 90]  # a COCO file's own ids, not dsc's classes 1..8
@@ -167,7 +170,54 @@ def test_the_embedding_view_on_request_and_the_overlay_alone(trained_checkpoint,
         predict_config(tmp_path, trained_checkpoint, image, output, "embedding=true", "side_by_side=false")
     )
     assert Image.open(output / "image_overlay.png").size == (30, 20)
-    assert Image.open(output / "image_embedding.png").size == (30, 20)
+    # The embedding view: upscaled to at least 256 pixels high (20 × 13), under a title.
+    assert Image.open(output / "image_embedding.png").size == (30 * 13, TITLE_HEIGHT + 20 * 13)
+
+
+def test_the_embedding_view_uses_the_checkpoints_projection(trained_checkpoint):
+    from dsc.outputs.png import PaletteMasks
+    from dsc.training.checkpoint_record import read_record
+
+    record = read_record(trained_checkpoint)
+    assert record.projection is not None and len(record.projection.mean) == 16  # model.embed_dim
+    fixed = PaletteMasks(Path("unused"), embedding=True, projection=record.projection)
+    rows = torch.nn.functional.normalize(torch.randn(16, 3), dim=0)
+    one, other = torch.zeros(16, 8, 8), torch.zeros(16, 8, 8)
+    one[:, :4], one[:, 4:] = rows[:, 0, None, None], rows[:, 1, None, None]
+    other[:, :2], other[:, 2:] = rows[:, 0, None, None], rows[:, 2, None, None]
+    below_title = TITLE_HEIGHT + 1
+    assert (fixed.embedding_view(one)[below_title, 0] == fixed.embedding_view(other)[below_title, 0]).all()
+
+
+def test_overlays_caption_instances_with_a_legend_and_flag_inputs_far_from_training(
+    joint_checkpoint, tmp_path, caplog
+):
+    import logging
+
+    from dsc.outputs.pictures import segment_colours
+
+    source = tmp_path / "inputs"
+    source.mkdir()
+    shapes = Shapes(num_images=3, seed=4)
+    for index in range(3):
+        array = shapes.images[index].permute(1, 2, 0).numpy()
+        if index > 0:  # 4× the training images' side: far from them
+            array = array.repeat(4, axis=0).repeat(4, axis=1)
+        Image.fromarray(array).save(source / f"{index}.png")
+    output = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="dsc.predict"):
+        counts = predict(
+            predict_config(tmp_path, joint_checkpoint, source, output, "min_score=0", "min_size=0")
+        )
+    assert counts["far"] == 2
+    assert len([line for line in caplog.messages if "is far from the images" in line]) == 1, "warned once"
+    assert "2 of 3 input(s) are far from the training data shapes (64×64 px" in caplog.text
+    near = np.asarray(Image.open(output / "0_overlay.png"))
+    assert near.shape[0] > 256 and near.shape[1] == 2 * 256 + 4  # input | overlay, then the legend
+    assert (near[256:] == segment_colours(1)[0]).all(axis=2).any(), "the legend's first swatch"
+    far = np.asarray(Image.open(output / "1_overlay.png"))
+    assert (far[:TITLE_HEIGHT, -1] == 32).all(), "a title strip above an input far from training"
+    assert far.shape[0] > 256 + TITLE_HEIGHT
 
 
 def test_evaluate_exports_a_coco_data_sets_own_ids(joint_checkpoint, tmp_path):

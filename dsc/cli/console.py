@@ -4,11 +4,13 @@ noise left out (in one place), the config on request, and a closing "where thing
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,17 @@ KNOWN_WARNINGS = (
 )
 
 
+class _AboveProgressBars(logging.StreamHandler):
+    """A console handler that writes each record on its own line above any running tqdm bar (the
+    bar is cleared, the line written, the bar redrawn), so no bar is glued to a log line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:
+            self.handleError(record)
+
+
 class _WithoutKnownNoise(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -36,14 +49,23 @@ class _WithoutKnownNoise(logging.Filter):
 
 def quiet_console() -> None:
     """Route Lightning's log messages and Python's warnings through the handlers Hydra set up
-    (console and the run's ``<task>.log``), without the known noise, and ignore warnings known to
-    be harmless."""
+    (console and the run's ``<task>.log``), without the known noise, the console's lines above any
+    progress bar; and ignore warnings known to be harmless."""
     for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
         logger = logging.getLogger(name)
         logger.handlers.clear()  # its own stderr handler, added when no root handler existed yet
         logger.propagate = True
+    root = logging.getLogger()
+    for index, handler in enumerate(root.handlers):  # Hydra's console handler: above the bars
+        if type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.stdout):
+            above = _AboveProgressBars(handler.stream)
+            above.setLevel(handler.level)
+            above.setFormatter(handler.formatter)
+            for existing in handler.filters:
+                above.addFilter(existing)
+            root.handlers[index] = above
     noise_filter = _WithoutKnownNoise()
-    for handler in logging.getLogger().handlers:
+    for handler in root.handlers:
         if not any(isinstance(f, _WithoutKnownNoise) for f in handler.filters):
             handler.addFilter(noise_filter)
     for pattern in KNOWN_WARNINGS:

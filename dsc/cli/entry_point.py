@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 import hydra
 from omegaconf import DictConfig
 from pytorch_lightning.utilities.exceptions import SIGTERMException
-from tqdm import tqdm
 
 from dsc.cli.console import print_config, quiet_console
 from dsc.cli.help import entry_help
 from dsc.cli.overrides import UnknownKeyError, check_overrides
 from dsc.cli.schema import register_schemas
 from dsc.contracts import user_error_of
+from dsc.progress import progress
 from dsc.training.callbacks import epochs_done
 from dsc.training.resume import register_resolvers
 
@@ -123,7 +123,7 @@ def run_entry_point(
             done = epochs_done(log_file)
             if done is not None:
                 if bar is None:
-                    bar = tqdm(total=done[1], desc=what, unit="epoch", leave=False, file=sys.stderr)
+                    bar = progress(total=done[1], desc=what, unit="epoch")
                 bar.update(done[0] - bar.n)
         child.wait()
         if bar is not None:
@@ -140,15 +140,15 @@ def run_entry_point(
 def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Result]], Callable[[], Result]]:
     """Make ``task`` the ``main`` of ``python -m dsc.<entry>`` with config ``conf/<config_name>.yaml``.
 
-        Hydra composes the config (dsc's schemas and resolvers registered first); then the console is
-        set up (``quiet_console``), the config logged with ``print_config=true``, and ``task`` runs inside
-        ``task_wrapper`` (true exit codes, the W&B run closed). A user error (``dsc.contracts.UserError``, also
-        when Hydra wraps it) prints as one line naming what to fix and exits with code 2; set
-        ``HYDRA_FULL_ERROR=1`` for its traceback. Before Hydra runs, an override of a key the config
-        lacks is refused the same way, naming the closest keys (``dsc.cli.overrides``); ``--help`` prints
-    the entry point's own choices and keys (``dsc.cli.help``). ``main``
-        returns ``task``'s result, which Hydra's sweepers read (``optimized_metric``). Each task logs
-        its own closing "where things went" block (``dsc.cli.console.where_things_went``).
+    Hydra composes the config (dsc's schemas and resolvers registered first); then the console is
+    set up (``quiet_console``), the config logged with ``print_config=true``, and ``task`` runs inside
+    ``task_wrapper`` (true exit codes, the W&B run closed). A user error (``dsc.contracts.UserError``,
+    also when Hydra wraps it) prints as one line naming what to fix and exits with code 2; set
+    ``HYDRA_FULL_ERROR=1`` for its traceback. Before Hydra runs, an override of a key the config
+    lacks is refused the same way, naming the closest keys (``dsc.cli.overrides``); ``--help`` prints
+    the entry point's own choices and keys (``dsc.cli.help``). ``main`` returns ``task``'s result,
+    which Hydra's sweepers read (``optimized_metric``). Each task logs its own closing "where things
+    went" block (``dsc.cli.console.where_things_went``).
     """
     register_schemas()
     register_resolvers()

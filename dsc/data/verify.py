@@ -26,11 +26,11 @@ from typing import Literal, Protocol, runtime_checkable
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from dsc.contracts import InvalidInputError
 from dsc.data.files import Item, first_lines
 from dsc.labels import VOID
+from dsc.progress import progress
 
 Level = Literal["none", "header", "full"]
 LEVELS: tuple[Level, ...] = ("none", "header", "full")
@@ -142,7 +142,7 @@ def _refuse(problems: Mapping[str, list[str]], total: int, listed_in: Path, how:
 
 def _progress(items: Iterator, total: int, description: str) -> Iterator:
     """``items`` with a progress bar on a terminal (none in logs)."""
-    return tqdm(items, total=total, desc=description, unit="record", disable=None, leave=False, mininterval=1)
+    return progress(items, total=total, desc=description, unit="record")
 
 
 Records = dict[str, list[ExpectedFile]]  # a data set's ``expected_files()``

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from dsc.contracts import Head, InvalidInputError, NetworkOutputs
 from dsc.rounding import Rounding
-from dsc.training.checkpoint_record import CLASS_NAMES, CONFIG, RunRecord
+from dsc.training.checkpoint_record import RunRecord
 
 log = logging.getLogger(__name__)
 EXPORT_EXTRA = 'pip install "dsc[export]" (onnx, onnxscript and onnxruntime)'
@@ -164,8 +164,7 @@ def export_onnx(
             ) from error
     if record is not None:
         exported = onnx.load(str(output))
-        metadata = {CONFIG: json.dumps(record.config), CLASS_NAMES: json.dumps(record.class_names)}
-        for key, value in metadata.items():
-            exported.metadata_props.add(key=key, value=value)
+        for key, value in record.portable().items():
+            exported.metadata_props.add(key=key, value=json.dumps(value))
         onnx.save(exported, str(output))
     return names

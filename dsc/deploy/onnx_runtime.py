@@ -44,7 +44,7 @@ class OnnxNetwork:
         if CONFIG not in metadata or CLASS_NAMES not in metadata:
             raise InvalidInputError(f"{path} was not written by python -m dsc.export (no {CONFIG} metadata)")
         try:
-            saved = {CONFIG: json.loads(metadata[CONFIG]), CLASS_NAMES: json.loads(metadata[CLASS_NAMES])}
+            saved = {key: json.loads(value) for key, value in metadata.items() if key.startswith("dsc_")}
         except json.JSONDecodeError as error:
             raise InvalidInputError(f"{path}: its dsc metadata is not JSON ({error})") from error
         self.record = RunRecord.of(saved, path)

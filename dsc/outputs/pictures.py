@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from dsc.contracts import InvalidInputError
 from dsc.labels import VOID
 
 
@@ -57,19 +60,65 @@ def overlay(image: Tensor, labels: Tensor, alpha: float = 0.55) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class EmbeddingProjection:
+    """A fixed view of d-dimensional embeddings as RGB: rows minus ``mean`` (d,) times ``axes``
+    (d, k ≤ 3, the top principal directions, largest first), each stretched from ``low`` (k,) to
+    ``high`` (k,) onto [0, 255]. Fitted once (on a run's validation embeddings, and stored with its
+    checkpoints), it gives every image the same colours for the same embedding."""
+
+    mean: Tensor
+    axes: Tensor
+    low: Tensor
+    high: Tensor
+
+    @classmethod
+    def fit(cls, rows: Tensor, spread: float = 0.0) -> EmbeddingProjection:
+        """Principal directions of (N, d) rows; the range of each projection, leaving out a
+        ``spread`` share of the values at either end (0: the whole range)."""
+        rows = rows.detach().double()
+        mean = rows.mean(dim=0)
+        centred = rows - mean
+        _, eigenvectors = torch.linalg.eigh(centred.T @ centred)
+        axes = eigenvectors[:, -min(3, rows.shape[1]) :].flip(-1)
+        projected = centred @ axes
+        if spread > 0:
+            low, high = torch.quantile(
+                projected, torch.tensor([spread, 1 - spread], dtype=projected.dtype), dim=0
+            )
+        else:
+            low, high = projected.amin(dim=0), projected.amax(dim=0)
+        return cls(mean.float(), axes.float(), low.float(), high.float())
+
+    def rgb(self, embeddings: Tensor) -> np.ndarray:
+        """A (d, H, W) embedding through the projection → (H, W, 3) uint8 (k < 3 pads with black)."""
+        dim, height, width = embeddings.shape
+        if dim != len(self.mean):
+            raise InvalidInputError(
+                f"the projection is of {len(self.mean)}-dimensional embeddings, not {dim}"
+            )
+        rows = embeddings.detach().float().flatten(1).T.cpu()
+        scaled = ((rows - self.mean) @ self.axes - self.low) / (self.high - self.low).clamp(min=1e-12)
+        rgb = torch.zeros(height * width, 3)
+        rgb[:, : scaled.shape[1]] = scaled.clamp(0, 1)
+        return (rgb * 255).round().byte().view(height, width, 3).numpy()
+
+    def as_record(self) -> dict[str, list]:
+        """Plain lists, for a checkpoint's record (``dsc.training.checkpoint_record``)."""
+        return {name: getattr(self, name).tolist() for name in ("mean", "axes", "low", "high")}
+
+    @classmethod
+    def from_record(cls, record: dict[str, list]) -> EmbeddingProjection:
+        return cls(
+            *(torch.tensor(record[name], dtype=torch.float32) for name in ("mean", "axes", "low", "high"))
+        )
+
+
 def embedding_rgb(embeddings: Tensor) -> np.ndarray:
-    """A (d, H, W) embedding seen through its top three principal directions, each stretched to
-    [0, 255]: pixels of one cluster share a colour. → (H, W, 3) uint8 (d < 3 pads with black)."""
-    dim, height, width = embeddings.shape
-    rows = embeddings.detach().double().flatten(1).T
-    rows = rows - rows.mean(dim=0)
-    _, eigenvectors = torch.linalg.eigh(rows.T @ rows)
-    projected = rows @ eigenvectors[:, -min(3, dim) :].flip(-1)  # (N, ≤3), largest first
-    low, high = projected.amin(dim=0), projected.amax(dim=0)
-    scaled = (projected - low) / (high - low).clamp(min=1e-12)
-    rgb = torch.zeros(height * width, 3, dtype=torch.float64)
-    rgb[:, : scaled.shape[1]] = scaled
-    return (rgb * 255).round().byte().view(height, width, 3).cpu().numpy()
+    """A (d, H, W) embedding seen through its own top three principal directions, each stretched
+    to [0, 255]: pixels of one cluster share a colour, but colours differ from image to image (an
+    ``EmbeddingProjection`` fitted once does not). → (H, W, 3) uint8 (d < 3 pads with black)."""
+    return EmbeddingProjection.fit(embeddings.flatten(1).T).rgb(embeddings)
 
 
 PANEL_SIZE = 256  # pictures' panels are upscaled (nearest neighbour) to at least this many pixels high
@@ -123,10 +172,30 @@ def upscale(array: np.ndarray | Tensor, factor: int) -> np.ndarray | Tensor:
 
 
 def titled(picture: np.ndarray, title: str) -> np.ndarray:
-    """A (H, W, 3) uint8 picture with ``title`` written in a dark strip above it."""
-    strip = Image.new("RGB", (picture.shape[1], TITLE_HEIGHT), (32, 32, 32))
-    ImageDraw.Draw(strip).text((6, 4), title, fill=(255, 255, 255), font=font(TITLE_FONT_SIZE))
+    """A (H, W, 3) uint8 picture with ``title`` written in a dark strip above it: 20-pixel text,
+    wrapped onto more lines where the picture is too narrow for it."""
+    title_font = font(TITLE_FONT_SIZE)
+    width = picture.shape[1]
+    lines: list[str] = []
+    for word in drawable(title).split(" "):
+        if lines and title_font.getlength(f"{lines[-1]} {word}") <= width - 12:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    strip = Image.new("RGB", (width, TITLE_HEIGHT + (len(lines) - 1) * (TITLE_FONT_SIZE + 4)), (32, 32, 32))
+    draw = ImageDraw.Draw(strip)
+    for number, line in enumerate(lines):
+        draw.text((6, 4 + number * (TITLE_FONT_SIZE + 4)), line, fill=(255, 255, 255), font=title_font)
     return np.concatenate([np.asarray(strip), picture], axis=0)
+
+
+# Characters Pillow's own font lacks, written as it can draw them.
+_UNDRAWABLE = str.maketrans({"×": "x", "≥": ">=", "≤": "<=", "–": "-", "—": "-"})
+
+
+def drawable(text: str) -> str:
+    """``text`` with the characters Pillow's own font lacks replaced (``×`` → ``x``, ``≥`` → ``>=``, …)."""
+    return text.translate(_UNDRAWABLE)
 
 
 @functools.cache
@@ -171,3 +240,60 @@ def titled_grid(pictures: dict[str, np.ndarray], columns: int = 2) -> np.ndarray
         top, left = (index // columns) * (height + 4), (index % columns) * (width + 4)
         grid[top : top + height, left : left + width] = panel
     return grid
+
+
+LABEL_FONT_SIZE = 14
+MAX_LABELS = 20  # instances captioned on a picture and in its legend, the largest first
+
+
+def segment_colours(count: int) -> np.ndarray:
+    """The overlay colours of segments 1 … ``count`` (``overlay``'s palette), (count, 3) uint8."""
+    return voc_palette()[np.arange(1, count + 1) % 255]
+
+
+def caption_segments(picture: np.ndarray, ids: np.ndarray, captions: Sequence[str]) -> np.ndarray:
+    """Write ``captions[k - 1]`` on segment k of the (H, W) ids over the (H, W, 3) uint8 picture, in a
+    dark box at the segment's pixel nearest its centroid (kept inside the picture), for segments
+    1 … ``MAX_LABELS``. → a new (H, W, 3) uint8 picture."""
+    canvas = Image.fromarray(picture)
+    draw = ImageDraw.Draw(canvas)
+    label_font = font(LABEL_FONT_SIZE)
+    height, width = ids.shape
+    for segment, caption in enumerate(map(drawable, captions[:MAX_LABELS]), start=1):
+        rows, columns = np.nonzero(ids == segment)
+        if len(rows) == 0:
+            continue
+        nearest = np.argmin((rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2)
+        left, top, right, bottom = draw.textbbox((0, 0), caption, font=label_font)
+        box_width, box_height = right - left + 6, bottom - top + 4
+        x = int(np.clip(columns[nearest] - box_width // 2, 0, max(0, width - box_width)))
+        y = int(np.clip(rows[nearest] - box_height // 2, 0, max(0, height - box_height)))
+        draw.rectangle((x, y, x + box_width, y + box_height), fill=(24, 24, 24))
+        draw.text((x + 3 - left, y + 2 - top), caption, fill=(255, 255, 255), font=label_font)
+    return np.asarray(canvas).copy()
+
+
+def legend(captions: Sequence[str], width: int, note: str = "") -> np.ndarray:
+    """A white strip ``width`` pixels wide listing each caption beside its segment's colour
+    swatch (segments 1 … ``MAX_LABELS``; ``… and N more`` after them), then ``note``; with no
+    captions, only the note. → (H, width, 3) uint8."""
+    label_font = font(LABEL_FONT_SIZE)
+    shown = [drawable(caption) for caption in captions[:MAX_LABELS]]
+    entries = [*shown, f"… and {len(captions) - len(shown)} more"] if len(captions) > len(shown) else shown
+    column_width = 190
+    columns = max(1, (width - 8) // column_width)
+    rows = -(-len(entries) // columns) if entries else 0
+    line = LABEL_FONT_SIZE + 8
+    height = 8 + rows * line + (line if note else 0)
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(strip)
+    colours = segment_colours(len(shown))
+    for index, entry in enumerate(entries):
+        x, y = 8 + (index % columns) * column_width, 6 + (index // columns) * line
+        if index < len(shown):
+            swatch = (x, y + 2, x + LABEL_FONT_SIZE, y + 2 + LABEL_FONT_SIZE)
+            draw.rectangle(swatch, fill=tuple(colours[index].tolist()), outline=(0, 0, 0))
+        draw.text((x + LABEL_FONT_SIZE + 6, y + 1), entry, fill=(0, 0, 0), font=label_font)
+    if note:
+        draw.text((8, 6 + rows * line), drawable(note), fill=(80, 80, 80), font=label_font)
+    return np.asarray(strip).copy()

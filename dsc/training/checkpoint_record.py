@@ -7,6 +7,12 @@ A dsc checkpoint is a Lightning checkpoint (``state_dict``, optimizer and loop s
 * ``dsc_overrides``: the run's command-line overrides, which a resumed run composes again;
 * ``dsc_class_names``: the validation data's class names, class 0 first (result files, exports), or
   None for data that name no classes;
+* ``dsc_training_images``: the training images' name, sizes and colour statistics
+  (``dsc.data.statistics.TrainingImages``), so that ``dsc.predict`` can say when an input is far
+  from them; None in checkpoints of older runs;
+* ``dsc_embedding_projection``: the view of embeddings as RGB fitted on the validation embeddings of
+  the epoch the checkpoint ends (``dsc.outputs.pictures.EmbeddingProjection``), so that pictures of
+  one checkpoint share colours; None before the first validation;
 * ``dsc_rng_state``: torch's random state, so a resumed run draws what it would have;
 * ``dsc_wandb_run_id``: the W&B run, so a resumed run logs into it (only with a W&B logger).
 
@@ -36,11 +42,16 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 
 from dsc.contracts import InvalidInputError, MissingFileError
+from dsc.data.statistics import TrainingImages
+from dsc.labels import VOID
+from dsc.outputs.pictures import EmbeddingProjection
 from dsc.training.module import DeepSpectralClustering
 
 CONFIG = "dsc_config"
 OVERRIDES = "dsc_overrides"
 CLASS_NAMES = "dsc_class_names"
+TRAINING_IMAGES = "dsc_training_images"
+PROJECTION = "dsc_embedding_projection"
 RNG_STATE = "dsc_rng_state"
 WANDB_RUN_ID = "dsc_wandb_run_id"
 
@@ -156,6 +167,8 @@ class RunRecord:
     overrides: list[str] = field(default_factory=list)
     class_names: list[str] | None = None
     wandb_run_id: str | None = None
+    training_images: TrainingImages | None = None
+    projection: EmbeddingProjection | None = None
 
     @classmethod
     def of(cls, checkpoint: dict[str, Any], source: str | Path = "the checkpoint") -> RunRecord:
@@ -175,9 +188,25 @@ class RunRecord:
             (WANDB_RUN_ID, wandb_run_id is None or isinstance(wandb_run_id, str)),
         ]
         wrong = [key for key, ok in kinds if not ok]
+        try:
+            training_images, projection = checkpoint.get(TRAINING_IMAGES), checkpoint.get(PROJECTION)
+            training_images = None if training_images is None else TrainingImages.from_record(training_images)
+            projection = None if projection is None else EmbeddingProjection.from_record(projection)
+        except (KeyError, TypeError, ValueError):
+            wrong.append(f"{TRAINING_IMAGES} or {PROJECTION}")
         if wrong:
             raise InvalidInputError(f"{source}: {', '.join(wrong)} is not what dsc records there")
-        return cls(config, list(overrides), class_names, wandb_run_id)
+        return cls(config, list(overrides), class_names, wandb_run_id, training_images, projection)
+
+    def portable(self) -> dict[str, Any]:
+        """The record an exported file carries (plain data under the checkpoint's keys): the config,
+        the class names, the training images and the projection."""
+        return {
+            CONFIG: self.config,
+            CLASS_NAMES: self.class_names,
+            TRAINING_IMAGES: None if self.training_images is None else self.training_images.as_record(),
+            PROJECTION: None if self.projection is None else self.projection.as_record(),
+        }
 
 
 def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
@@ -237,15 +266,61 @@ def load_model(
     return model.eval(), record
 
 
+PROJECTION_ROWS = 65536  # validation embedding rows the projection is fitted on, at most
+PROJECTION_SPREAD = 0.01  # the share of projected values left out at either end of each colour range
+
+
 class CheckpointRecord(pl.Callback):
     """Writes the record into every checkpoint of a run and, when the run resumes, puts torch's
     random state back. ``config``: the resolved config; ``overrides``: its command-line overrides;
-    ``class_names``: the validation data's, or None."""
+    ``class_names``: the validation data's, or None; ``training_images``: the training data measured.
 
-    def __init__(self, config: dict[str, Any], overrides: list[str], class_names: list[str] | None) -> None:
+    The embedding projection is fitted at the end of every validation of training on up to
+    ``PROJECTION_ROWS`` non-void pixels of the validation batches' embedding view (the embeddings, or
+    the class probabilities of a model without them), spread evenly over the batches."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        overrides: list[str],
+        class_names: list[str] | None,
+        training_images: TrainingImages | None = None,
+    ) -> None:
         self.config = config
         self.overrides = list(overrides)
         self.class_names = None if class_names is None else list(class_names)
+        self.training_images = training_images
+        self.projection: EmbeddingProjection | None = None
+        self._rows: list[torch.Tensor] = []
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._rows = []
+
+    def on_validation_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not isinstance(outputs, Mapping):
+            return
+        features, truth = outputs["embeddings"], batch["instances"]  # (B, d, H, W), (B, H, W)
+        rows = features.detach().permute(0, 2, 3, 1)[truth != VOID]
+        batches = max(1, int(trainer.num_val_batches[0]) if trainer.num_val_batches else 1)
+        share = max(1, PROJECTION_ROWS // batches)
+        if len(rows) > share:
+            picks = torch.linspace(0, len(rows) - 1, share, device=rows.device).long()
+            rows = rows[picks]
+        self._rows.append(rows.float().cpu())
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        rows = torch.cat(self._rows) if self._rows else None
+        if rows is not None and len(rows) >= 2:
+            self.projection = EmbeddingProjection.fit(rows, PROJECTION_SPREAD)
+        self._rows = []
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
@@ -253,6 +328,10 @@ class CheckpointRecord(pl.Callback):
         checkpoint[CONFIG] = self.config
         checkpoint[OVERRIDES] = self.overrides
         checkpoint[CLASS_NAMES] = self.class_names
+        checkpoint[TRAINING_IMAGES] = (
+            None if self.training_images is None else self.training_images.as_record()
+        )
+        checkpoint[PROJECTION] = None if self.projection is None else self.projection.as_record()
         # torch's random state (dropout): a run resumed from here continues as it would have.
         checkpoint[RNG_STATE] = {
             "cpu": torch.get_rng_state(),

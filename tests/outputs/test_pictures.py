@@ -1,15 +1,22 @@
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
+from dsc.contracts import InvalidInputError
 from dsc.data import VOID
 from dsc.outputs.pictures import (
     TITLE_HEIGHT,
+    EmbeddingProjection,
+    caption_segments,
     comparison_panels,
     embedding_rgb,
+    legend,
     match_to_truth,
     order_by_size,
     overlay,
+    segment_colours,
+    titled,
     titled_grid,
     voc_palette,
 )
@@ -74,3 +81,47 @@ def test_comparison_panels_are_at_least_256_pixels_high_and_titled():
         lettered_rows = (strip > 128).any(axis=1).sum()
         assert lettered_rows >= 14, "each title is text at least 14 pixels high, legible at 256 px"
     assert (grid[TITLE_HEIGHT : TITLE_HEIGHT + 280, :350] == pictures["image"]).all()
+
+
+def test_a_fitted_projection_colours_an_embedding_alike_in_every_image():
+    rows = torch.nn.functional.normalize(torch.randn(500, 6), dim=1)
+    projection = EmbeddingProjection.fit(rows, spread=0.01)
+    first = torch.zeros(6, 4, 4)
+    first[:, :2] = rows[0, :, None, None]
+    first[:, 2:] = rows[1, :, None, None]
+    second = torch.zeros(6, 4, 4)
+    second[:, :1] = rows[0, :, None, None]
+    second[:, 1:] = rows[2, :, None, None]
+    assert (projection.rgb(first)[0, 0] == projection.rgb(second)[0, 0]).all(), "fixed colours"
+    again = EmbeddingProjection.from_record(projection.as_record())
+    assert (again.rgb(first) == projection.rgb(first)).all()
+    # Its axes are the principal directions (up to sign) that an independent eigendecomposition finds.
+    centred = rows.double() - rows.double().mean(dim=0)
+    _, vectors = torch.linalg.eigh(centred.T @ centred)
+    cosines = (vectors[:, -3:].flip(-1).float() * projection.axes).sum(dim=0).abs()
+    assert cosines == pytest.approx(torch.ones(3), abs=1e-4)
+    with pytest.raises(InvalidInputError, match="6-dimensional embeddings, not 5"):
+        projection.rgb(torch.zeros(5, 2, 2))
+
+
+def test_captions_are_written_on_their_segments_and_listed_in_the_legend():
+    picture = np.full((80, 200, 3), 200, dtype=np.uint8)
+    ids = np.zeros((80, 200), dtype=np.int64)
+    ids[10:70, 60:115] = 1
+    captioned = caption_segments(picture, ids, ["circle 0.98"])
+    changed = np.nonzero((captioned != picture).any(axis=2))
+    centre = (changed[0].min() + changed[0].max()) / 2, (changed[1].min() + changed[1].max()) / 2
+    assert abs(centre[0] - 39.5) <= 2 and abs(centre[1] - 87) <= 2, "the caption is centred on its segment"
+    strip = legend(["circle 0.98", "square 0.51"], 400, note="2 instances")
+    assert strip.shape[1] == 400
+    for colour in segment_colours(2):
+        assert (strip == colour).all(axis=2).any(), "each instance's swatch in its colour"
+    many = legend([f"object {k}" for k in range(30)], 400)
+    assert many.shape[0] > strip.shape[0]
+    assert legend([], 400, note="no instances").shape[0] > 0
+
+
+def test_a_long_title_wraps_onto_more_lines():
+    picture = np.zeros((50, 120, 3), dtype=np.uint8)
+    assert titled(picture, "short").shape[0] == TITLE_HEIGHT + 50
+    assert titled(picture, "a title far too long for one line of this picture").shape[0] > TITLE_HEIGHT + 50
