@@ -266,12 +266,12 @@ def predict(cfg: DictConfig) -> dict[str, int]:
         refuse_training_run_directory(folder, key, "dsc.predict")
     formats = output_formats(cfg.format)
     dropped = DroppedInstances(InstanceThresholds(cfg.min_score, cfg.min_size))
+    paths = list_inputs(Path(cfg.input), cfg.get("recursive", False))  # before the model is read
     device = _device(cfg.device, onnx=cfg.get("onnx") is not None)
     model, record = load_segmenter(
         cfg.get("ckpt_path"), cfg.get("onnx"), cfg.get("rounding"), device, cfg.trusted_targets
     )
     generator = torch.Generator().manual_seed(cfg.seed)
-    paths = list_inputs(Path(cfg.input), cfg.get("recursive", False))
     stems = _output_stems(paths)
     output = Path(cfg.output)
     data = cfg.get("data")

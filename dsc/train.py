@@ -53,44 +53,9 @@ def check_training_happens(cfg: DictConfig) -> None:
             f"{key}=0 trains nothing: its final scores would be an untrained network's. To score a "
             "checkpoint, use python -m dsc.evaluate ckpt_path=…"
         )
-    learning_rate = OmegaConf.select(cfg, "model.optimizer.lr")
-    if isinstance(learning_rate, int | float) and learning_rate <= 0:
-        raise InvalidInputError(
-            f"model.optimizer.lr={learning_rate}: the weights would not move (or move uphill); "
-            "give a positive learning rate"
-        )
-
-
-# Keys that count something: (key, the smallest value that works, what it counts).
-COUNTS = (
-    ("data.batch_size", 1, "images per training batch"),
-    ("data.val_batch_size", 1, "images per validation batch"),
-    ("data.num_workers", 0, "data loader processes (0: load in the main process)"),
-    ("model.embed_dim", 0, "embedding channels (0: none)"),
-    ("model.num_classes", 0, "class scores (0: none)"),
-)
-
-
-def check_counts(cfg: DictConfig) -> None:
-    """Refuse a count below what can work (``COUNTS``) and a network with no output channels, naming
-    the key, before anything is built."""
-    for key, smallest, meaning in COUNTS:
-        value = OmegaConf.select(cfg, key)
-        if isinstance(value, int) and value < smallest:
-            raise InvalidInputError(f"{key}={value}: the number of {meaning} must be at least {smallest}")
-    embed_dim, num_classes = (
-        OmegaConf.select(cfg, "model.embed_dim"),
-        OmegaConf.select(cfg, "model.num_classes"),
-    )
-    if embed_dim == 0 and num_classes == 0:
-        raise InvalidInputError(
-            "model.embed_dim=0 and model.num_classes=0: the network would output nothing; give it an "
-            "embedding (model.embed_dim=16), class scores (model.num_classes=…) or both"
-        )
 
 
 def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
-    check_counts(cfg)
     check_training_happens(cfg)
     output_dir = Path(cfg.paths.output_dir)
     resume = resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")

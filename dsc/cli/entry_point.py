@@ -24,6 +24,7 @@ from dsc.cli.console import print_config, quiet_console
 from dsc.cli.help import entry_help
 from dsc.cli.overrides import UnknownKeyError, check_overrides
 from dsc.cli.schema import register_schemas
+from dsc.cli.values import check_values
 from dsc.contracts import user_error_of
 from dsc.progress import progress
 from dsc.training.callbacks import epochs_done
@@ -65,8 +66,9 @@ def _finish_wandb(failed: bool) -> None:
 
 
 def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig], Result]:
-    """Run a task, log its failure with the output directory, and always finish the W&B run, so
-    that a crash or a multirun job does not leave a run open.
+    """Run a task once its config's values pass ``dsc.cli.values.check_values``, log its failure with
+    the output directory, and always finish the W&B run, so that a crash or a multirun job does not
+    leave a run open.
 
     Exit codes tell the truth: SIGTERM (a cluster's time limit or ``scancel``) exits with 143 and
     SIGINT (Ctrl+C) with 130, as a shell reports them, after ``LastCheckpoint`` saved the newest
@@ -79,6 +81,7 @@ def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig],
         output_dir = cfg.paths.get("output_dir")
         resume = f"resume with `ckpt_path=last hydra.run.dir={output_dir}`"
         try:
+            check_values(cfg)  # before any work
             result = task(cfg)
             failed = False
             return result
