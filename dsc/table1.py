@@ -204,9 +204,7 @@ def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, list[str]]:
             f"experiment={experiment}", f"seed={seed}", *cfg.train_overrides, *resume,
             f"hydra.run.dir={run_dir}",
         ]  # fmt: skip
-        estimate = (
-            f", about {statistics.fmean(durations) / 60:.0f} min as the ones before" if durations else ""
-        )
+        estimate = f", about {_duration(statistics.fmean(durations))} as the ones before" if durations else ""
         what = f"{stage}: training{estimate}"
         durations.append(
             run_entry_point("dsc.train", arguments, what, run_dir / "train.log", follow_epochs=True)
@@ -259,6 +257,11 @@ def main(cfg: DictConfig) -> str:
     places += [(f"{role} checkpoints", ", ".join(paths)) for role, paths in checkpoints.items()]
     log.info(where_things_went(places, []))
     return table
+
+
+def _duration(seconds: float) -> str:
+    """``40 s``, ``3 min``: a time estimate as people say it."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 if __name__ == "__main__":
