@@ -82,6 +82,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
                 ("metrics", output_dir / "metrics.json"),
                 ("COCO results", output_dir / PREDICTIONS_FILE if coco else None),
                 ("COCO ground truth", output_dir / GROUND_TRUTH_FILE if coco else None),
+                ("pictures", output_dir / "images" if (output_dir / "images").is_dir() else None),
+                ("log", output_dir / "evaluate.log" if (output_dir / "evaluate.log").is_file() else None),
+                ("composed config", output_dir / ".hydra" if (output_dir / ".hydra").is_dir() else None),
             ],
             [f"python -m dsc.predict ckpt_path={cfg.ckpt_path} input=<image or folder> output=<folder>"],
         )

@@ -15,7 +15,7 @@ import pytorch_lightning as pl
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.loggers import Logger
+from pytorch_lightning.loggers import Logger, WandbLogger
 
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point, instantiate_all, task_wrapper
@@ -152,12 +152,13 @@ def _where_things_went(output_dir: Path, best: str, loggers: list[Logger]) -> st
             ("metrics", output_dir / "metrics.json"),
             ("best checkpoint", best or None),
             ("last checkpoint", last if last.exists() else None),
-            ("pictures", images if images.is_dir() else None),
+            ("pictures", f"{images}/epoch_*/val_*.png, final/" if images.is_dir() else None),
             ("logs", ", ".join(str(path) for path in logs) or None),
             ("TensorBoard", tensorboard if tensorboard.is_dir() else None),
+            ("composed config", output_dir / ".hydra" if (output_dir / ".hydra").is_dir() else None),
             (
                 "W&B",
-                output_dir / "wandb" if any(type(lg).__name__ == "WandbLogger" for lg in loggers) else None,
+                output_dir / "wandb" if any(isinstance(logger, WandbLogger) for logger in loggers) else None,
             ),
         ],
         next_steps,

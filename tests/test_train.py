@@ -403,3 +403,14 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_checkpoint_and_no_bloc
     assert not list((tmp_path / "checkpoints").glob("*.ckpt"))
     train(make_config())
     assert (tmp_path / "metrics.json").exists()
+
+
+def test_where_things_went_lists_every_kind_of_file_the_run_wrote(make_config, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="dsc.train"):
+        train(make_config("logger=many", "callbacks.validation_images.num_images=1"))
+    (block,) = [message for message in caplog.messages if message.startswith("where things went:")]
+    # Dot folders here are the test's home (W&B's cache); composed in a test, Hydra writes no .hydra/.
+    written = {path.name for path in tmp_path.iterdir() if not path.name.startswith(".")}
+    assert {"checkpoints", "metrics.json", "csv", "tensorboard", "wandb", "images"} <= written
+    for name in written:
+        assert str(tmp_path / name) in block, f"{name} is not listed"
