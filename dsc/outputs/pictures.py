@@ -259,6 +259,7 @@ def caption_segments(picture: np.ndarray, ids: np.ndarray, captions: Sequence[st
     draw = ImageDraw.Draw(canvas)
     label_font = font(LABEL_FONT_SIZE)
     height, width = ids.shape
+    placed: list[tuple[int, int, int, int]] = []
     for segment, caption in enumerate(map(drawable, captions[:MAX_LABELS]), start=1):
         rows, columns = np.nonzero(ids == segment)
         if len(rows) == 0:
@@ -268,6 +269,10 @@ def caption_segments(picture: np.ndarray, ids: np.ndarray, captions: Sequence[st
         box_width, box_height = right - left + 6, bottom - top + 4
         x = int(np.clip(columns[nearest] - box_width // 2, 0, max(0, width - box_width)))
         y = int(np.clip(rows[nearest] - box_height // 2, 0, max(0, height - box_height)))
+        for other in placed:  # below any caption it would cover (larger segments were placed first)
+            if x < other[2] and other[0] < x + box_width and y < other[3] and other[1] < y + box_height:
+                y = other[3] + 1 if other[3] + 1 + box_height <= height else max(0, other[1] - box_height - 1)
+        placed.append((x, y, x + box_width, y + box_height))
         draw.rectangle((x, y, x + box_width, y + box_height), fill=(24, 24, 24))
         draw.text((x + 3 - left, y + 2 - top), caption, fill=(255, 255, 255), font=label_font)
     return np.asarray(canvas).copy()

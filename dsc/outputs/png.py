@@ -96,10 +96,10 @@ class PaletteMasks:
         """The (d, H, W) embedding as RGB, at least 256 pixels high, under a title saying which
         projection coloured it."""
         if self.projection is not None and len(self.projection.mean) == len(features):
-            picture, how = self.projection.rgb(features), "checkpoint's PCA"
+            picture, how = self.projection.rgb(features), "fixed PCA"
         else:
-            picture, how = embedding_rgb(features), "this image's PCA"
-        return titled(upscale(picture, panel_scale(features.shape[-2])), f"embedding, {how}")
+            picture, how = embedding_rgb(features), "own PCA"
+        return titled(upscale(picture, panel_scale(features.shape[-2])), f"embedding ({how})")
 
     def _legend_note(self, instances: Instances | None) -> str:
         if instances is None:
@@ -111,6 +111,9 @@ class PaletteMasks:
 
     def finish(self) -> None:
         """Every file is written by ``add``."""
+
+
+OVERLAY_ALPHA = 0.7  # captioned instances: their tint close to the legend's swatch
 
 
 def by_size(instances: Instances) -> Instances:
@@ -180,7 +183,7 @@ def write_prediction(
     if side_by_side:  # small images upscaled (nearest neighbour) to PANEL_SIZE pixels high
         factor = panel_scale(image.shape[-2])
         image, shown = upscale(image, factor), upscale(shown, factor)
-    picture = overlay(image, shown)
+    picture = overlay(image, shown, alpha=OVERLAY_ALPHA if instances is not None else 0.55)
     if texts:
         picture = caption_segments(picture, shown.cpu().numpy(), texts)
     if side_by_side:
