@@ -47,10 +47,10 @@ from dsc.data.files import read_image
 from dsc.data.statistics import TrainingImages
 from dsc.deploy import OnnxNetwork
 from dsc.instances import OBJECT, DroppedInstances, InstanceThresholds, predicted_instances
+from dsc.ops.progress import progress
 from dsc.outputs.cityscapes import CityscapesInstanceFiles
 from dsc.outputs.coco import CocoPredictionFile
 from dsc.outputs.png import PaletteMasks
-from dsc.progress import progress
 from dsc.training.checkpoint_record import RunRecord, load_model
 from dsc.training.resume import refuse_training_run_directory
 

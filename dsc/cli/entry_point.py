@@ -26,7 +26,7 @@ from dsc.cli.overrides import UnknownKeyError, check_overrides
 from dsc.cli.schema import register_schemas
 from dsc.cli.values import check_values
 from dsc.contracts import user_error_of
-from dsc.progress import progress
+from dsc.ops.progress import progress
 from dsc.training.callbacks import epochs_done
 from dsc.training.resume import register_resolvers
 

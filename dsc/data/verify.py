@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from dsc.contracts import InvalidInputError
 from dsc.data.files import Item, first_lines
 from dsc.labels import VOID
-from dsc.progress import progress
+from dsc.ops.progress import progress
 
 Level = Literal["none", "header", "full"]
 LEVELS: tuple[Level, ...] = ("none", "header", "full")

@@ -14,9 +14,9 @@ from torch import Tensor
 from dsc.contracts import InvalidInputError
 from dsc.data.statistics import TrainingImages
 from dsc.instances import Instances, InstanceThresholds
+from dsc.ops.projection import EmbeddingProjection
 from dsc.outputs.files import save_image
 from dsc.outputs.pictures import (
-    EmbeddingProjection,
     caption_segments,
     embedding_rgb,
     legend,

@@ -44,7 +44,7 @@ from pytorch_lightning.loggers import WandbLogger
 from dsc.contracts import InvalidInputError, MissingFileError
 from dsc.data.statistics import TrainingImages
 from dsc.labels import VOID
-from dsc.outputs.pictures import EmbeddingProjection
+from dsc.ops.projection import EmbeddingProjection
 from dsc.training.module import DeepSpectralClustering
 
 CONFIG = "dsc_config"

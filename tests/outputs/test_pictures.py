@@ -5,9 +5,9 @@ import torch.nn.functional as F
 
 from dsc.contracts import InvalidInputError
 from dsc.data import VOID
+from dsc.ops.projection import EmbeddingProjection
 from dsc.outputs.pictures import (
     TITLE_HEIGHT,
-    EmbeddingProjection,
     caption_segments,
     comparison_panels,
     embedding_rgb,
