@@ -27,6 +27,7 @@ from dsc.outputs.metrics_file import format_metrics_table, write_metrics
 from dsc.training.callbacks import ValidationTime
 from dsc.training.checkpoint_record import CheckpointRecord, build_model
 from dsc.training.distributed import ddp_job, is_first_process, use_job_directories_for_ddp
+from dsc.training.init_from import initialize_from
 from dsc.training.loggers import keep_csv_history, log_final_scores
 from dsc.training.resume import check_fresh_run_directory, resume_path, resumed_config
 
@@ -67,6 +68,8 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     pl.seed_everything(cfg.seed, workers=True)
 
     model = build_model(cfg)
+    if resume is None and model.init_from is not None:  # a resumed run has its own weights
+        initialize_from(model.backbone, model.init_from)
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     dataset = datamodule.val_dataset  # its class names go into result files and exports
     class_names = class_names_of(dataset)

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from hydra_configs import compose_config
+from hydra_configs import TINY, compose_config
 from PIL import Image
 from torch import nn
 
@@ -195,3 +195,23 @@ def test_a_model_rounded_on_its_raw_embedding_exports_it_raw_and_predicts_as_tor
     by_torch = model.partition(expected, generator=generator)
     by_onnx = network.partition(outputs, generator=torch.Generator().manual_seed(3))
     assert (by_torch == by_onnx).float().mean() > 0.999
+
+
+@pytest.mark.slow
+def test_an_smp_network_exports_and_computes_what_torch_computes(tmp_path):
+    from dsc.train import train
+
+    run = tmp_path / "smp"
+    smp_unet = ["backbone=smp", "backbone.arch=Unet", "backbone.encoder_name=resnet18"]
+    train(compose_config("train", run, *TINY, *smp_unet, "data.train.num_images=8", "data.val.num_images=3"))
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    path = export(export_config(tmp_path, checkpoint, tmp_path / "smp.onnx"))
+    model, _ = load_model(checkpoint)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for shape in [(1, 3, 64, 64), (2, 3, 45, 77)]:  # 45 × 77: padded to 64 × 96 inside, cropped back
+        images = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            expected = model(images).embeddings
+        (result,) = session.run(None, {"images": images.numpy()})
+        assert result.shape == tuple(expected.shape)
+        assert np.abs(result - expected.numpy()).max() < TOLERANCE

@@ -19,6 +19,12 @@ from dsc.outputs.pictures import TITLE_HEIGHT
 from dsc.train import train
 
 CONFIG_DIR = Path(dsc.__file__).parent / "conf"
+# backbone=custom needs a network of yours: torchvision's, with random weights.
+CUSTOM_NETWORK = [
+    "backbone.network._target_=torchvision.models.segmentation.deeplabv3_mobilenet_v3_large",
+    "+backbone.network.weights=null",
+    "+backbone.network.weights_backbone=null",
+]
 METRIC_KEYS = [
     f"val/{group}pairwise_{fg}{score}"
     for group in ("", "semantic_oracle/")
@@ -262,7 +268,8 @@ def test_every_config_option_composes_and_instantiates(make_config):
             # No ImageNet weights on CI machines: FCN-8s from random weights (loading has its own tests).
             # The tiny overrides resize the built-in shapes; other data have no such keys.
             tiny = group not in ("data", "experiment") or option.stem.startswith("shapes")
-            cfg = make_config(f"{group}={option.stem}", tiny=tiny)
+            extra = CUSTOM_NETWORK if (group, option.stem) == ("backbone", "custom") else []
+            cfg = make_config(f"{group}={option.stem}", *extra, tiny=tiny)
             if cfg.backbone.get("weights") == "imagenet":
                 cfg.backbone.weights = None  # no ImageNet file on CI; loading has its own tests
             for node in ("backbone", "loss", "rounding"):
@@ -363,7 +370,9 @@ def test_help_lists_only_real_choices(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "[spectral_frobenius] contrastive, cross_entropy, discriminative, spectral_frobenius" in result.stdout
+    assert (
+        "[spectral_frobenius] contrastive, cross_entropy, discriminative, spectral_frobenius" in result.stdout
+    )
     assert "schema" not in result.stdout
 
 

@@ -85,6 +85,8 @@ class FCN8s(nn.Module):
         self.upscore2 = nn.ConvTranspose2d(out_channels, out_channels, 4, stride=2, bias=False)
         self.upscore_pool4 = nn.ConvTranspose2d(out_channels, out_channels, 4, stride=2, bias=False)
         self.upscore8 = nn.ConvTranspose2d(out_channels, out_channels, 16, stride=8, bias=False)
+        # The layers of out_channels, fresh in a model initialised from another run's (model.init_from).
+        self.last_layers = ("score_fr", "score_pool4", "score_pool3", "upscore2", "upscore_pool4", "upscore8")
         self.normalize = UnitNormalize() if unit_normalize else nn.Identity()
         self.reset_head()
 

@@ -72,6 +72,8 @@ class SmallFCN(nn.Module):
         self.fuse = _conv_block(3 * width, width, norm) if fused_channels else None
         self.head = nn.Conv2d(width, fused_channels, 1) if fused_channels else None
         self.class_head = nn.Conv2d(2 * width, class_channels, 1) if class_head == "context" else None
+        # Fresh in a model initialised from another run's weights (model.init_from).
+        self.last_layers = tuple(name for name in ("head", "class_head") if getattr(self, name) is not None)
 
     def forward(self, images: Tensor) -> Tensor:
         local = self.stem(images)

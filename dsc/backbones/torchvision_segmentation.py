@@ -39,6 +39,8 @@ class TorchvisionSegmentation(nn.Module):
         builder = getattr(torchvision.models.segmentation, architecture)
         self.network = builder(weights=None, weights_backbone=None, num_classes=out_channels)
         self.unit_normalize = unit_normalize
+        last = ("low_classifier", "high_classifier") if architecture.startswith("lraspp") else ("4",)
+        self.last_layers = tuple(f"network.classifier.{name}" for name in last)  # model.init_from
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if weights_path is not None:

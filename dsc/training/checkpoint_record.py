@@ -62,6 +62,8 @@ DSC_TARGETS = frozenset(
         "dsc.backbones.SmallFCN",
         "dsc.backbones.fcn8s",
         "dsc.backbones.TorchvisionSegmentation",
+        "dsc.backbones.SmpSegmentation",
+        "dsc.backbones.converted",
         "dsc.losses.SpectralLoss",
         "dsc.losses.JointLoss",
         "dsc.losses.SemanticCrossEntropy",

@@ -72,6 +72,9 @@ class DeepSpectralClustering(pl.LightningModule):
         GPUs; 0.67–0.74× the NCHW step time of the shapes recipes on 2 CPU cores, see
         ``benchmarks/shapes_step.py``).
     compile: ``torch.compile`` the backbone.
+    init_from: a semantic checkpoint or state-dict file whose weights ``dsc.train`` copies into the
+        backbone before training, all but its last layers (``dsc.training.init_from``); a model
+        loaded from a checkpoint has that checkpoint's weights, and never reads this file.
 
     Built from the ``model`` config (``conf/model/default.yaml``: ``hydra.utils.instantiate``); what a
     checkpoint records besides the weights is ``dsc.training.checkpoint_record``'s.
@@ -92,8 +95,10 @@ class DeepSpectralClustering(pl.LightningModule):
         unseen_classes: list[int] | None = None,
         channels_last: bool = True,
         compile: bool = False,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
+        self.init_from = init_from
         if embed_dim < 0 or num_classes < 0 or embed_dim + num_classes == 0:
             raise InvalidInputError(
                 f"model.embed_dim={embed_dim} and model.num_classes={num_classes}: the network needs an "
