@@ -47,8 +47,9 @@ def crafted(trained_checkpoint: Path, folder: Path, *keys: str) -> tuple[Path, P
 def test_every_target_of_the_shipped_configs_is_trusted():
     targets = set()
     for config in CONF.rglob("*.yaml"):
-        targets |= {line.split(":", 1)[1].strip() for line in config.read_text().splitlines()
+        targets |= {line.split(":", 1)[1].split("#")[0].strip() for line in config.read_text().splitlines()
                     if line.strip().startswith("_target_:")}  # fmt: skip
+    targets.discard("???")  # backbone=custom: the user's own class, trusted by trusted_targets=[…]
     assert targets and all(is_trusted_target(target) for target in targets), sorted(
         target for target in targets if not is_trusted_target(target)
     )
