@@ -309,13 +309,15 @@ class CheckpointRecord(pl.Callback):
     ) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit" or not isinstance(outputs, Mapping):
             return
-        features, truth = outputs["embeddings"], batch["instances"]  # (B, d, H, W), (B, H, W)
-        rows = features.detach().permute(0, 2, 3, 1)[truth != VOID]
+        features, truth = outputs["embeddings"].detach(), batch["instances"]  # (B, d, H, W), (B, H, W)
         batches = max(1, int(trainer.num_val_batches[0]) if trainer.num_val_batches else 1)
         share = max(1, PROJECTION_ROWS // batches)
-        if len(rows) > share:
-            picks = torch.linspace(0, len(rows) - 1, share, device=rows.device).long()
-            rows = rows[picks]
+        picks = torch.nonzero(truth.flatten() != VOID).squeeze(1)  # gather the chosen pixels only
+        if len(picks) > share:
+            picks = picks[torch.linspace(0, len(picks) - 1, share, device=picks.device).long()]
+        height, width = truth.shape[-2:]
+        image, pixel = picks // (height * width), picks % (height * width)
+        rows = features[image, :, pixel // width, pixel % width]  # (N, d)
         self._rows.append(rows.float().cpu())
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -198,3 +198,28 @@ def test_a_file_that_is_no_dict_or_names_classes_by_a_string_is_refused(trained_
     torch.save(checkpoint, tmp_path / "string.ckpt")
     with pytest.raises(InvalidInputError, match=r"string\.ckpt: dsc_class_names is not what dsc records"):
         load_model(tmp_path / "string.ckpt")
+
+
+def test_the_projection_is_fitted_on_the_validation_pixels_that_are_not_void():
+    from types import SimpleNamespace
+
+    import torch
+
+    from dsc.ops.projection import EmbeddingProjection
+    from dsc.training.checkpoint_record import PROJECTION_SPREAD, CheckpointRecord
+
+    record = CheckpointRecord({}, [], None)
+    trainer = SimpleNamespace(sanity_checking=False, state=SimpleNamespace(fn="fit"), num_val_batches=[2])
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(2):
+        features = torch.randn(2, 4, 5, 6, generator=generator)
+        truth = torch.randint(0, 3, (2, 5, 6), generator=generator)
+        truth[:, 0] = 255  # void rows
+        batches.append((features, truth))
+        record.on_validation_batch_end(trainer, None, {"embeddings": features}, {"instances": truth}, 0)
+    record.on_validation_epoch_end(trainer, None)
+    rows = torch.cat([features.permute(0, 2, 3, 1)[truth != 255] for features, truth in batches])
+    expected = EmbeddingProjection.fit(rows, PROJECTION_SPREAD)
+    for name in ("mean", "axes", "low", "high"):
+        assert torch.allclose(getattr(record.projection, name), getattr(expected, name), atol=1e-5), name
