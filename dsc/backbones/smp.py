@@ -82,6 +82,13 @@ class SmpSegmentation(nn.Module):
         super().__init__()
         smp = _smp()
         _check_names(smp, arch, encoder_name)
+        taken = sorted(set(options or {}) & {"encoder_name", "encoder_weights", "in_channels", "classes"})
+        if taken:
+            raise InvalidInputError(
+                f"backbone.options.{taken[0]}: dsc sets it (encoder_name from backbone.encoder_name, "
+                "classes from model.embed_dim + model.num_classes, encoder weights only from a file: "
+                "backbone.weights=<file>)"
+            )
         self.network = smp.create_model(
             arch, encoder_name=encoder_name, encoder_weights=None, in_channels=3, classes=out_channels,
             **dict(options or {}),

@@ -51,6 +51,8 @@ def test_unknown_names_list_the_valid_ones(arch, encoder, message):
 
 
 def test_encoder_weights_come_from_a_file_and_never_from_the_network(tmp_path):
+    with pytest.raises(InvalidInputError, match=r"backbone\.options\.encoder_weights: dsc sets it"):
+        SmpSegmentation("Unet", "resnet18", out_channels=4, options={"encoder_weights": "imagenet"})
     source = SmpSegmentation("Unet", "resnet18", out_channels=4)
     path = tmp_path / "resnet18.pth"
     torch.save(source.network.encoder.state_dict(), path)
