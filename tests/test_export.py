@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from hydra_configs import TINY, compose_config
+from hydra_configs import SHALLOW_SMP, TINY, compose_config
 from PIL import Image
 from torch import nn
 
@@ -202,8 +202,8 @@ def test_an_smp_network_exports_and_computes_what_torch_computes(tmp_path):
     from dsc.train import train
 
     run = tmp_path / "smp"
-    smp_unet = ["backbone=smp", "backbone.arch=Unet", "backbone.encoder_name=resnet18"]
-    train(compose_config("train", run, *TINY, *smp_unet, "data.train.num_images=8", "data.val.num_images=3"))
+    smp_fpn = ["backbone=smp", "backbone.arch=FPN", "backbone.encoder_name=tu-resnet18", *SHALLOW_SMP["FPN"]]
+    train(compose_config("train", run, *TINY, *smp_fpn, "data.train.num_images=8", "data.val.num_images=3"))
     checkpoint = run / "checkpoints" / "last.ckpt"
     path = export(export_config(tmp_path, checkpoint, tmp_path / "smp.onnx"))
     model, _ = load_model(checkpoint)

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from hydra_configs import SHALLOW_SMP
 
 from dsc.backbones import SmpSegmentation
 from dsc.contracts import InvalidInputError, MissingFileError
@@ -21,7 +22,8 @@ def test_smp_networks_train_a_tiny_epoch(make_config, arch, encoder, loss):
     classes = ["model.num_classes=4"] if loss == "spectral_joint" else []
     optimized, metrics = train(
         make_config("backbone=smp", f"backbone.arch={arch}", f"backbone.encoder_name={encoder}",
-                    f"loss={loss}", *classes, "data.train.num_images=8", "data.val.num_images=3")
+                    *SHALLOW_SMP[arch], f"loss={loss}", *classes, "data.train.num_images=8",
+                    "data.val.num_images=3")
     )  # fmt: skip
     assert 0.0 <= optimized <= 1.0
     assert ("val/mask_ap" in metrics) == bool(classes)

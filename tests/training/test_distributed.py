@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra_configs import compose_config, offline_environment, run_dsc_train
+from hydra_configs import SHALLOW_SMP, compose_config, offline_environment, run_dsc_train
 
 from dsc.train import train
 
@@ -120,8 +120,8 @@ def test_the_compared_losses_train_with_two_processes_as_with_one(tmp_path, expe
 def test_an_smp_network_trains_with_two_processes_as_with_one(tmp_path):
     """smp's encoders normalise with BatchNorm, which torch syncs only on GPUs: each CPU process
     normalises its own half batch, so the steps differ a little, the scores only by that."""
-    setup = [*SETUP[:-2], "backbone=smp", "backbone.arch=Unet", "backbone.encoder_name=resnet18",
-             "logger=csv"]  # fmt: skip
+    setup = [*SETUP[:-2], "backbone=smp", "backbone.arch=FPN", "backbone.encoder_name=tu-resnet18",
+             *SHALLOW_SMP["FPN"], "logger=csv"]  # fmt: skip
     setup.remove("backbone.norm=group")
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
     run_in(single_dir, *setup, "data.batch_size=4", home=tmp_path)
