@@ -343,9 +343,10 @@ def predict(cfg: DictConfig) -> dict[str, int]:
     if reads_instances:
         log.info("instances written: %s", dropped.summary())
     if far:
+        titled = " (their overlays are titled so)" if "png" in formats and cfg.side_by_side else ""
         log.warning(
-            "%d of %d input(s) are far from the training data %s: their predictions are unreliable "
-            "(their overlays say so)", far, written, record.training_images.describe()
+            "%d of %d input(s) are far from the training data %s: their predictions are unreliable%s",
+            far, written, record.training_images.describe(), titled,
         )  # fmt: skip
     files = {
         "png": (

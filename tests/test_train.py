@@ -15,6 +15,7 @@ from PIL import Image
 from sample_data import VOC_SAMPLE, needs_voc
 
 import dsc
+from dsc.cli.help import entry_help
 from dsc.outputs.pictures import TITLE_HEIGHT
 from dsc.train import train
 
@@ -370,6 +371,7 @@ def test_help_lists_only_real_choices(tmp_path):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == entry_help(CONFIG_DIR, "train")  # dsc's own listing (dsc.cli.help)
     assert (
         "[spectral_frobenius] contrastive, cross_entropy, discriminative, spectral_frobenius" in result.stdout
     )

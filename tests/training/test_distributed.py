@@ -124,7 +124,8 @@ def test_an_smp_network_trains_with_two_processes_as_with_one(tmp_path):
              *SHALLOW_SMP["FPN"], "logger=csv"]  # fmt: skip
     setup.remove("backbone.norm=group")
     single_dir, ddp_dir = tmp_path / "single", tmp_path / "ddp"
-    run_in(single_dir, *setup, "data.batch_size=4", home=tmp_path)
+    single_dir.mkdir()
+    train(compose_config("train", single_dir, *setup, "data.batch_size=4"))  # in this process
     run_in(ddp_dir, *setup, "data.batch_size=2", "trainer.devices=2", "trainer.strategy=ddp", home=tmp_path)
     single = json.loads((single_dir / "metrics.json").read_text())
     ddp = json.loads((ddp_dir / "metrics.json").read_text())
