@@ -28,14 +28,16 @@ class TrainingImages:
 
     @classmethod
     def measure(cls, dataset: Dataset, name: str, max_images: int = MEASURED_IMAGES) -> TrainingImages:
-        """Measure up to ``max_images`` items' ``image`` (3, H, W) of ``dataset``, evenly spaced."""
+        """Measure up to ``max_images`` items' ``image`` (3, H, W) of ``dataset``, evenly spaced, as
+        training sees them (after its augmentations, whose random draws are not taken from training's)."""
         count = min(max_images, len(dataset))
         if count == 0:
             raise ValueError(f"the training data {name} hold no images to measure")
         picks = torch.linspace(0, len(dataset) - 1, count).round().long().unique().tolist()
         sizes, total, squares, pixels = [], 0.0, 0.0, 0
-        for index in picks:
-            image = dataset[index]["image"].double()
+        with torch.random.fork_rng(devices=[]):  # random augmentations leave training's draws alone
+            images = [dataset[index]["image"].double() for index in picks]
+        for image in images:
             sizes.append(tuple(image.shape[-2:]))
             total = total + image.sum(dim=(1, 2))
             squares = squares + image.square().sum(dim=(1, 2))

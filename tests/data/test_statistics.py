@@ -36,3 +36,20 @@ def test_far_follows_the_documented_rule(shapes):
 def test_a_data_set_without_images_is_named():
     with pytest.raises(ValueError, match="empty hold no images"):
         TrainingImages.measure([], "empty")
+
+
+def test_measuring_leaves_the_random_state_of_training_alone(shapes):
+    from dsc.data.transforms import RandomScaleCropFlip
+
+    class Augmented:
+        def __len__(self):
+            return len(shapes)
+
+        def __getitem__(self, index):
+            return RandomScaleCropFlip(crop_size=48)(shapes[index])
+
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    TrainingImages.measure(Augmented(), "augmented", max_images=8)
+    assert torch.equal(torch.rand(3), expected)
