@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.contracts import InvalidInputError
+from dsc.instances import InstanceThresholds
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,6 @@ AT_LEAST = (
     AtLeast("batch_size", 1, "images per forward pass"),
     AtLeast("num_workers", 0, "image-reading processes (0: read in the main process)"),
     AtLeast("max_pixels", 1, "pixels of the largest image read"),
-    AtLeast("min_size", 0, "pixels an instance needs to be written (0: any)"),
     AtLeast("seeds", 1, "trainings per method"),
     AtLeast("num_shapes", 0, "built-in shapes samples"),
     AtLeast("opset", 7, "the ONNX opset version"),
@@ -43,7 +43,8 @@ AT_LEAST = (
 def check_values(cfg: DictConfig) -> None:
     """Raise ``InvalidInputError`` naming the key, its value and what would work, for the first
     value of ``cfg`` that cannot work (``AT_LEAST``, a positive learning rate, a network with at
-    least one output channel, ``min_score`` in [0, 1], a positive ``image_size``)."""
+    least one output channel, ``InstanceThresholds``' own checks of ``min_score`` and ``min_size``,
+    a positive ``image_size``)."""
     for rule in AT_LEAST:
         value = OmegaConf.select(cfg, rule.key, throw_on_missing=False)
         if isinstance(value, int) and not isinstance(value, bool) and value < rule.smallest:
@@ -65,9 +66,8 @@ def check_values(cfg: DictConfig) -> None:
             f"model.optimizer.lr={learning_rate}: the weights would not move (or move uphill); "
             "give a positive learning rate"
         )
-    min_score = OmegaConf.select(cfg, "min_score")
-    if isinstance(min_score, int | float) and not 0 <= min_score <= 1:
-        raise InvalidInputError(f"min_score={min_score}: a score threshold lies in [0, 1] (0: keep all)")
+    if "min_score" in cfg and "min_size" in cfg:  # predict's and evaluate's: checked where they live
+        InstanceThresholds(cfg.min_score, cfg.min_size)
     image_size = OmegaConf.select(cfg, "image_size")
     if image_size is not None and not isinstance(image_size, str):
         sides = list(image_size) if OmegaConf.is_list(image_size) else [image_size]
