@@ -1,4 +1,4 @@
-"""Milliseconds per image to round embeddings with KwikCluster, side by side on three scenes:
+"""Milliseconds per image to round embeddings with KwikCluster, side by side on three scenes or a grid:
 
 * numpy loop: a straightforward NumPy KwikCluster, one image and one pivot at a time;
 * torch per pivot: the same loop in torch, one image at a time, a host sync per pivot;
@@ -10,6 +10,15 @@ clusters with 0.1 % scattered noise pixels (each a random direction, a pivot of 
 512² embeddings of the built-in shapes images (~54 clusters per image) with per-pixel noise.
 
     python benchmarks/rounding.py [--scenes clean6,noisy40,shapes] [--batch 1] [--device all|cpu|cuda]
+    python benchmarks/rounding.py --sweep [--device cpu|cuda] [--seeds 3]
+
+``--sweep`` times the NumPy loop, dsc's KwikCluster and dsc + refine over a grid of clean scenes
+(``clean_clusters``): sizes 128², 256², 512², 1024²; 2, 6, 20, 60, 200 clusters (vertical bands,
+each a random direction: orthonormal where there are no more clusters than dimensions, else some
+agree and KwikCluster merges them); 0, 0.1 % and 1 % noise pixels; d = 8 and 21; ``--seeds``
+generator seeds per cell. Each cell's speed-up and refine ratio are the worst over its seeds; the
+worst cells are printed last, with the targets. On a GPU (``--device cuda``) each seed is a batch of
+``--batch`` images (default 16) and the table gives milliseconds per image.
 
 The NumPy loop is timed first, then dsc's methods of a device in turn, one call of each per
 round; medians are shown. Targets on the CPU against the NumPy loop: ≥ 3× on clean6 and
@@ -20,6 +29,8 @@ round; medians are shown. Targets on the CPU against the NumPy loop: ≥ 3× on 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 import numpy as np
 import torch
@@ -62,10 +73,12 @@ def torch_per_pivot_kwikcluster(
     return labels
 
 
-def clean_clusters(batch: int, size: int, dim: int, clusters: int, noise_fraction: float) -> torch.Tensor:
+def clean_clusters(
+    batch: int, size: int, dim: int, clusters: int, noise_fraction: float, seed: int = 0
+) -> torch.Tensor:
     """(B, size², d) unit rows: ``clusters`` vertical bands, each one random direction, and a
     ``noise_fraction`` of pixels scattered at random with random directions of their own."""
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
     directions = F.normalize(torch.randn(batch, clusters, dim, generator=generator), dim=-1)
     if clusters <= dim:  # orthonormal: no two clusters agree
         directions = torch.linalg.qr(directions.transpose(1, 2)).Q.transpose(1, 2)
@@ -88,6 +101,91 @@ def scene_rows(scene: str, batch: int, dim: int) -> torch.Tensor:
     raise ValueError(f"unknown scene {scene!r}: clean6, noisy40 or shapes")
 
 
+SWEEP_SIZES = (128, 256, 512, 1024)
+SWEEP_CLUSTERS = (2, 6, 20, 60, 200)
+SWEEP_NOISE = (0.0, 0.001, 0.01)
+SWEEP_DIMS = (8, 21)
+
+
+def time_cell(size: int, clusters: int, noise: float, dim: int, seed: int, device: torch.device,
+              batch: int, repeats: int) -> tuple[float, float, float, int]:  # fmt: skip
+    """Milliseconds per image of the NumPy loop, dsc's KwikCluster and dsc + refine on one scene,
+    and how many clusters KwikCluster found in its first image."""
+    rows_cpu = clean_clusters(batch, size, dim, clusters, noise, seed)
+    numpy_rows = rows_cpu[0].numpy()
+    # The NumPy loop is timed on its own (one image), as long as a repeat takes under a second.
+    started = time.perf_counter()
+    numpy_kwikcluster(numpy_rows, 0.5, np.random.default_rng(seed))
+    first = (time.perf_counter() - started) * 1e3
+    numpy_repeats = max(1, min(repeats, int(1000 // max(first, 1.0))))
+    numpy_ms = min(first, time_ms(lambda: numpy_kwikcluster(numpy_rows, 0.5, np.random.default_rng(seed)),
+                                  torch.device("cpu"), numpy_repeats, warmup=0))  # fmt: skip
+    time.sleep(0.05)  # NumPy's BLAS threads stop spinning before torch's run
+    rows = rows_cpu.to(device)
+    methods = {
+        "kwikcluster": lambda: kwikcluster(rows, generator=torch.Generator().manual_seed(seed)),
+        "refine": lambda: kwikcluster_refine(rows, generator=torch.Generator().manual_seed(seed)),
+    }
+    timings = time_side_by_side(methods, device, repeats, warmup=1)
+    found = int(kwikcluster(rows[0], generator=torch.Generator().manual_seed(seed)).max()) + 1
+    return numpy_ms, timings["kwikcluster"] / batch, timings["refine"] / batch, found
+
+
+def sweep(args: argparse.Namespace) -> None:
+    device = torch.device(args.device if args.device != "all" else "cpu")
+    batch = args.batch if args.batch_given else (16 if device.type == "cuda" else 1)
+    sizes = [int(value) for value in args.sizes.split(",")]
+    table, compact, cells = [], [], []
+    for size in sizes:
+        for noise in SWEEP_NOISE:
+            for dim in SWEEP_DIMS:
+                compact_row = [f"{size}²", f"{100 * noise:g} %", str(dim)]
+                for clusters in SWEEP_CLUSTERS:
+                    runs = [time_cell(size, clusters, noise, dim, seed, device, batch, args.repeats)
+                            for seed in range(args.seeds)]  # fmt: skip
+                    numpy_ms, kwik_ms, refine_ms, found = (
+                        sorted(v)[len(v) // 2] for v in zip(*runs, strict=True)
+                    )
+                    speed_up = min(n / k for n, k, _, _ in runs)
+                    refine_ratio = max(r / k for _, k, r, _ in runs)
+                    cells.append((size, clusters, noise, dim, speed_up, refine_ratio, kwik_ms))
+                    table.append([f"{size}²", str(clusters), f"{100 * noise:g} %", str(dim), str(found),
+                                  f"{numpy_ms:.2f}", f"{kwik_ms:.3f}", f"{refine_ms:.3f}",
+                                  f"{speed_up:.1f}", f"{refine_ratio:.2f}"])  # fmt: skip
+                    compact_row.append(f"{speed_up:.1f}× / {refine_ratio:.1f}")
+                    print("  ".join(table[-1]), flush=True)
+                compact.append(compact_row)
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu, {torch.get_num_threads()} threads"
+    )
+    print(f"\n{name}, batch {batch}, {args.seeds} seeds per cell, torch {torch.__version__}")
+    print_table(["size", "clusters", "noise", "d", "found", "numpy ms", "dsc ms/image", "refine ms/image",
+                 "speed-up (worst seed)", "refine / dsc (worst seed)"], table)  # fmt: skip
+    print("\nspeed-up vs the NumPy loop / refine ÷ KwikCluster, worst seed, per cell (markdown):")
+    print("| size | noise | d | " + " | ".join(f"{c} clusters" for c in SWEEP_CLUSTERS) + " |")
+    print("|---" * (3 + len(SWEEP_CLUSTERS)) + "|")
+    for row in compact:
+        print("| " + " | ".join(row) + " |")
+
+    def worst(selected: list, key: int, largest: bool = False) -> str:
+        if not selected:
+            return "no cell"
+        cell = (max if largest else min)(selected, key=lambda c: c[key])
+        size, clusters, noise, dim = cell[:4]
+        return f"{cell[key]:.2f} at {size}², {clusters} clusters, {100 * noise:g} % noise, d = {dim}"
+
+    large = [c for c in cells if c[0] >= 256]
+    many = [c for c in cells if c[0] >= 512 and c[1] >= 20]
+    print(f"\nworst speed-up, cells of >= 256² pixels (target >= 3): {worst(large, 4)}")
+    print(f"worst speed-up, >= 20 clusters at >= 512² (target >= 8): {worst(many, 4)}")
+    print(f"worst refine / KwikCluster, every cell (target <= 3): {worst(cells, 5, largest=True)}")
+    if device.type == "cuda":
+        at_512 = [c for c in cells if c[0] == 512]
+        print(f"slowest KwikCluster ms per 512² image (target <= 1): {worst(at_512, 6, largest=True)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", default="clean6,noisy40,shapes")
@@ -96,7 +194,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="all")
     parser.add_argument("--no-per-pivot", action="store_true", help="skip the slow torch per-pivot loop")
+    parser.add_argument("--sweep", action="store_true", help="time the grid of scenes instead")
+    parser.add_argument("--seeds", type=int, default=3, help="--sweep: generator seeds per cell")
+    parser.add_argument("--sizes", default=",".join(map(str, SWEEP_SIZES)), help="--sweep: image sides")
     args = parser.parse_args()
+    args.batch_given = any(arg.startswith("--batch") for arg in sys.argv[1:])
+    if args.sweep:
+        sweep(args)
+        return
 
     table = []
     for scene in args.scenes.split(","):

@@ -35,8 +35,17 @@ def hash_keys(seed: int, stream: int | Tensor, pixels: int | Tensor, device: tor
         pixel = pixel.unsqueeze(0) if pixel.dim() == 1 else pixel
     else:
         pixel = torch.arange(pixels, device=device, dtype=torch.int64).unsqueeze(0)
-    stream_key = mix32(mix32(torch.tensor(seed, device=device)) ^ stream)
+    if isinstance(stream, Tensor):
+        stream_key = mix32(mix32(torch.tensor(seed, device=device)) ^ stream)
+    else:
+        stream_key = torch.tensor(stream_key_of(seed, stream), device=device)
     return mix32(stream_key ^ pixel)
+
+
+def stream_key_of(seed: int, stream: int) -> int:
+    """The key that ``hash_keys`` mixes with each pixel id for one (seed, stream): keys are
+    mix32(stream key ^ pixel id)."""
+    return int(mix32(mix32(torch.tensor(seed)) ^ stream))
 
 
 def hash_uniform(seed: int, stream: int | Tensor, pixels: int | Tensor, device: torch.device) -> Tensor:

@@ -22,10 +22,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dsc.rounding import compiled_cpu
 from dsc.rounding.hashing import draw_seed, hash_keys, hash_uniform
 
-_NO_PRIORITY = 2**33  # above every hash key: pixels already clustered or left out
+_NO_PRIORITY = 2**63 - 1  # above every priority: pixels already clustered or left out
 _MAX_BLOCK = 64  # candidate pivots settled per pass
+_SETTLE_ROUNDS = 4  # rounds of settling candidates per pass; the undecided wait for the next
 _BLOCK_ELEMENTS = 2**24  # bound on B × (pixels left) × K, the size of one pass's comparison
 _CPU_CHUNK_ELEMENTS = 2**20  # on CPUs, B × rows × pivots compared at a time: 4 MiB that stay in cache
 _FEW_PIVOTS = 16  # up to this many pivots, a pass compares them with the pixels pivot-major
@@ -78,23 +80,26 @@ def _settle_pivots(
     """Which of K candidates, in visiting order, are pivots: those agreeing with no earlier pivot.
 
     rows: (B, K, d); valid: (B, K) bool; first_label: (B,) the number of pivots before these;
-    ids: (B, K) pixel ids. Returns (B, K) bool.
+    ids: (B, K) pixel ids. Returns (B, K) bool, false from the first candidate left undecided on:
+    such candidates stay for the next pass (the first valid candidate is always a pivot).
     """
     batch, size, _ = rows.shape
     earlier = torch.ones(size, size, dtype=torch.bool, device=rows.device).tril(-1)  # [c, c'] = c' < c
     similarity = rows @ rows.transpose(1, 2)  # (B, K, K)
     if soft_power is None:
         # Rounds of a greedy maximal independent set: a candidate is decided once every earlier
-        # candidate it agrees with is; it is a pivot when none of them is.
+        # candidate it agrees with is; it is a pivot when none of them is. A fixed number of rounds
+        # needs no host synchronisation; pivots after the first undecided candidate are not kept,
+        # since that candidate may yet be an earlier pivot for the pixels they would take.
         agrees = (similarity > threshold) & earlier & valid.unsqueeze(1)
         pivot = torch.zeros_like(valid)
         undecided = valid.clone()
-        while bool(undecided.any()):
+        for _ in range(_SETTLE_ROUNDS):
             blocked = (agrees & pivot.unsqueeze(1)).any(2)
             waiting = (agrees & undecided.unsqueeze(1)).any(2)
             pivot |= undecided & ~blocked & ~waiting
             undecided &= blocked.logical_not() & waiting
-        return pivot
+        return pivot & (undecided.cumsum(1) == 0)
     # Soft coins depend on each earlier pivot's number, known only in order: one candidate at a time.
     pivot = torch.zeros_like(valid)
     for candidate in range(size):
@@ -114,54 +119,50 @@ def _settle_pivots(
 def _first_agreeing_pivot(
     rows: Tensor,
     index: Tensor | None,
-    pivot_rows: Tensor,
-    pivot_valid: Tensor,
+    candidate_rows: Tensor,
+    pivot: Tensor,
+    numbers: Tensor,
     threshold: float,
     seed: int,
     soft_power: float | None,
-    first_label: Tensor,
     ids: Tensor,
 ) -> tuple[Tensor, Tensor]:
-    """For each pixel left, whether it agrees with any of P pivots and the first it agrees with.
+    """For each pixel left, whether it agrees with any pivot among K candidates and the first.
 
-    rows: (B, N, d); index: (B, R) the pixels left (None: all N); pivot_rows: (B, P, d) in visiting
-    order, ``pivot_valid`` (B, P) false for padding; first_label: (B,) the label of pivot 0;
-    ids: (B, R) pixel ids. Returns joined (B, R + 1) bool and first (B, R + 1) int64 (0 where not
-    joined), each with a spare last column for the caller to write padding to.
-    On CPUs the rows go through in chunks whose comparison with the pivots stays in cache.
+    rows: (B, N, d); index: (B, R) the pixels left (None: all N); candidate_rows: (B, K, d) in
+    visiting order, ``pivot`` (B, K) which of them are pivots, ``numbers`` (B, K) their labels;
+    ids: (B, R) pixel ids. Returns joined (B, R) bool and first (B, R) int64, the candidate
+    position of the first agreeing pivot (0 where not joined).
+    On CPUs the rows go through in chunks whose comparison with the candidates stays in cache.
     """
-    batch, pivots, dim = pivot_rows.shape
+    batch, candidates, dim = candidate_rows.shape
     left = rows.shape[1] if index is None else index.shape[1]
     chunk = left
     if rows.device.type == "cpu":
-        chunk = max(1, _CPU_CHUNK_ELEMENTS // (batch * max(pivots, 1)))
-    # Comparisons laid out (B, P, rows) for a few pivots, (B, rows, P) for many: CPU BLAS runs the
-    # product with a handful of output columns at a fraction of its speed.
-    pivot_axis = 1 if pivots <= _FEW_PIVOTS else 2
-    along_pivots = (-1, pivots, 1) if pivot_axis == 1 else (-1, 1, pivots)
-    streams = (
-        first_label.view(batch, 1, 1) + torch.arange(pivots, device=rows.device).view(along_pivots)
-    ) + 1
-    padding = None if bool(pivot_valid.all()) else ~pivot_valid.view(along_pivots)
-    joined = torch.zeros(batch, left + 1, dtype=torch.bool, device=rows.device)
-    first = torch.zeros(batch, left + 1, dtype=torch.int64, device=rows.device)
+        chunk = max(1, _CPU_CHUNK_ELEMENTS // (batch * max(candidates, 1)))
+    # Comparisons laid out (B, K, rows) for a few candidates, (B, rows, K) for many: CPU BLAS runs
+    # the product with a handful of output columns at a fraction of its speed.
+    axis = 1 if candidates <= _FEW_PIVOTS else 2
+    along = (batch, candidates, 1) if axis == 1 else (batch, 1, candidates)
+    streams = (numbers + 1).view(along)
+    not_pivot = pivot.logical_not().view(along)
+    joined = torch.empty(batch, left, dtype=torch.bool, device=rows.device)
+    first = torch.empty(batch, left, dtype=torch.int64, device=rows.device)
     for start in range(0, left, chunk):
         part = slice(start, min(start + chunk, left))
         if index is None:
             left_rows = rows[:, part]
         else:
             left_rows = rows.gather(1, index[:, part].unsqueeze(2).expand(-1, -1, dim))
-        if pivot_axis == 1:
-            similarity = pivot_rows @ left_rows.transpose(1, 2)
+        if axis == 1:
+            similarity = candidate_rows @ left_rows.transpose(1, 2)
         else:
-            similarity = left_rows @ pivot_rows.transpose(1, 2)
-        if padding is not None:
-            similarity.masked_fill_(padding, -torch.inf)  # padding pivots join nothing
-        pixel_ids = ids[:, part].unsqueeze(pivot_axis)
-        joins = _agreement(similarity, threshold, seed, soft_power, streams, pixel_ids)
+            similarity = left_rows @ candidate_rows.transpose(1, 2)
+        similarity.masked_fill_(not_pivot, -torch.inf)  # candidates that are not pivots take nothing
+        joins = _agreement(similarity, threshold, seed, soft_power, streams, ids[:, part].unsqueeze(axis))
         # The first pivot each pixel agrees with (max returns the first of equal maxima).
-        agreed, first_part = joins.view(torch.uint8).max(pivot_axis)
-        joined[:, part], first[:, part] = agreed.bool(), first_part
+        agreed, first[:, part] = joins.view(torch.uint8).max(axis)
+        joined[:, part] = agreed.bool()
     return joined, first
 
 
@@ -181,6 +182,13 @@ def _compact(keep: Tensor, *values: Tensor) -> tuple[Tensor, ...]:
     return (*compacted, valid)
 
 
+def visiting_priority(seed: int, pixel_ids: Tensor) -> Tensor:
+    """(B, N) int64 priorities, lowest first: the 32-bit hash of each pixel's id above its index
+    (ties of the hash go to the lower index). Indices below 2³¹."""
+    index = torch.arange(pixel_ids.shape[-1], device=pixel_ids.device)
+    return hash_keys(seed, 0, pixel_ids, pixel_ids.device) * 2**31 + index
+
+
 def kwikcluster_labels(
     rows: Tensor,
     mask: Tensor,
@@ -190,7 +198,31 @@ def kwikcluster_labels(
     pixel_ids: Tensor | None = None,
 ) -> Tensor:
     """Batched KwikCluster on (B, N, d) rows; pixels outside ``mask`` get label −1. The visiting
-    order hashes ``pixel_ids`` (default: the pixel's index 0..N−1)."""
+    order hashes ``pixel_ids`` (default: the pixel's index 0..N−1). On CPUs the hard variant runs
+    the compiled kernel (``dsc.rounding.compiled_cpu``) where one is built, else the passes."""
+    if rows.device.type == "cpu" and soft_power is None and rows.shape[1] > 0:
+        library = compiled_cpu.kernel(rows.shape[2], _passes_without_soft_coins)
+        if library is not None:
+            return compiled_cpu.kwikcluster_compiled(rows, mask, threshold, seed, pixel_ids, library)
+    return kwikcluster_passes(rows, mask, threshold, seed, soft_power, pixel_ids)
+
+
+def _passes_without_soft_coins(
+    rows: Tensor, mask: Tensor, threshold: float, seed: int, pixel_ids: Tensor | None
+) -> Tensor:
+    return kwikcluster_passes(rows, mask, threshold, seed, None, pixel_ids)
+
+
+def kwikcluster_passes(
+    rows: Tensor,
+    mask: Tensor,
+    threshold: float,
+    seed: int,
+    soft_power: float | None,
+    pixel_ids: Tensor | None = None,
+) -> Tensor:
+    """``kwikcluster_labels`` by batched PyTorch passes on any device, one host synchronisation a
+    pass (the count of pixels left) and one before the first."""
     batch, num_pixels, dim = rows.shape
     # One spare column, written for the padding of the rows of pixels left.
     labels = torch.full((batch, num_pixels + 1), -1, dtype=torch.int64, device=rows.device)
@@ -198,10 +230,11 @@ def kwikcluster_labels(
         return labels[:, :num_pixels]
     ids = torch.arange(num_pixels, device=rows.device) if pixel_ids is None else pixel_ids.to(rows.device)
     ids = ids.expand(batch, num_pixels)
-    priority = hash_keys(seed, 0, ids, rows.device)
+    priority = visiting_priority(seed, ids)
     # The pixels left: their index, priority and id, compacted after every pass.
     index = torch.arange(num_pixels, device=rows.device).expand(batch, num_pixels)
-    if bool(mask.all()):
+    everything_left = bool(mask.all())  # nothing clustered or left out yet: no gather of rows
+    if everything_left:
         valid = mask
     else:
         index, priority, ids, valid = _compact(mask, index, priority, ids)
@@ -210,37 +243,37 @@ def kwikcluster_labels(
         left = valid.shape[1]
         block = max(1, min(_MAX_BLOCK, left, _BLOCK_ELEMENTS // (batch * left)))
         order, position = torch.where(valid, priority, _NO_PRIORITY).topk(block, dim=1, largest=False)
-        candidates_valid = order < _NO_PRIORITY
         candidates = index.gather(1, position)
         candidate_rows = rows.gather(1, candidates.unsqueeze(2).expand(-1, -1, dim))
         pivot = _settle_pivots(
-            candidate_rows, candidates_valid, threshold, seed, soft_power, next_label, ids.gather(1, position)
-        )
-        # The pivots in visiting order, packed to the front: (B, P).
-        pivot_position, pivot_valid = _compact(pivot, position)
-        pivots = pivot_position.shape[1]
-        pivot_rows = rows.gather(1, index.gather(1, pivot_position).unsqueeze(2).expand(-1, -1, dim))
-        everything_left = left == num_pixels and bool(valid.all())  # nothing clustered or left out yet
-        joined, first = _first_agreeing_pivot(
-            rows,
-            None if everything_left else index,
-            pivot_rows,
-            pivot_valid,
+            candidate_rows,
+            order < _NO_PRIORITY,
             threshold,
             seed,
             soft_power,
             next_label,
+            ids.gather(1, position),
+        )
+        numbers = next_label.unsqueeze(1) + pivot.cumsum(1) - 1  # each pivot's label
+        joined, first = _first_agreeing_pivot(
+            rows,
+            None if everything_left else index,
+            candidate_rows,
+            pivot,
+            numbers,
+            threshold,
+            seed,
+            soft_power,
             ids,
         )
+        everything_left = False
         # A pivot joins itself, whatever its similarity (rows need not be unit, the threshold may be
-        # ≥ 1), unless it agrees with an earlier pivot. Padding pivots write to the spare column.
-        own = torch.arange(pivots, device=rows.device).expand(batch, pivots)
-        earlier = torch.where(joined.gather(1, pivot_position), first.gather(1, pivot_position), pivots)
-        target = torch.where(pivot_valid, pivot_position, left)
-        first.scatter_(1, target, torch.minimum(earlier, own))
-        joined.scatter_(1, target, True)
-        joined, first = joined[:, :left], first[:, :left]
-        new = torch.where(joined, next_label.unsqueeze(1) + first, -1)
+        # ≥ 1): it agrees with no earlier pivot. Other candidates write to a spare column.
+        target = torch.where(pivot, position, left)
+        own = torch.arange(block, device=rows.device).expand(batch, block)
+        first = torch.cat([first, first.new_zeros(batch, 1)], 1).scatter_(1, target, own)[:, :left]
+        joined = torch.cat([joined, joined.new_zeros(batch, 1)], 1).scatter_(1, target, True)[:, :left]
+        new = torch.where(joined, numbers.gather(1, first), -1)
         labels.scatter_(1, torch.where(valid, index, num_pixels), new)
         next_label += pivot.sum(1)
         index, priority, ids, valid = _compact(valid & ~joined, index, priority, ids)

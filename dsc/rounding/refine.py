@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dsc.rounding import compiled_cpu
 from dsc.rounding.hashing import draw_seed
 from dsc.rounding.kwikcluster import as_batch, kwikcluster_labels
 from dsc.rounding.postprocess import cluster_sums, num_clusters, relabel_consecutive
@@ -16,7 +17,18 @@ _FULL_SWEEP_SHARE = 0.5  # search every pixel once this share of pixels is uncer
 
 def refine(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10) -> Tensor:
     """Move every pixel to the cluster it agrees with most, until nothing moves, a sweep does not
-    lower the objective, or ``max_iterations`` sweeps.
+    lower the objective, or ``max_iterations`` sweeps: ``refine_sweeps``, or on CPUs the compiled
+    kernel of ``dsc.rounding.compiled_cpu`` where one is built (the same moves). rows (B, N, d),
+    labels and mask (B, N) → (B, N) labels 0..k−1 (−1 outside mask)."""
+    if rows.device.type == "cpu" and rows.shape[1] > 0:
+        library = compiled_cpu.refine_kernel(rows.shape[2], refine_sweeps)
+        if library is not None:
+            return compiled_cpu.refine_compiled(rows, labels, mask, max_iterations, library)
+    return refine_sweeps(rows, labels, mask, max_iterations)
+
+
+def refine_sweeps(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int = 10) -> Tensor:
+    """``refine`` by batched PyTorch sweeps, on any device.
 
     Pixel i in cluster c costs 2 Σ_{j∈c, j≠i} (1 − 2 v_i·v_j) of ‖V̂V̂ᵀ − A_r‖²_F, so its best
     cluster maximises 2 v_i·s_c − n_c (s_c, n_c: the cluster's sum and size without i) over the

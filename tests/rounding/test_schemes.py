@@ -143,8 +143,8 @@ def test_refine_recomputing_uncertain_pixels_equals_recomputing_every_pixel(num_
         return best_and_margins(rows, *args)
 
     monkeypatch.setattr(refine_module, "best_and_margins", counted)
-    margins_used = refine(rows, labels, mask)
+    margins_used = refine_module.refine_sweeps(rows, labels, mask)
     assert any(partial_sweeps), "this scene exercises the sweeps over uncertain pixels"
     assert not torch.equal(margins_used, labels)
     monkeypatch.setattr(refine_module, "_FULL_SWEEP_SHARE", -1.0)  # every sweep recomputes every pixel
-    assert torch.equal(margins_used, refine(rows, labels, mask))
+    assert torch.equal(margins_used, refine_module.refine_sweeps(rows, labels, mask))

@@ -1,0 +1,196 @@
+"""KwikCluster and its refinement on CPUs as compiled C kernels: what ``dsc.rounding.kwikcluster``
+and ``dsc.rounding.refine`` run on a CPU where a C compiler is found (else, and on GPUs, their
+batched PyTorch passes).
+
+``kwikcluster.c`` labels one image per call, the images of a batch on
+``torch.get_num_threads()`` threads. It makes the PyTorch passes' moves (blocks of candidate pivots
+in visiting order, settled, then one sweep over the unclustered pixels), but without a tensor
+operation's fixed cost, without copying the unclustered rows for a product, and stopping each
+pixel's comparisons at the first group of pivots it agrees with. Its labels are those of the
+PyTorch passes and of one pivot at a time for the same seed, except where a similarity lies within
+float rounding of the threshold (the products are summed in another order).
+
+``refine.c`` makes ``refine``'s sweeps for one image per call, with the same moves, the same
+acceptance test and the same renumbering; it visits clusters in order of their bounds and stops a
+pixel's search once no cluster left can win, where the PyTorch sweeps compute gains in chunks.
+Its labels are the PyTorch sweeps' except where two gains lie within float rounding of each other.
+
+``dsc.ops.c_kernels`` compiles the kernel for the embedding dimension and this machine the first
+time a process needs it, and checks it once against the PyTorch passes on a small input; where no
+compiler works or the check fails, ``kernel`` / ``refine_kernel`` say why in a warning and return
+None.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from dsc.ops import c_kernels
+from dsc.rounding.hashing import stream_key_of
+
+BLOCK = 64  # candidate pivots per pass (the kernel takes up to 256)
+_KERNELS: dict[tuple[str, int], ctypes.CDLL | None] = {}
+
+# (rows, mask, threshold, seed, pixel_ids) → (B, N) labels: the PyTorch passes the kernel is checked against
+Reference = Callable[[Tensor, Tensor, float, int, Tensor | None], Tensor]
+# (rows, labels, mask, max_iterations) → (B, N) labels: the PyTorch sweeps ``refine.c`` is checked against
+RefineReference = Callable[[Tensor, Tensor, Tensor, int], Tensor]
+
+
+def _declare(library: ctypes.CDLL) -> None:
+    pointer, integer = ctypes.c_void_p, ctypes.c_int64
+    library.dsc_kwikcluster.argtypes = [
+        pointer,  # rows
+        integer,  # pixels
+        integer,  # pixel stride
+        integer,  # channel stride
+        pointer,  # mask (uint8) or NULL
+        pointer,  # ids (int64) or NULL
+        integer,  # stream key
+        ctypes.c_float,  # threshold
+        integer,  # block
+        pointer,  # labels (int64), written
+    ]
+    library.dsc_kwikcluster.restype = integer
+
+
+def _declare_refine(library: ctypes.CDLL) -> None:
+    pointer, integer = ctypes.c_void_p, ctypes.c_int64
+    # rows, pixels, pixel stride, channel stride, labels (int64, read and written), clusters, sweeps
+    library.dsc_refine.argtypes = [pointer, integer, integer, integer, pointer, integer, integer]
+    library.dsc_refine.restype = integer
+
+
+def kernel(dim: int, reference: Reference) -> ctypes.CDLL | None:
+    """``kwikcluster.c`` for rows of ``dim`` channels, built and checked against ``reference``
+    once per process; None (after one RuntimeWarning) where it cannot be built or disagrees."""
+    if ("kwikcluster", dim) not in _KERNELS:
+        _KERNELS["kwikcluster", dim] = c_kernels.build_checked(
+            "dsc.rounding",
+            "kwikcluster.c",
+            {"DIM": dim},
+            _declare,
+            lambda library: _self_check(library, dim, reference),
+            "KwikCluster runs its PyTorch passes instead, several times slower on small images",
+        )
+    return _KERNELS["kwikcluster", dim]
+
+
+def refine_kernel(dim: int, reference: RefineReference) -> ctypes.CDLL | None:
+    """``refine.c`` for rows of ``dim`` channels, built and checked against ``reference`` once
+    per process; None (after one RuntimeWarning) where it cannot be built or disagrees."""
+    if ("refine", dim) not in _KERNELS:
+        _KERNELS["refine", dim] = c_kernels.build_checked(
+            "dsc.rounding",
+            "refine.c",
+            {"DIM": dim},
+            _declare_refine,
+            lambda library: _refine_self_check(library, dim, reference),
+            "refine runs its PyTorch sweeps instead, several times slower",
+        )
+    return _KERNELS["refine", dim]
+
+
+def _check_input(dim: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Small noisy clusters to check a kernel on: rows (2, 300, dim), a mask and pixel ids."""
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(2, 9, dim, generator=generator), dim=-1)
+    truth = torch.randint(0, 9, (2, 300), generator=generator)
+    rows = centres.gather(1, truth.unsqueeze(-1).expand(-1, -1, dim))
+    rows = torch.nn.functional.normalize(rows + 0.3 * torch.randn(rows.shape, generator=generator), dim=-1)
+    return rows, torch.rand(2, 300, generator=generator) < 0.8, torch.arange(300) * 7
+
+
+def _self_check(library: ctypes.CDLL, dim: int, reference: Reference) -> str:
+    """'' if the kernel's labels equal the PyTorch passes' on a small masked batch, else why."""
+    rows, mask, ids = _check_input(dim)
+    expected = reference(rows, mask, 0.5, 11, ids)
+    labels = kwikcluster_compiled(rows, mask, 0.5, 11, ids, library)
+    return "" if torch.equal(labels, expected) else "self-check: its labels differ from the PyTorch passes'"
+
+
+def _refine_self_check(library: ctypes.CDLL, dim: int, reference: RefineReference) -> str:
+    """'' if the kernel refines a masked batch's random labels as the PyTorch sweeps do, else why."""
+    rows, mask, _ = _check_input(dim)
+    labels = torch.randint(0, 6, mask.shape, generator=torch.Generator().manual_seed(1))
+    labels = torch.where(mask, labels, -1)
+    expected = reference(rows, labels.clone(), mask, 10)
+    refined = refine_compiled(rows, labels, mask, 10, library)
+    return "" if torch.equal(refined, expected) else "self-check: its labels differ from the PyTorch sweeps'"
+
+
+def kwikcluster_compiled(
+    rows: Tensor,
+    mask: Tensor,
+    threshold: float,
+    seed: int,
+    pixel_ids: Tensor | None,
+    library: ctypes.CDLL,
+    block: int = BLOCK,
+) -> Tensor:
+    """KwikCluster labels (B, N) int64 of CPU rows (B, N, d) float32 (any strides), mask (B, N)
+    bool and optional pixel ids (N,) or (B, N) int64, by ``library`` (``kernel(d, …)``)."""
+    batch, num_pixels, _ = rows.shape
+    rows = rows.float()
+    mask = mask.to(torch.uint8).contiguous()
+    ids = None
+    if pixel_ids is not None:
+        ids = pixel_ids.to(torch.int64).expand(batch, num_pixels).contiguous()
+    labels = torch.empty(batch, num_pixels, dtype=torch.int64)
+    stream_key = stream_key_of(seed, 0)
+    failed: list[int] = []
+
+    def run(image: int) -> None:
+        count = library.dsc_kwikcluster(
+            rows[image].data_ptr(),
+            num_pixels,
+            rows.stride(1),
+            rows.stride(2),
+            mask[image].data_ptr(),
+            None if ids is None else ids[image].data_ptr(),
+            stream_key,
+            threshold,
+            block,
+            labels[image].data_ptr(),
+        )
+        if count < 0:
+            failed.append(image)
+
+    c_kernels.run_in_threads(run, batch)
+    if failed:
+        raise MemoryError(f"KwikCluster's kernel could not allocate its buffers for {num_pixels} pixels")
+    return labels
+
+
+def refine_compiled(
+    rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int, library: ctypes.CDLL
+) -> Tensor:
+    """``dsc.rounding.refine`` of CPU rows (B, N, d) float32 (any strides) and labels (B, N)
+    int64 (0..k−1 inside ``mask``, (B, N) bool) by ``library`` (``refine_kernel(d, …)``)."""
+    batch, num_pixels, _ = rows.shape
+    rows = rows.float()
+    refined = torch.where(mask, labels, -1).to(torch.int64).contiguous()
+    clusters = (refined.amax(dim=1) + 1).tolist() if num_pixels else [0] * batch
+    failed: list[int] = []
+
+    def run(image: int) -> None:
+        count = library.dsc_refine(
+            rows[image].data_ptr(),
+            num_pixels,
+            rows.stride(1),
+            rows.stride(2),
+            refined[image].data_ptr(),
+            max(clusters[image], 0),
+            max_iterations,
+        )
+        if count < 0:
+            failed.append(image)
+
+    c_kernels.run_in_threads(run, batch)
+    if failed:
+        raise MemoryError(f"refine's kernel could not allocate its buffers for {num_pixels} pixels")
+    return refined
