@@ -109,26 +109,41 @@ SWEEP_DIMS = (8, 21)
 
 def time_cell(size: int, clusters: int, noise: float, dim: int, seed: int, device: torch.device,
               batch: int, repeats: int) -> tuple[float, float, float, int]:  # fmt: skip
-    """Milliseconds per image of the NumPy loop, dsc's KwikCluster and dsc + refine on one scene,
-    and how many clusters KwikCluster found in its first image."""
+    """Median milliseconds per image of the NumPy loop (one image), dsc's KwikCluster and dsc +
+    refine on one scene, and how many clusters KwikCluster found in its first image.
+
+    Each round times the NumPy loop (while its calls took under 2 s in all) and each of dsc's
+    methods. A pause before the NumPy loop and one after it let the other's threads stop spinning,
+    and an untimed call after each pause wakes the cores again (the NumPy loop's only where it takes
+    under 200 ms: a longer call hides the wake-up). A drift of the machine's speed reaches all three
+    alike."""
     rows_cpu = clean_clusters(batch, size, dim, clusters, noise, seed)
-    numpy_rows = rows_cpu[0].numpy()
-    # The NumPy loop is timed on its own (one image), as long as a repeat takes under a second.
-    started = time.perf_counter()
-    numpy_kwikcluster(numpy_rows, 0.5, np.random.default_rng(seed))
-    first = (time.perf_counter() - started) * 1e3
-    numpy_repeats = max(1, min(repeats, int(1000 // max(first, 1.0))))
-    numpy_ms = min(first, time_ms(lambda: numpy_kwikcluster(numpy_rows, 0.5, np.random.default_rng(seed)),
-                                  torch.device("cpu"), numpy_repeats, warmup=0))  # fmt: skip
-    time.sleep(0.05)  # NumPy's BLAS threads stop spinning before torch's run
-    rows = rows_cpu.to(device)
+    numpy_rows, rows = rows_cpu[0].numpy(), rows_cpu.to(device)
     methods = {
         "kwikcluster": lambda: kwikcluster(rows, generator=torch.Generator().manual_seed(seed)),
         "refine": lambda: kwikcluster_refine(rows, generator=torch.Generator().manual_seed(seed)),
     }
-    timings = time_side_by_side(methods, device, repeats, warmup=1)
+    for method in methods.values():  # kernels built, memory touched
+        method()
+
+    def numpy_loop() -> np.ndarray:
+        return numpy_kwikcluster(numpy_rows, 0.5, np.random.default_rng(seed))
+
+    numpy_times: list[float] = []
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        if sum(numpy_times) < 2000:
+            time.sleep(0.1)  # torch's threads stop spinning
+            if not numpy_times or numpy_times[-1] < 200:
+                numpy_loop()  # untimed: wakes the cores (and BLAS threads) the pause let idle
+            numpy_times.append(time_ms(numpy_loop, torch.device("cpu"), 1, warmup=0))
+            time.sleep(0.1)  # NumPy's BLAS threads stop spinning
+            methods["kwikcluster"]()  # untimed: wakes the cores (and threads) the sleep let idle
+        for name, method in methods.items():
+            times[name].append(time_ms(method, device, 1, warmup=0))
     found = int(kwikcluster(rows[0], generator=torch.Generator().manual_seed(seed)).max()) + 1
-    return numpy_ms, timings["kwikcluster"] / batch, timings["refine"] / batch, found
+    numpy_ms, kwikcluster_ms, refine_ms = (sorted(t)[len(t) // 2] for t in (numpy_times, *times.values()))
+    return numpy_ms, kwikcluster_ms / batch, refine_ms / batch, found
 
 
 def sweep(args: argparse.Namespace) -> None:

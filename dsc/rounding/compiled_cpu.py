@@ -53,6 +53,7 @@ def _declare(library: ctypes.CDLL) -> None:
         integer,  # stream key
         ctypes.c_float,  # threshold
         integer,  # block
+        integer,  # threads
         pointer,  # labels (int64), written
     ]
     library.dsc_kwikcluster.restype = integer
@@ -60,8 +61,9 @@ def _declare(library: ctypes.CDLL) -> None:
 
 def _declare_refine(library: ctypes.CDLL) -> None:
     pointer, integer = ctypes.c_void_p, ctypes.c_int64
-    # rows, pixels, pixel stride, channel stride, labels (int64, read and written), clusters, sweeps
-    library.dsc_refine.argtypes = [pointer, integer, integer, integer, pointer, integer, integer]
+    # rows, pixels, pixel stride, channel stride, labels (int64, read and written), clusters, sweeps,
+    # threads
+    library.dsc_refine.argtypes = [pointer, integer, integer, integer, pointer, integer, integer, integer]
     library.dsc_refine.restype = integer
 
 
@@ -131,9 +133,11 @@ def kwikcluster_compiled(
     pixel_ids: Tensor | None,
     library: ctypes.CDLL,
     block: int = BLOCK,
+    threads: int | None = None,
 ) -> Tensor:
     """KwikCluster labels (B, N) int64 of CPU rows (B, N, d) float32 (any strides), mask (B, N)
-    bool and optional pixel ids (N,) or (B, N) int64, by ``library`` (``kernel(d, …)``)."""
+    bool and optional pixel ids (N,) or (B, N) int64, by ``library`` (``kernel(d, …)``); a large
+    image's sweeps run on ``threads`` threads (default: torch's threads shared by the images)."""
     batch, num_pixels, _ = rows.shape
     rows = rows.float()
     mask = mask.to(torch.uint8).contiguous()
@@ -142,6 +146,8 @@ def kwikcluster_compiled(
         ids = pixel_ids.to(torch.int64).expand(batch, num_pixels).contiguous()
     labels = torch.empty(batch, num_pixels, dtype=torch.int64)
     stream_key = stream_key_of(seed, 0)
+    if threads is None:
+        threads = max(1, torch.get_num_threads() // batch)
     failed: list[int] = []
 
     def run(image: int) -> None:
@@ -155,6 +161,7 @@ def kwikcluster_compiled(
             stream_key,
             threshold,
             block,
+            threads,
             labels[image].data_ptr(),
         )
         if count < 0:
@@ -167,11 +174,19 @@ def kwikcluster_compiled(
 
 
 def refine_compiled(
-    rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: int, library: ctypes.CDLL
+    rows: Tensor,
+    labels: Tensor,
+    mask: Tensor,
+    max_iterations: int,
+    library: ctypes.CDLL,
+    threads: int | None = None,
 ) -> Tensor:
     """``dsc.rounding.refine`` of CPU rows (B, N, d) float32 (any strides) and labels (B, N)
-    int64 (0..k−1 inside ``mask``, (B, N) bool) by ``library`` (``refine_kernel(d, …)``)."""
+    int64 (0..k−1 inside ``mask``, (B, N) bool) by ``library`` (``refine_kernel(d, …)``); a large
+    image's sweeps run on ``threads`` threads (default: torch's threads shared by the images)."""
     batch, num_pixels, _ = rows.shape
+    if threads is None:
+        threads = max(1, torch.get_num_threads() // batch)
     rows = rows.float()
     refined = torch.where(mask, labels, -1).to(torch.int64).contiguous()
     clusters = (refined.amax(dim=1) + 1).tolist() if num_pixels else [0] * batch
@@ -186,6 +201,7 @@ def refine_compiled(
             refined[image].data_ptr(),
             max(clusters[image], 0),
             max_iterations,
+            threads,
         )
         if count < 0:
             failed.append(image)

@@ -7,28 +7,252 @@
  * other clusters the first of equal gains wins. All pixels move at once; a sweep that does not lower
  * Σ n_c² − 2 Σ ‖s_c‖² (float64) is undone and ends the refinement.
  *
- * What makes a sweep cheap: clusters are visited in order of their bound ‖2 s_c‖ max‖v‖ − n_c, on
- * vectors of LANES clusters, and a pixel stops once no cluster left can beat its own or the best so
- * far. A pixel whose margin over every other cluster exceeds how far the gains can have drifted
- * since it was searched (2 max‖v‖ ‖Δs_c‖ + |Δn_c| per sweep) is not searched again. */
+ * What makes a sweep cheap: clusters are visited in order of their bound ‖2 s_c‖ max‖v‖ − n_c, STEP
+ * vectors of LANES clusters at a time, and a pixel stops once no cluster left can beat its own or
+ * the best so far. A pixel whose margin over every other cluster exceeds how far the gains can have
+ * drifted since it was searched (2 max‖v‖ ‖Δs_c‖ + |Δn_c| per sweep) is not searched again. Rows
+ * are read where they lie when each pixel's channels are adjacent, else through a tile of TILE
+ * pixels; a sweep over many pixels is split over threads. */
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #ifndef DIM
 #error "compile with -DDIM=<embedding dimension>"
 #endif
+#ifndef THREAD_PIXELS
+#define THREAD_PIXELS 131072 /* a sweep over fewer pixels per thread runs on fewer threads */
+#endif
 
 #define LANES 8
-#define STEP 4 /* groups of LANES clusters computed together: independent chains of products */
+#define STEP 4 /* vectors of clusters computed together: independent chains of products */
+#define TILE 64
+#define MAX_THREADS 64
 
 typedef float vec __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t ivec __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+static const ivec LANE = {0, 1, 2, 3, 4, 5, 6, 7};
+
+/* where ? a : b, lane by lane (where: all bits set or none). */
+static inline vec choose(ivec where, vec a, vec b) { return (vec)((where & (ivec)a) | (~where & (ivec)b)); }
+
+static inline vec vmax(vec a, vec b) {
+#if defined(__AVX__)
+    return (vec)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+    vec r;
+    for (int l = 0; l < LANES; l++) r[l] = a[l] > b[l] ? a[l] : b[l];
+    return r;
+#endif
+}
+
+static inline float larger(float a, float b) { return a > b ? a : b; } /* fmaxf is a libm call */
+
+static inline float hmax(vec a) {
+#if defined(__AVX__)
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128((__m256)a), _mm256_extractf128_ps((__m256)a, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    return _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps(m, m, 1)));
+#else
+    float most = a[0];
+    for (int l = 1; l < LANES; l++) most = larger(most, a[l]);
+    return most;
+#endif
+}
 
 typedef struct {
     int64_t pixel;
     int32_t leaves, joins;
 } Move;
+
+/* What every thread of a sweep reads: the image and the clusters' gains in order of their bounds. */
+typedef struct {
+    const float *x;
+    int64_t n, pixel_stride, channel_stride, k, groups;
+    const int64_t *labels;
+    const float *own_terms;
+    float *keys; /* per pixel: its margin plus the credit when searched; −inf: search; inf: never */
+    const vec *columns;      /* [DIM][groups]: lane l of group g is cluster by_bound[8g + l]'s 2 s_c */
+    const vec *column_bias;  /* [groups]: −n_c, −inf for padding */
+    const float *group_bound; /* [groups]: the largest bound of the group's clusters */
+    const int32_t *by_bound, *place; /* cluster of each position; position of each cluster */
+    const float *targets, *bias;      /* [k][DIM] 2 s_c and [k] −n_c, by cluster */
+    double credit, tolerance;
+} Sweep;
+
+typedef struct {
+    const Sweep *sweep;
+    int64_t low, high, moved;
+    Move *moves; /* room for high − low moves */
+    vec *gains;  /* room for `groups` vectors */
+} Share;
+
+static inline const float *row_of(const Sweep *s, int64_t i, int64_t start, float tile[][DIM]) {
+    return s->channel_stride == 1 ? s->x + i * s->pixel_stride : tile[i - start];
+}
+
+static void sweep_share(Share *share) {
+    const Sweep *s = share->sweep;
+    float tile[TILE][DIM];
+    vec *gains = share->gains;
+    double threshold = s->credit + s->tolerance;
+    share->moved = 0;
+    for (int64_t start = share->low; start < share->high; start += TILE) {
+        int64_t end = start + TILE < share->high ? start + TILE : share->high;
+        int loaded = 0;
+        for (int64_t i = start; i < end; i++) {
+            if (!(s->keys[i] <= threshold)) continue; /* outside the partition, or certain */
+            if (s->channel_stride != 1 && !loaded) {
+                for (int c = 0; c < DIM; c++)
+                    for (int64_t j = start; j < end; j++)
+                        tile[j - start][c] = s->x[j * s->pixel_stride + c * s->channel_stride];
+                loaded = 1;
+            }
+            const float *row = row_of(s, i, start, tile);
+            int32_t own = (int32_t)s->labels[i];
+            int64_t own_place = s->place[own];
+            float stay = -INFINITY, best = -INFINITY, beyond = -INFINITY;
+            int64_t g = 0, computed = 0;
+            for (; g < s->groups; g += STEP) {
+                if (g > 0 && s->group_bound[g] < larger(best, stay)) { /* none left can beat it */
+                    beyond = s->group_bound[g];
+                    break;
+                }
+                int step = s->groups - g < STEP ? (int)(s->groups - g) : STEP;
+                vec block[STEP];
+                for (int b = 0; b < STEP; b++) block[b] = b < step ? s->column_bias[g + b] : (vec){0} - INFINITY;
+                if (step == STEP) {
+                    for (int c = 0; c < DIM; c++) {
+                        vec value = (vec){0} + row[c];
+                        for (int b = 0; b < STEP; b++) block[b] += value * s->columns[c * s->groups + g + b];
+                    }
+                } else { /* few vectors: each one's products in three independent chains */
+                    const vec *column = s->columns + g;
+                    for (int b = 0; b < step; b++) {
+                        vec first = {0}, second = {0}, third = {0};
+                        for (int c = 0; c < DIM / 3; c++) {
+                            first += row[c] * column[c * s->groups + b];
+                            second += row[DIM / 3 + c] * column[(DIM / 3 + c) * s->groups + b];
+                            third += row[2 * (DIM / 3) + c] * column[(2 * (DIM / 3) + c) * s->groups + b];
+                        }
+                        for (int c = 3 * (DIM / 3); c < DIM; c++) first += row[c] * column[c * s->groups + b];
+                        block[b] += (first + second) + third;
+                    }
+                }
+                int64_t lane = own_place - g * LANES;
+                if (lane >= 0 && lane < step * LANES) { /* its own cluster: stay, and out of the others */
+                    vec none = (vec){0} - INFINITY;
+                    for (int b = 0; b < STEP; b++) {
+                        ivec own_lane = LANE == (ivec){0} + (int32_t)(lane - b * LANES);
+                        if (g == 0 && lane / LANES == b) stay = hmax(choose(own_lane, block[b], none)) - s->own_terms[i];
+                        block[b] = choose(own_lane, none, block[b]);
+                    }
+                }
+                if (g == 0 && stay == -INFINITY) { /* its own cluster lies further down the order */
+                    float total = 0.0f;
+                    for (int c = 0; c < DIM; c++) total += row[c] * s->targets[own * DIM + c];
+                    stay = (total + s->bias[own]) - s->own_terms[i];
+                }
+                vec top = vmax(vmax(block[0], block[1]), vmax(block[2], block[3]));
+                best = larger(best, hmax(top));
+                for (int b = 0; b < step; b++) gains[g + b] = block[b];
+                computed = g + step;
+            }
+            if (best > stay) { /* the first cluster of the best gain */
+                int32_t joins = -1;
+                for (int64_t h = 0; h < computed; h++)
+                    for (int l = 0; l < LANES; l++)
+                        if (gains[h][l] == best) {
+                            int32_t c = s->by_bound[h * LANES + l];
+                            if (joins < 0 || c < joins) joins = c;
+                        }
+                share->moves[share->moved++] = (Move){i, own, joins};
+                s->keys[i] = -INFINITY;
+            } else {
+                s->keys[i] = (float)((double)(stay - larger(best, beyond)) + s->credit);
+            }
+        }
+    }
+}
+
+static void *sweep_share_thread(void *share) {
+    sweep_share(share);
+    return NULL;
+}
+
+/* Runs work(items[0]), …, work(items[count − 1]) (each `size` bytes) on threads, the first here. */
+static void in_threads(void *items, size_t size, int count, void *(*work)(void *)) {
+    pthread_t handles[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    char *item = items;
+    for (int t = 1; t < count; t++) started[t] = pthread_create(&handles[t], NULL, work, item + t * size) == 0;
+    work(item);
+    for (int t = 1; t < count; t++) {
+        if (started[t]) pthread_join(handles[t], NULL);
+        else work(item + t * size); /* no thread could be started: here instead */
+    }
+}
+
+/* One thread's share of the first pass: sums and sizes of pixels [low, high), their own terms and
+ * keys, the largest norm. Runs of pixels of one cluster add in float, up to RUN pixels, then into
+ * the float64 sums (as refine.py's cluster_sums). */
+typedef struct {
+    const float *x;
+    int64_t pixel_stride, channel_stride;
+    const int64_t *labels;
+    float *own_terms, *keys;
+    int64_t low, high;
+    double *sums, *sizes;
+    float max_norm;
+} Sums;
+
+#define RUN 4096
+
+static void *sum_share_thread(void *item) {
+    Sums *s = item;
+    float tile[TILE][DIM], run[DIM] = {0}, max_squared = 0.0f;
+    int64_t run_label = -1, run_size = 0;
+    for (int64_t start = s->low; start < s->high; start += TILE) {
+        int64_t end = start + TILE < s->high ? start + TILE : s->high;
+        if (s->channel_stride != 1)
+            for (int c = 0; c < DIM; c++)
+                for (int64_t j = start; j < end; j++)
+                    tile[j - start][c] = s->x[j * s->pixel_stride + c * s->channel_stride];
+        for (int64_t i = start; i < end; i++) {
+            int64_t label = s->labels[i];
+            if (label < 0) {
+                s->keys[i] = INFINITY;
+                continue;
+            }
+            const float *row = s->channel_stride == 1 ? s->x + i * s->pixel_stride : tile[i - start];
+            if (label != run_label || run_size == RUN) {
+                if (run_size)
+                    for (int c = 0; c < DIM; c++) s->sums[run_label * DIM + c] += run[c];
+                if (run_size) s->sizes[run_label] += (double)run_size;
+                memset(run, 0, sizeof(run));
+                run_label = label, run_size = 0;
+            }
+            float squared = 0.0f;
+            for (int c = 0; c < DIM; c++) run[c] += row[c], squared += row[c] * row[c];
+            run_size++;
+            s->own_terms[i] = 2.0f * squared - 1.0f;
+            max_squared = larger(max_squared, squared);
+            s->keys[i] = -INFINITY;
+        }
+    }
+    if (run_size) {
+        for (int c = 0; c < DIM; c++) s->sums[run_label * DIM + c] += run[c];
+        s->sizes[run_label] += (double)run_size;
+    }
+    s->max_norm = sqrtf(max_squared);
+    return NULL;
+}
 
 static double objective(const double *sums, const double *sizes, int64_t k) {
     double total = 0.0;
@@ -41,56 +265,62 @@ static double objective(const double *sums, const double *sizes, int64_t k) {
 }
 
 /* Refines one image's labels (n, −1 outside the partition, else 0..k−1) in place, at most
- * max_iterations sweeps; clusters left empty are dropped and the others renumbered in order.
- * Returns the number of clusters, or −1 where memory ran out. Pixel i, channel c lies at
- * x[i * pixel_stride + c * channel_stride]. */
+ * max_iterations sweeps, on up to `threads` threads; clusters left empty are dropped and the
+ * others renumbered in order. Returns the number of clusters, or −1 where memory ran out. Pixel i,
+ * channel c lies at x[i * pixel_stride + c * channel_stride]. */
 int64_t dsc_refine(const float *x, int64_t n, int64_t pixel_stride, int64_t channel_stride, int64_t *labels,
-                   int64_t k, int64_t max_iterations) {
-    int64_t m = 0;
-    for (int64_t i = 0; i < n; i++) m += labels[i] >= 0;
+                   int64_t k, int64_t max_iterations, int64_t threads) {
     int64_t groups = (k + LANES - 1) / LANES, padded = groups * LANES;
-    float *rows = malloc((size_t)(m ? m : 1) * DIM * sizeof(float));
-    float *own_terms = malloc((size_t)(m ? m : 1) * sizeof(float));
-    float *keys = malloc((size_t)(m ? m : 1) * sizeof(float));
-    int32_t *label = malloc((size_t)(m ? m : 1) * sizeof(int32_t));
-    int64_t *pixel = malloc((size_t)(m ? m : 1) * sizeof(int64_t));
-    Move *moves = malloc((size_t)(m ? m : 1) * sizeof(Move));
-    double *sums = calloc((size_t)k * DIM, sizeof(double)), *sizes = calloc((size_t)k, sizeof(double));
-    double *new_sums = malloc((size_t)k * DIM * sizeof(double)), *new_sizes = malloc((size_t)k * sizeof(double));
-    float *targets = malloc((size_t)k * DIM * sizeof(float)), *bias = malloc((size_t)k * sizeof(float));
+    int parts = (int)(n / THREAD_PIXELS);
+    int64_t most = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;
+    parts = parts < 1 ? 1 : parts > most ? (int)most : parts;
+    size_t room = (size_t)(n ? n : 1), slots = (size_t)(k ? k : 1);
+    float *own_terms = malloc(room * sizeof(float)), *keys = malloc(room * sizeof(float));
+    Move *moves = malloc(room * sizeof(Move));
+    double *sums = calloc(slots * DIM, sizeof(double)), *sizes = calloc(slots, sizeof(double));
+    double *new_sums = malloc(slots * DIM * sizeof(double)), *new_sizes = malloc(slots * sizeof(double));
+    float *targets = malloc(slots * DIM * sizeof(float)), *bias = malloc(slots * sizeof(float));
     vec *columns = aligned_alloc(64, ((size_t)DIM * groups * sizeof(vec) + 63) / 64 * 64 + 64);
     vec *column_bias = aligned_alloc(64, ((size_t)groups * sizeof(vec) + 63) / 64 * 64 + 64);
-    float *bounds = malloc((size_t)k * sizeof(float)), *group_bound = malloc((size_t)groups * sizeof(float));
-    int32_t *by_bound = malloc((size_t)padded * sizeof(int32_t)), *place = malloc((size_t)k * sizeof(int32_t));
-    int64_t *renumber = malloc((size_t)k * sizeof(int64_t));
-    if (!rows || !own_terms || !keys || !label || !pixel || !moves || !sums || !sizes || !new_sums ||
-        !new_sizes || !targets || !bias || !columns || !column_bias || !bounds || !group_bound || !by_bound ||
-        !place || !renumber) {
-        free(rows), free(own_terms), free(keys), free(label), free(pixel), free(moves), free(sums);
-        free(sizes), free(new_sums), free(new_sizes), free(targets), free(bias), free(columns);
-        free(column_bias), free(bounds), free(group_bound), free(by_bound), free(place), free(renumber);
+    vec *gains = aligned_alloc(64, ((size_t)parts * groups * sizeof(vec) + 63) / 64 * 64 + 64);
+    float *bounds = malloc(slots * sizeof(float)), *group_bound = malloc((size_t)(groups + 1) * sizeof(float));
+    int32_t *by_bound = malloc((size_t)(padded + 1) * sizeof(int32_t)), *place = malloc(slots * sizeof(int32_t));
+    int64_t *renumber = malloc(slots * sizeof(int64_t));
+    if (!own_terms || !keys || !moves || !sums || !sizes || !new_sums || !new_sizes || !targets || !bias ||
+        !columns || !column_bias || !gains || !bounds || !group_bound || !by_bound || !place || !renumber) {
+        free(own_terms), free(keys), free(moves), free(sums), free(sizes), free(new_sums), free(new_sizes);
+        free(targets), free(bias), free(columns), free(column_bias), free(gains), free(bounds);
+        free(group_bound), free(by_bound), free(place), free(renumber);
         return -1;
     }
-    float max_norm = 0.0f;
-    int64_t w = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (labels[i] < 0) continue;
-        float squared = 0.0f;
-        for (int c = 0; c < DIM; c++) {
-            float value = x[i * pixel_stride + c * channel_stride];
-            rows[w * DIM + c] = value;
-            squared += value * value;
-            sums[labels[i] * DIM + c] += value;
-        }
-        sizes[labels[i]] += 1.0;
-        own_terms[w] = 2.0f * squared - 1.0f;
-        max_norm = fmaxf(max_norm, sqrtf(squared));
-        label[w] = (int32_t)labels[i], pixel[w] = i, keys[w] = -INFINITY;
-        w++;
+    /* The clusters' sums and sizes, each pixel's 2‖v‖² − 1, the largest norm: per thread, then added. */
+    double *part_sums = calloc((size_t)parts * slots * DIM, sizeof(double));
+    double *part_sizes = calloc((size_t)parts * slots, sizeof(double));
+    if (!part_sums || !part_sizes) {
+        free(part_sums), free(part_sizes);
+        free(own_terms), free(keys), free(moves), free(sums), free(sizes), free(new_sums), free(new_sizes);
+        free(targets), free(bias), free(columns), free(column_bias), free(gains), free(bounds);
+        free(group_bound), free(by_bound), free(place), free(renumber);
+        return -1;
     }
+    Sums totals[MAX_THREADS];
+    for (int t = 0; t < parts; t++)
+        totals[t] = (Sums){x, pixel_stride, channel_stride, labels, own_terms, keys, n * t / parts,
+                           n * (t + 1) / parts, part_sums + (size_t)t * slots * DIM, part_sizes + (size_t)t * slots, 0.0f};
+    in_threads(totals, sizeof(Sums), parts, sum_share_thread);
+    float max_norm = 0.0f, tile[TILE][DIM];
+    for (int t = 0; t < parts; t++) {
+        max_norm = larger(max_norm, totals[t].max_norm);
+        for (size_t j = 0; j < (size_t)k * DIM; j++) sums[j] += totals[t].sums[j];
+        for (int64_t c = 0; c < k; c++) sizes[c] += totals[t].sizes[c];
+    }
+    free(part_sums), free(part_sizes);
     double current = objective(sums, sizes, k), credit = 0.0;
-    double tolerance = 1e-4 * (double)n + 1e-3; /* above float32 rounding of gains of size ~n */
-    for (int64_t sweep = 0; sweep < max_iterations && k > 1; sweep++) {
+    Sweep sweep = {x, n, pixel_stride, channel_stride, k, groups, labels, own_terms, keys, columns,
+                   column_bias, group_bound, by_bound, place, targets, bias, 0.0,
+                   1e-4 * (double)n + 1e-3}; /* tolerance: above float32 rounding of gains of size ~n */
+    Share shares[MAX_THREADS];
+    for (int64_t iteration = 0; iteration < max_iterations && k > 1; iteration++) {
         /* The clusters' gains as vectors, in order of their bounds, largest first. */
         for (int64_t c = 0; c < k; c++) {
             float norm = 0.0f;
@@ -117,65 +347,29 @@ int64_t dsc_refine(const float *x, int64_t n, int64_t pixel_stride, int64_t chan
             column_bias[g][l] = c >= 0 ? bias[c] : -INFINITY;
             if (l == 0) group_bound[g] = c >= 0 ? bounds[c] : -INFINITY;
         }
-        int64_t moved = 0;
-        for (int64_t i = 0; i < m; i++) {
-            if (keys[i] > credit + tolerance) continue; /* its margin outlasts every drift since */
-            const float *row = rows + i * DIM;
-            int32_t own = label[i];
-            float stay = 0.0f;
-            for (int d = 0; d < DIM; d++) stay += row[d] * targets[own * DIM + d];
-            stay = (stay + bias[own]) - own_terms[i];
-            float best = -INFINITY, beyond = -INFINITY;
-            int32_t best_cluster = -1;
-            for (int64_t g = 0; g < groups; g += STEP) {
-                if (group_bound[g] < fmaxf(best, stay)) { /* no cluster from here on can beat it */
-                    beyond = group_bound[g];
-                    break;
-                }
-                int step = groups - g < STEP ? (int)(groups - g) : STEP;
-                vec gains[STEP];
-                for (int s = 0; s < STEP; s++) gains[s] = s < step ? column_bias[g + s] : (vec){0} - INFINITY;
-                if (step == STEP) {
-                    for (int d = 0; d < DIM; d++) {
-                        vec value = (vec){0} + row[d];
-                        for (int s = 0; s < STEP; s++) gains[s] += value * columns[d * groups + g + s];
-                    }
-                } else {
-                    for (int d = 0; d < DIM; d++)
-                        for (int s = 0; s < step; s++) gains[s] += row[d] * columns[d * groups + g + s];
-                }
-                int64_t own_lane = place[own] - g * LANES;
-                if (own_lane >= 0 && own_lane < STEP * LANES) gains[own_lane / LANES][own_lane % LANES] = -INFINITY;
-                float most = -INFINITY;
-                for (int s = 0; s < STEP; s++)
-                    for (int l = 0; l < LANES; l++) most = fmaxf(most, gains[s][l]);
-                if (most < best) continue;
-                for (int s = 0; s < STEP; s++) /* the first cluster of the best gain */
-                    for (int l = 0; l < LANES; l++) {
-                        int32_t c = s < step ? by_bound[(g + s) * LANES + l] : -1;
-                        float gain = gains[s][l];
-                        if (gain > best || (gain == best && c >= 0 && c < best_cluster)) best = gain, best_cluster = c;
-                    }
-            }
-            float other = fmaxf(best, beyond);
-            if (best > stay) {
-                moves[moved++] = (Move){i, own, best_cluster};
-                keys[i] = -INFINITY;
-            } else {
-                keys[i] = (float)((double)(stay - other) + credit);
-            }
+        sweep.credit = credit;
+        for (int t = 0; t < parts; t++) {
+            shares[t] = (Share){&sweep, n * t / parts, n * (t + 1) / parts, 0, moves + n * t / parts,
+                                gains + (size_t)t * groups};
         }
+        in_threads(shares, sizeof(Share), parts, sweep_share_thread);
+        int64_t moved = 0;
+        for (int t = 0; t < parts; t++) moved += shares[t].moved;
         if (moved == 0) break;
         memcpy(new_sums, sums, (size_t)k * DIM * sizeof(double));
         memcpy(new_sizes, sizes, (size_t)k * sizeof(double));
-        for (int64_t j = 0; j < moved; j++) {
-            const float *row = rows + moves[j].pixel * DIM;
-            for (int d = 0; d < DIM; d++) {
-                new_sums[moves[j].leaves * DIM + d] -= row[d];
-                new_sums[moves[j].joins * DIM + d] += row[d];
+        for (int t = 0; t < parts; t++)
+            for (int64_t j = 0; j < shares[t].moved; j++) {
+                Move move = shares[t].moves[j];
+                if (channel_stride != 1)
+                    for (int c = 0; c < DIM; c++) tile[0][c] = x[move.pixel * pixel_stride + c * channel_stride];
+                const float *row = channel_stride == 1 ? x + move.pixel * pixel_stride : tile[0];
+                for (int d = 0; d < DIM; d++) {
+                    new_sums[move.leaves * DIM + d] -= row[d];
+                    new_sums[move.joins * DIM + d] += row[d];
+                }
+                new_sizes[move.leaves] -= 1.0, new_sizes[move.joins] += 1.0;
             }
-            new_sizes[moves[j].leaves] -= 1.0, new_sizes[moves[j].joins] += 1.0;
-        }
         double candidate = objective(new_sums, new_sizes, k);
         if (!(candidate < current)) break; /* undone: this sweep did not lower the objective */
         double drift = 0.0;
@@ -188,16 +382,21 @@ int64_t dsc_refine(const float *x, int64_t n, int64_t pixel_stride, int64_t chan
             drift = fmax(drift, 2.0 * max_norm * sqrt(change) + fabs(new_sizes[c] - sizes[c]));
         }
         credit += 2.0 * drift;
-        for (int64_t j = 0; j < moved; j++) label[moves[j].pixel] = moves[j].joins;
+        for (int t = 0; t < parts; t++)
+            for (int64_t j = 0; j < shares[t].moved; j++) labels[shares[t].moves[j].pixel] = shares[t].moves[j].joins;
         memcpy(sums, new_sums, (size_t)k * DIM * sizeof(double));
         memcpy(sizes, new_sizes, (size_t)k * sizeof(double));
+        for (int64_t c = 0; c < k; c++) /* exactly: empty clusters tie, and the first wins */
+            if (sizes[c] == 0.0) memset(sums + c * DIM, 0, DIM * sizeof(double));
         current = candidate;
     }
     int64_t clusters = 0;
     for (int64_t c = 0; c < k; c++) renumber[c] = sizes[c] > 0.0 ? clusters++ : -1;
-    for (int64_t i = 0; i < m; i++) labels[pixel[i]] = renumber[label[i]];
-    free(rows), free(own_terms), free(keys), free(label), free(pixel), free(moves), free(sums);
-    free(sizes), free(new_sums), free(new_sizes), free(targets), free(bias), free(columns);
-    free(column_bias), free(bounds), free(group_bound), free(by_bound), free(place), free(renumber);
+    if (clusters < k)
+        for (int64_t i = 0; i < n; i++)
+            if (labels[i] >= 0) labels[i] = renumber[labels[i]];
+    free(own_terms), free(keys), free(moves), free(sums), free(sizes), free(new_sums), free(new_sizes);
+    free(targets), free(bias), free(columns), free(column_bias), free(gains), free(bounds);
+    free(group_bound), free(by_bound), free(place), free(renumber);
     return clusters;
 }

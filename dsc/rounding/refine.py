@@ -110,6 +110,7 @@ def refine_sweeps(rows: Tensor, labels: Tensor, mask: Tensor, max_iterations: in
         delta_sizes *= accepted.view(-1, 1)
         sums += delta_sums
         sizes += delta_sizes
+        sums.masked_fill_((sizes == 0).unsqueeze(-1), 0.0)  # exactly: empty clusters tie, first wins
         objective = torch.where(accepted, candidate, objective)
         labels.view(-1).index_copy_(0, moved, joins)
         keys.view(-1).index_fill_(0, moved, float("-inf"))  # in another cluster now: search again

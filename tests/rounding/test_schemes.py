@@ -131,7 +131,7 @@ def test_refine_recomputing_uncertain_pixels_equals_recomputing_every_pixel(num_
     from dsc.rounding.kwikcluster import kwikcluster_labels
 
     refine_module = sys.modules["dsc.rounding.refine"]
-    rows, _ = noisy_clusters(batch=2, num_pixels=num_pixels, num_clusters=7, noise=0.2, seed=0)
+    rows, _ = noisy_clusters(batch=2, num_pixels=num_pixels, num_clusters=7, noise=0.2, seed=3)
     mask = torch.ones(rows.shape[:2], dtype=torch.bool)
     mask[1, :50] = False
     labels = kwikcluster_labels(rows, mask, 0.5, 0, None)
