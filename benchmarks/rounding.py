@@ -112,38 +112,31 @@ def time_cell(size: int, clusters: int, noise: float, dim: int, seed: int, devic
     """Median milliseconds per image of the NumPy loop (one image), dsc's KwikCluster and dsc +
     refine on one scene, and how many clusters KwikCluster found in its first image.
 
-    Each round times the NumPy loop (while its calls took under 2 s in all) and each of dsc's
-    methods. A pause before the NumPy loop and one after it let the other's threads stop spinning,
-    and an untimed call after each pause wakes the cores again (the NumPy loop's only where it takes
-    under 200 ms: a longer call hides the wake-up). A drift of the machine's speed reaches all three
-    alike."""
+    The NumPy loop is timed first, on its own (``repeats`` calls, fewer where they take over 2 s in
+    all, after an untimed call where one takes under 200 ms), then dsc's methods side by side (one
+    call of each per round, after two untimed rounds). A pause before each part lets the other's
+    threads stop spinning; the untimed calls wake the cores the pause let idle."""
     rows_cpu = clean_clusters(batch, size, dim, clusters, noise, seed)
     numpy_rows, rows = rows_cpu[0].numpy(), rows_cpu.to(device)
     methods = {
         "kwikcluster": lambda: kwikcluster(rows, generator=torch.Generator().manual_seed(seed)),
         "refine": lambda: kwikcluster_refine(rows, generator=torch.Generator().manual_seed(seed)),
     }
-    for method in methods.values():  # kernels built, memory touched
-        method()
 
     def numpy_loop() -> np.ndarray:
         return numpy_kwikcluster(numpy_rows, 0.5, np.random.default_rng(seed))
 
-    numpy_times: list[float] = []
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(repeats):
-        if sum(numpy_times) < 2000:
-            time.sleep(0.1)  # torch's threads stop spinning
-            if not numpy_times or numpy_times[-1] < 200:
-                numpy_loop()  # untimed: wakes the cores (and BLAS threads) the pause let idle
-            numpy_times.append(time_ms(numpy_loop, torch.device("cpu"), 1, warmup=0))
-            time.sleep(0.1)  # NumPy's BLAS threads stop spinning
-            methods["kwikcluster"]()  # untimed: wakes the cores (and threads) the sleep let idle
-        for name, method in methods.items():
-            times[name].append(time_ms(method, device, 1, warmup=0))
+    time.sleep(0.2)  # torch's threads stop spinning
+    numpy_times = [time_ms(numpy_loop, torch.device("cpu"), 1, warmup=0)]
+    if numpy_times[0] < 200:  # the first call woke the cores: time it again
+        numpy_times = []
+    while len(numpy_times) < repeats and sum(numpy_times) < 2000:
+        numpy_times.append(time_ms(numpy_loop, torch.device("cpu"), 1, warmup=0))
+    time.sleep(0.2)  # NumPy's BLAS threads stop spinning
+    times = time_side_by_side(methods, device, repeats, warmup=2)
     found = int(kwikcluster(rows[0], generator=torch.Generator().manual_seed(seed)).max()) + 1
-    numpy_ms, kwikcluster_ms, refine_ms = (sorted(t)[len(t) // 2] for t in (numpy_times, *times.values()))
-    return numpy_ms, kwikcluster_ms / batch, refine_ms / batch, found
+    numpy_ms = sorted(numpy_times)[len(numpy_times) // 2]
+    return numpy_ms, times["kwikcluster"] / batch, times["refine"] / batch, found
 
 
 def sweep(args: argparse.Namespace) -> None:

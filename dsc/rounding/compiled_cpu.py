@@ -61,9 +61,19 @@ def _declare(library: ctypes.CDLL) -> None:
 
 def _declare_refine(library: ctypes.CDLL) -> None:
     pointer, integer = ctypes.c_void_p, ctypes.c_int64
-    # rows, pixels, pixel stride, channel stride, labels (int64, read and written), clusters, sweeps,
+    # rows, pixels, pixel stride, channel stride, mask (uint8), labels in, labels out (int64), sweeps,
     # threads
-    library.dsc_refine.argtypes = [pointer, integer, integer, integer, pointer, integer, integer, integer]
+    library.dsc_refine.argtypes = [
+        pointer,
+        integer,
+        integer,
+        integer,
+        pointer,
+        pointer,
+        pointer,
+        integer,
+        integer,
+    ]
     library.dsc_refine.restype = integer
 
 
@@ -140,7 +150,7 @@ def kwikcluster_compiled(
     image's sweeps run on ``threads`` threads (default: torch's threads shared by the images)."""
     batch, num_pixels, _ = rows.shape
     rows = rows.float()
-    mask = mask.to(torch.uint8).contiguous()
+    mask = mask.to(torch.bool).contiguous().view(torch.uint8)
     ids = None
     if pixel_ids is not None:
         ids = pixel_ids.to(torch.int64).expand(batch, num_pixels).contiguous()
@@ -188,8 +198,9 @@ def refine_compiled(
     if threads is None:
         threads = max(1, torch.get_num_threads() // batch)
     rows = rows.float()
-    refined = torch.where(mask, labels, -1).to(torch.int64).contiguous()
-    clusters = (refined.amax(dim=1) + 1).tolist() if num_pixels else [0] * batch
+    mask = mask.to(torch.bool).contiguous().view(torch.uint8)
+    labels = labels.to(torch.int64).contiguous()
+    refined = torch.empty_like(labels)
     failed: list[int] = []
 
     def run(image: int) -> None:
@@ -198,8 +209,9 @@ def refine_compiled(
             num_pixels,
             rows.stride(1),
             rows.stride(2),
+            mask[image].data_ptr(),
+            labels[image].data_ptr(),
             refined[image].data_ptr(),
-            max(clusters[image], 0),
             max_iterations,
             threads,
         )

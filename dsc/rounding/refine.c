@@ -101,7 +101,7 @@ static void sweep_share(Share *share) {
     const Sweep *s = share->sweep;
     float tile[TILE][DIM];
     vec *gains = share->gains;
-    double threshold = s->credit + s->tolerance;
+    float threshold = (float)(s->credit + s->tolerance), credit = (float)s->credit;
     share->moved = 0;
     for (int64_t start = share->low; start < share->high; start += TILE) {
         int64_t end = start + TILE < share->high ? start + TILE : share->high;
@@ -117,6 +117,30 @@ static void sweep_share(Share *share) {
             const float *row = row_of(s, i, start, tile);
             int32_t own = (int32_t)s->labels[i];
             int64_t own_place = s->place[own];
+            if (s->groups == 1) { /* up to LANES clusters: one vector of gains, as the loop below */
+                vec first = {0}, second = {0}, third = {0}, none = (vec){0} - INFINITY;
+                for (int c = 0; c < DIM / 3; c++) {
+                    first += row[c] * s->columns[c];
+                    second += row[DIM / 3 + c] * s->columns[DIM / 3 + c];
+                    third += row[2 * (DIM / 3) + c] * s->columns[2 * (DIM / 3) + c];
+                }
+                for (int c = 3 * (DIM / 3); c < DIM; c++) first += row[c] * s->columns[c];
+                vec all = s->column_bias[0] + ((first + second) + third);
+                ivec own_lane = LANE == (ivec){0} + (int32_t)own_place;
+                float stay = hmax(choose(own_lane, all, none)) - s->own_terms[i];
+                vec others = choose(own_lane, none, all);
+                float best = hmax(others);
+                if (best > stay) {
+                    int32_t joins = -1;
+                    for (int l = 0; l < LANES; l++)
+                        if (others[l] == best && (joins < 0 || s->by_bound[l] < joins)) joins = s->by_bound[l];
+                    share->moves[share->moved++] = (Move){i, own, joins};
+                    s->keys[i] = -INFINITY;
+                } else {
+                    s->keys[i] = (stay - best) + credit;
+                }
+                continue;
+            }
             float stay = -INFINITY, best = -INFINITY, beyond = -INFINITY;
             int64_t g = 0, computed = 0;
             for (; g < s->groups; g += STEP) {
@@ -175,7 +199,7 @@ static void sweep_share(Share *share) {
                 share->moves[share->moved++] = (Move){i, own, joins};
                 s->keys[i] = -INFINITY;
             } else {
-                s->keys[i] = (float)((double)(stay - larger(best, beyond)) + s->credit);
+                s->keys[i] = (stay - larger(best, beyond)) + credit;
             }
         }
     }
@@ -238,8 +262,15 @@ static void *sum_share_thread(void *item) {
                 memset(run, 0, sizeof(run));
                 run_label = label, run_size = 0;
             }
-            float squared = 0.0f;
-            for (int c = 0; c < DIM; c++) run[c] += row[c], squared += row[c] * row[c];
+            for (int c = 0; c < DIM; c++) run[c] += row[c];
+            float first = 0.0f, second = 0.0f, third = 0.0f; /* three independent chains */
+            for (int c = 0; c < DIM / 3; c++) {
+                first += row[c] * row[c];
+                second += row[DIM / 3 + c] * row[DIM / 3 + c];
+                third += row[2 * (DIM / 3) + c] * row[2 * (DIM / 3) + c];
+            }
+            for (int c = 3 * (DIM / 3); c < DIM; c++) first += row[c] * row[c];
+            float squared = (first + second) + third;
             run_size++;
             s->own_terms[i] = 2.0f * squared - 1.0f;
             max_squared = larger(max_squared, squared);
@@ -264,12 +295,18 @@ static double objective(const double *sums, const double *sizes, int64_t k) {
     return total;
 }
 
-/* Refines one image's labels (n, −1 outside the partition, else 0..k−1) in place, at most
- * max_iterations sweeps, on up to `threads` threads; clusters left empty are dropped and the
- * others renumbered in order. Returns the number of clusters, or −1 where memory ran out. Pixel i,
- * channel c lies at x[i * pixel_stride + c * channel_stride]. */
-int64_t dsc_refine(const float *x, int64_t n, int64_t pixel_stride, int64_t channel_stride, int64_t *labels,
-                   int64_t k, int64_t max_iterations, int64_t threads) {
+/* Refines one image's partition: labels_in (n) 0..k−1 where mask (n, or NULL: every pixel) is set,
+ * negative labels and unmasked pixels outside it. Writes labels_out (n): the partition after at
+ * most max_iterations sweeps on up to `threads` threads, clusters left empty dropped and the others
+ * renumbered in order, −1 outside. Returns the number of clusters, or −1 where memory ran out.
+ * Pixel i, channel c lies at x[i * pixel_stride + c * channel_stride]. */
+int64_t dsc_refine(const float *x, int64_t n, int64_t pixel_stride, int64_t channel_stride, const uint8_t *mask,
+                   const int64_t *labels_in, int64_t *labels, int64_t max_iterations, int64_t threads) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        labels[i] = (mask == NULL || mask[i]) && labels_in[i] >= 0 ? labels_in[i] : -1;
+        k = labels[i] >= k ? labels[i] + 1 : k;
+    }
     int64_t groups = (k + LANES - 1) / LANES, padded = groups * LANES;
     int parts = (int)(n / THREAD_PIXELS);
     int64_t most = threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads;

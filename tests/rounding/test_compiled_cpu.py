@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from test_kwikcluster import reference_kwikcluster, visiting_order
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from dsc.ops import c_kernels
 from dsc.rounding import compiled_cpu, kwikcluster, kwikcluster_refine
 from dsc.rounding.hashing import draw_seed, position_ids
 from dsc.rounding.kwikcluster import kwikcluster_passes
@@ -149,3 +150,37 @@ def test_the_pytorch_passes_read_one_value_on_the_host_per_pass(monkeypatch):
     # Each compaction reads the count of pixels left; before the first pass, the mask's all() and
     # the hash's stream key (a CPU value, no device synchronisation) are read.
     assert syncs.count == len(passes) + 2
+
+
+@pytest.mark.parametrize("channel_major", [False, True])
+def test_sweeps_split_over_threads_keep_the_labels(channel_major):
+    """Kernels built to split sweeps of 64 pixels or more over threads, on pixel-major rows and on
+    the channel-major rows of embedding maps (read through tiles), give the PyTorch labels."""
+    try:
+        kwik = c_kernels.build("dsc.rounding", "kwikcluster.c", {"DIM": 21, "THREAD_PIXELS": 64})
+        refine_library = c_kernels.build("dsc.rounding", "refine.c", {"DIM": 21, "THREAD_PIXELS": 64})
+    except RuntimeError:
+        pytest.skip("no working C compiler")
+    compiled_cpu._declare(kwik)
+    compiled_cpu._declare_refine(refine_library)
+    rows = torch.cat([banded_scene(40, 21, 12, 0.05, seed) for seed in range(2)])
+    rows = F.normalize(
+        rows + 0.3 * torch.randn(rows.shape, generator=torch.Generator().manual_seed(0)), dim=-1
+    )
+    if channel_major:
+        rows = rows.transpose(1, 2).contiguous().transpose(1, 2)  # pixels 1 apart, channels N apart
+    mask = torch.rand(rows.shape[:2], generator=torch.Generator().manual_seed(1)) < 0.9
+    labels = kwikcluster_passes(rows.contiguous(), mask, 0.5, 5, None)
+    generator = torch.Generator().manual_seed(2)
+    bands = (torch.arange(40) * 12 // 40).repeat(40).expand(2, -1)  # the scene's clusters
+    wrong = torch.rand(mask.shape, generator=generator) < 0.05
+    start = torch.where(wrong, torch.randint(0, 12, mask.shape, generator=generator), bands)
+    start = torch.where(mask, start, -1)
+    refined = refine_sweeps(rows.contiguous(), start.clone(), mask, 10)
+    assert not torch.equal(refined, start), "the scene makes refine move pixels"
+    for threads in (1, 3, 8):
+        found = compiled_cpu.kwikcluster_compiled(rows, mask, 0.5, 5, None, kwik, threads=threads)
+        assert torch.equal(found, labels)
+        assert torch.equal(
+            compiled_cpu.refine_compiled(rows, start, mask, 10, refine_library, threads), refined
+        )
