@@ -13,9 +13,11 @@ if [ -d .whl ]; then
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -m pytest -q -p no:cacheprovider tests/losses/test_fused.py tests/rounding/test_kwikcluster.py
+python3 -m pytest -q -p no:cacheprovider tests/losses/test_fused.py tests/rounding/test_kwikcluster.py \
+    tests/rounding/test_compiled_cpu.py
 cd benchmarks
 python3 loss_exact.py --compile
 python3 metrics.py --device all
 python3 rounding.py --device all --scenes shapes --batch 16
+python3 rounding.py --sweep --device cuda --sizes 256,512 --seeds 2
 python3 train_step.py --loop --voc-root "$voc_root" --replicate 64 --workers 12

@@ -33,6 +33,7 @@ from dsc.ops import c_kernels
 from dsc.rounding.hashing import stream_key_of
 
 BLOCK = 64  # candidate pivots per pass (the kernel takes up to 256)
+NONFINITE = "rounding got non-finite embeddings (NaN or inf): check the network's output"
 _KERNELS: dict[tuple[str, int], ctypes.CDLL | None] = {}
 
 # (rows, mask, threshold, seed, pixel_ids) → (B, N) labels: the PyTorch passes the kernel is checked against
@@ -135,6 +136,17 @@ def _refine_self_check(library: ctypes.CDLL, dim: int, reference: RefineReferenc
     return "" if torch.equal(refined, expected) else "self-check: its labels differ from the PyTorch sweeps'"
 
 
+def _mask_pointers(mask: Tensor) -> tuple[Tensor, list[int | None]]:
+    """Each image's (B, N) bool mask as a kernel reads it: the address of its row in a uint8 copy,
+    or None (every pixel) where the mask is one True repeated (``as_batch``'s default: no pass over
+    the pixels). Returns the copy too, which must outlive the kernel's calls."""
+    repeated = all(stride == 0 or size == 1 for stride, size in zip(mask.stride(), mask.shape, strict=True))
+    if repeated and mask.numel() and bool(mask[0, 0]):
+        return mask, [None] * mask.shape[0]
+    copy = mask.to(torch.bool).contiguous().view(torch.uint8)
+    return copy, [image.data_ptr() for image in copy]
+
+
 def kwikcluster_compiled(
     rows: Tensor,
     mask: Tensor,
@@ -147,18 +159,21 @@ def kwikcluster_compiled(
 ) -> Tensor:
     """KwikCluster labels (B, N) int64 of CPU rows (B, N, d) float32 (any strides), mask (B, N)
     bool and optional pixel ids (N,) or (B, N) int64, by ``library`` (``kernel(d, …)``); a large
-    image's sweeps run on ``threads`` threads (default: torch's threads shared by the images)."""
+    image's sweeps run on ``threads`` threads (default: torch's threads shared by the images).
+    Raises ValueError where a pixel to cluster has a NaN or infinite channel."""
     batch, num_pixels, _ = rows.shape
     rows = rows.float()
-    mask = mask.to(torch.bool).contiguous().view(torch.uint8)
-    ids = None
+    mask, masks = _mask_pointers(mask)
+    ids = None  # one (N,) row for every image, or a row per image
     if pixel_ids is not None:
-        ids = pixel_ids.to(torch.int64).expand(batch, num_pixels).contiguous()
+        ids = pixel_ids.to(torch.int64).contiguous()
+        ids = ids.expand(batch, num_pixels) if ids.dim() == 1 else ids
     labels = torch.empty(batch, num_pixels, dtype=torch.int64)
     stream_key = stream_key_of(seed, 0)
     if threads is None:
         threads = max(1, torch.get_num_threads() // batch)
     failed: list[int] = []
+    nonfinite: list[int] = []
 
     def run(image: int) -> None:
         count = library.dsc_kwikcluster(
@@ -166,7 +181,7 @@ def kwikcluster_compiled(
             num_pixels,
             rows.stride(1),
             rows.stride(2),
-            mask[image].data_ptr(),
+            masks[image],
             None if ids is None else ids[image].data_ptr(),
             stream_key,
             threshold,
@@ -174,12 +189,16 @@ def kwikcluster_compiled(
             threads,
             labels[image].data_ptr(),
         )
-        if count < 0:
+        if count == -2:
+            nonfinite.append(image)
+        elif count < 0:
             failed.append(image)
 
     c_kernels.run_in_threads(run, batch)
     if failed:
         raise MemoryError(f"KwikCluster's kernel could not allocate its buffers for {num_pixels} pixels")
+    if nonfinite:
+        raise ValueError(NONFINITE)
     return labels
 
 
@@ -198,7 +217,7 @@ def refine_compiled(
     if threads is None:
         threads = max(1, torch.get_num_threads() // batch)
     rows = rows.float()
-    mask = mask.to(torch.bool).contiguous().view(torch.uint8)
+    mask, masks = _mask_pointers(mask)
     labels = labels.to(torch.int64).contiguous()
     refined = torch.empty_like(labels)
     failed: list[int] = []
@@ -209,7 +228,7 @@ def refine_compiled(
             num_pixels,
             rows.stride(1),
             rows.stride(2),
-            mask[image].data_ptr(),
+            masks[image],
             labels[image].data_ptr(),
             refined[image].data_ptr(),
             max_iterations,

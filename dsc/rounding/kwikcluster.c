@@ -163,7 +163,7 @@ typedef struct {
     const Image *im;
     const Pivots *pivots;
     int64_t low, high, next_label, kept;
-    int first_pass;
+    int first_pass, nonfinite;
     Smallest candidates;
 } Share;
 
@@ -174,7 +174,7 @@ static void sweep_share(Share *s) {
     vec limit = (vec){0} + im->threshold;
     int64_t w = s->low;
     float tile[TILE][DIM];
-    int direct = im->channel_stride == 1; /* the input's rows can be read where they lie */
+    int direct = im->channel_stride == 1, nonfinite = 0; /* direct: the input's rows read where they lie */
     for (int64_t start = s->low; start < s->high; start += TILE) {
         int64_t end = start + TILE < s->high ? start + TILE : s->high;
         if (s->first_pass && !direct)
@@ -188,6 +188,11 @@ static void sweep_share(Share *s) {
             const float *row = !s->first_pass ? im->rows + i * DIM
                                : direct       ? im->x + i * im->pixel_stride
                                               : tile[i - start];
+            if (s->first_pass) { /* NaN or inf: x − x is not 0 */
+                float zero = 0.0f;
+                for (int c = 0; c < DIM; c++) zero += row[c] - row[c];
+                nonfinite |= !(zero == 0.0f);
+            }
             int first = first_agreeing(s->pivots, row, limit);
             if (first >= 0) {
                 im->labels[pixel] = s->next_label + first;
@@ -203,6 +208,7 @@ static void sweep_share(Share *s) {
         }
     }
     s->kept = w - s->low;
+    s->nonfinite = nonfinite;
 }
 
 static void *sweep_share_thread(void *share) {
@@ -250,7 +256,8 @@ static int run_shares(Share *shares, int threads, int64_t count, int size, void 
  * Pixel i, channel c lies at x[i * pixel_stride + c * channel_stride]; mask (or NULL: every pixel)
  * says which pixels to cluster; ids (or NULL: i) are what the order hashes. labels (n) receives
  * 0..k−1 in the order pivots were visited, −1 outside the mask. block: candidates per pass;
- * threads: how many threads a sweep over many pixels may use. Indices below 2³¹. */
+ * threads: how many threads a sweep over many pixels may use. Indices below 2³¹. Returns −2 (labels
+ * meaningless) where a pixel to cluster has a NaN or infinite channel. */
 int64_t dsc_kwikcluster(const float *x, int64_t n, int64_t pixel_stride, int64_t channel_stride,
                         const uint8_t *mask, const int64_t *ids, int64_t stream_key, float threshold,
                         int64_t block, int64_t threads, int64_t *labels) {
@@ -269,7 +276,8 @@ int64_t dsc_kwikcluster(const float *x, int64_t n, int64_t pixel_stride, int64_t
     }
     int size = (int)(block < 1 ? 1 : block > MAX_BLOCK ? MAX_BLOCK : block);
     int thread_count = (int)(threads < 1 ? 1 : threads > MAX_THREADS ? MAX_THREADS : threads);
-    for (int t = 0; t < MAX_THREADS; t++) shares[t] = (Share){&im, pivots, 0, 0, 0, 0, 1, {{0}, {0}, 0, 0}};
+    for (int t = 0; t < MAX_THREADS; t++) shares[t] = (Share){&im, pivots, 0, 0, 0, 0, 1, 0, {{0}, {0}, 0, 0}};
+    int nonfinite = 0;
     int parts = run_shares(shares, thread_count, n, size, select_share_thread);
     vec limit = (vec){0} + threshold;
     int64_t next_label = 0, left = n;
@@ -301,8 +309,12 @@ int64_t dsc_kwikcluster(const float *x, int64_t n, int64_t pixel_stride, int64_t
         float row[DIM];
         for (int k = 0; k < candidates->count; k++) {
             int64_t at = candidates->at[k];
-            if (first_pass) input_row(&im, at, row);
-            else memcpy(row, im.rows + at * DIM, sizeof(row));
+            if (first_pass) {
+                input_row(&im, at, row);
+                for (int c = 0; c < DIM; c++) nonfinite |= !(row[c] - row[c] == 0.0f);
+            } else {
+                memcpy(row, im.rows + at * DIM, sizeof(row));
+            }
             if (first_agreeing(pivots, row, limit) >= 0) continue;
             int group = count / LANES, lane = count % LANES;
             if (lane == 0) { /* a new group of pivots, empty lanes zero */
@@ -319,7 +331,9 @@ int64_t dsc_kwikcluster(const float *x, int64_t n, int64_t pixel_stride, int64_t
         for (int t = 0; t < MAX_THREADS; t++) shares[t].next_label = next_label, shares[t].first_pass = first_pass;
         parts = run_shares(shares, thread_count, left, size, sweep_share_thread);
         next_label += count;
+        for (int t = 0; first_pass && t < parts; t++) nonfinite |= shares[t].nonfinite;
+        if (nonfinite) break;
     }
     free(im.rows), free(im.order), free(im.pixel), free(pivots), free(shares), free(candidates);
-    return next_label;
+    return nonfinite ? -2 : next_label;
 }

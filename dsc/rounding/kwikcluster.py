@@ -33,22 +33,31 @@ _CPU_CHUNK_ELEMENTS = 2**20  # on CPUs, B × rows × pivots compared at a time: 
 _FEW_PIVOTS = 16  # up to this many pivots, a pass compares them with the pixels pivot-major
 
 
-def as_batch(rows: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor, bool]:
-    """Accept (N, d) or (B, N, d) rows and an optional (N,) / (B, N) mask; return batched both."""
+def as_batch(rows: Tensor, mask: Tensor | None, check_finite: bool = True) -> tuple[Tensor, Tensor, bool]:
+    """Accept (N, d) or (B, N, d) rows and an optional (N,) / (B, N) mask; return batched both.
+    Raises ValueError for non-finite rows among those ``mask`` selects, unless ``check_finite`` is
+    False (the caller checks them)."""
     if rows.dim() not in (2, 3):
         raise ValueError(f"expected (N, d) or (B, N, d) rows, got shape {tuple(rows.shape)}")
     unbatched = rows.dim() == 2
     if unbatched:
         rows = rows.unsqueeze(0)
         mask = None if mask is None else mask.unsqueeze(0)
-    if mask is None:
-        mask = torch.ones(rows.shape[:2], dtype=torch.bool, device=rows.device)
+    if mask is None:  # a view of one True: no pass over the pixels (the kernels read it as no mask)
+        mask = torch.ones(1, 1, dtype=torch.bool, device=rows.device).expand(rows.shape[:2])
     if mask.shape != rows.shape[:2]:
         raise ValueError(f"mask {tuple(mask.shape)} does not match rows {tuple(rows.shape)}")
-    # One sum finds any NaN or inf; the element-wise check rules out a sum that merely overflowed.
-    if not torch.isfinite(rows.sum()) and not torch.isfinite(rows).all():
-        raise ValueError("rounding got non-finite embeddings (NaN or inf): check the network's output")
+    if check_finite:
+        check_finite_rows(rows, mask)
     return rows, mask, unbatched
+
+
+def check_finite_rows(rows: Tensor, mask: Tensor) -> None:
+    """ValueError if a row that ``mask`` (B, N) selects of ``rows`` (B, N, d) has a NaN or inf."""
+    selected = rows if bool(mask.all()) else torch.where(mask.unsqueeze(-1), rows, 0.0)
+    # One sum finds any NaN or inf; the element-wise check rules out a sum that merely overflowed.
+    if not torch.isfinite(selected.sum()) and not torch.isfinite(selected).all():
+        raise ValueError(compiled_cpu.NONFINITE)
 
 
 def _agreement(
@@ -199,11 +208,13 @@ def kwikcluster_labels(
 ) -> Tensor:
     """Batched KwikCluster on (B, N, d) rows; pixels outside ``mask`` get label −1. The visiting
     order hashes ``pixel_ids`` (default: the pixel's index 0..N−1). On CPUs the hard variant runs
-    the compiled kernel (``dsc.rounding.compiled_cpu``) where one is built, else the passes."""
+    the compiled kernel (``dsc.rounding.compiled_cpu``) where one is built, else the passes.
+    Raises ValueError where a pixel to cluster has a NaN or infinite channel."""
     if rows.device.type == "cpu" and soft_power is None and rows.shape[1] > 0:
         library = compiled_cpu.kernel(rows.shape[2], _passes_without_soft_coins)
-        if library is not None:
+        if library is not None:  # it checks the rows as it reads them
             return compiled_cpu.kwikcluster_compiled(rows, mask, threshold, seed, pixel_ids, library)
+    check_finite_rows(rows, mask)
     return kwikcluster_passes(rows, mask, threshold, seed, soft_power, pixel_ids)
 
 
@@ -301,7 +312,7 @@ def kwikcluster(
 
     Returns (N,) or (B, N) int64 labels 0..k−1 per image, numbered in the order pivots were visited.
     """
-    rows, mask, unbatched = as_batch(rows, mask)
+    rows, mask, unbatched = as_batch(rows, mask, check_finite=False)  # kwikcluster_labels checks
     labels = kwikcluster_labels(rows, mask, threshold, draw_seed(generator), None, pixel_ids)
     return labels.squeeze(0) if unbatched else labels
 
@@ -321,6 +332,6 @@ def kwikcluster_soft(
     """
     if power <= 0:
         raise ValueError(f"power must be positive, got {power}")
-    rows, mask, unbatched = as_batch(rows, mask)
+    rows, mask, unbatched = as_batch(rows, mask, check_finite=False)  # kwikcluster_labels checks
     labels = kwikcluster_labels(rows, mask, 0.5, draw_seed(generator), power, pixel_ids)
     return labels.squeeze(0) if unbatched else labels

@@ -143,12 +143,12 @@ static void sweep_share(Share *share) {
             }
             float stay = -INFINITY, best = -INFINITY, beyond = -INFINITY;
             int64_t g = 0, computed = 0;
-            for (; g < s->groups; g += STEP) {
+            for (int step = 1; g < s->groups; g += step) { /* the first vector alone, then STEP at a time */
                 if (g > 0 && s->group_bound[g] < larger(best, stay)) { /* none left can beat it */
                     beyond = s->group_bound[g];
                     break;
                 }
-                int step = s->groups - g < STEP ? (int)(s->groups - g) : STEP;
+                step = g == 0 ? 1 : s->groups - g < STEP ? (int)(s->groups - g) : STEP;
                 vec block[STEP];
                 for (int b = 0; b < STEP; b++) block[b] = b < step ? s->column_bias[g + b] : (vec){0} - INFINITY;
                 if (step == STEP) {

@@ -275,7 +275,7 @@ def kwikcluster_refine(
     Shapes and arguments as ``dsc.rounding.kwikcluster``; never worse than KwikCluster alone by
     the objective ‖V̂V̂ᵀ − A_r‖²_F.
     """
-    rows, mask, unbatched = as_batch(rows, mask)
+    rows, mask, unbatched = as_batch(rows, mask, check_finite=False)  # kwikcluster_labels checks
     labels = kwikcluster_labels(rows, mask, threshold, draw_seed(generator), None, pixel_ids)
     labels = refine(rows, labels, mask, max_iterations)
     return labels.squeeze(0) if unbatched else labels

@@ -184,3 +184,18 @@ def test_sweeps_split_over_threads_keep_the_labels(channel_major):
         assert torch.equal(
             compiled_cpu.refine_compiled(rows, start, mask, 10, refine_library, threads), refined
         )
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_non_finite_pixels_to_cluster_are_refused_and_pixels_left_out_are_not(value, compiled, monkeypatch):
+    if not compiled:
+        monkeypatch.setattr(compiled_cpu, "kernel", lambda dim, reference: None)
+    rows = banded_scene(12, 8, 3, 0.0, seed=0)
+    rows[0, 50, 3] = value
+    with pytest.raises(ValueError, match="non-finite"):
+        kwikcluster(rows, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(rows.shape[:2], dtype=torch.bool)
+    mask[0, 50] = False
+    labels = kwikcluster_refine(rows, generator=torch.Generator().manual_seed(0), mask=mask)
+    assert labels[0, 50] == -1 and (labels[0][mask[0]] >= 0).all()
