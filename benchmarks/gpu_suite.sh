@@ -14,7 +14,7 @@ fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -m pytest -q -p no:cacheprovider tests/losses/test_fused.py tests/rounding/test_kwikcluster.py \
-    tests/rounding/test_compiled_cpu.py
+    tests/rounding/test_compiled_cpu_rounding.py
 cd benchmarks
 python3 loss_exact.py --compile
 python3 metrics.py --device all
