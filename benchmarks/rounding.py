@@ -2,7 +2,8 @@
 
 * numpy loop: a straightforward NumPy KwikCluster, one image and one pivot at a time;
 * torch per pivot: the same loop in torch, one image at a time, a host sync per pivot;
-* dsc: ``dsc.rounding.kwikcluster`` on the whole batch (blocks of pivots per pass);
+* dsc: ``dsc.rounding.kwikcluster`` on the whole batch (on a CPU its compiled kernel; on a GPU
+  batched passes, blocks of pivots per pass);
 * dsc + refine: ``dsc.rounding.kwikcluster_refine``.
 
 Scenes (d = ``--dim``): ``clean6``, 256² pixels in 6 clean clusters; ``noisy40``, 512² pixels in ~40
@@ -21,9 +22,10 @@ worst cells are printed last, with the targets. On a GPU (``--device cuda``) eac
 ``--batch`` images (default 16) and the table gives milliseconds per image.
 
 The NumPy loop is timed first, then dsc's methods of a device in turn, one call of each per
-round; medians are shown. Targets on the CPU against the NumPy loop: ≥ 3× on clean6 and
-≥ 8× on noisy40; dsc + refine at most 3× dsc's KwikCluster (the last column). The GPU target:
-≤ 1 ms per 512×512 image at d = 21 on an H100 (``--scenes shapes --batch 16``).
+round; medians are shown. Targets on the CPU, over the grid: KwikCluster ≥ 3× the NumPy loop in
+every cell of ≥ 256² pixels and ≥ 8× in every cell with ≥ 20 clusters at ≥ 512²; dsc + refine at
+most 3× dsc's KwikCluster. The GPU target: ≤ 1 ms per 512×512 image at batch 16
+(``--sweep --device cuda``; ``--scenes shapes --batch 16`` for embeddings of the shapes images).
 """
 
 from __future__ import annotations

@@ -147,6 +147,25 @@ def _mask_pointers(mask: Tensor) -> tuple[Tensor, list[int | None]]:
     return copy, [image.data_ptr() for image in copy]
 
 
+def _per_image(
+    call: Callable[[int, int], int], batch: int, threads: int | None, name: str, pixels: int
+) -> None:
+    """call(image, threads) for every image of the batch, on ``c_kernels.run_in_threads``; each
+    image's sweeps may use ``threads`` threads (default: torch's threads shared by the images). A
+    kernel returns −1 where memory ran out (MemoryError) and −2 for a NaN or inf (ValueError)."""
+    per_image = max(1, torch.get_num_threads() // batch) if threads is None else threads
+    results = [0] * batch
+
+    def run(image: int) -> None:
+        results[image] = call(image, per_image)
+
+    c_kernels.run_in_threads(run, batch)
+    if -1 in results:
+        raise MemoryError(f"{name}'s kernel could not allocate its buffers for {pixels} pixels")
+    if -2 in results:
+        raise ValueError(NONFINITE)
+
+
 def kwikcluster_compiled(
     rows: Tensor,
     mask: Tensor,
@@ -170,13 +189,8 @@ def kwikcluster_compiled(
         ids = ids.expand(batch, num_pixels) if ids.dim() == 1 else ids
     labels = torch.empty(batch, num_pixels, dtype=torch.int64)
     stream_key = stream_key_of(seed, 0)
-    if threads is None:
-        threads = max(1, torch.get_num_threads() // batch)
-    failed: list[int] = []
-    nonfinite: list[int] = []
-
-    def run(image: int) -> None:
-        count = library.dsc_kwikcluster(
+    _per_image(
+        lambda image, image_threads: library.dsc_kwikcluster(
             rows[image].data_ptr(),
             num_pixels,
             rows.stride(1),
@@ -186,19 +200,14 @@ def kwikcluster_compiled(
             stream_key,
             threshold,
             block,
-            threads,
+            image_threads,
             labels[image].data_ptr(),
-        )
-        if count == -2:
-            nonfinite.append(image)
-        elif count < 0:
-            failed.append(image)
-
-    c_kernels.run_in_threads(run, batch)
-    if failed:
-        raise MemoryError(f"KwikCluster's kernel could not allocate its buffers for {num_pixels} pixels")
-    if nonfinite:
-        raise ValueError(NONFINITE)
+        ),
+        batch,
+        threads,
+        "KwikCluster",
+        num_pixels,
+    )
     return labels
 
 
@@ -214,16 +223,12 @@ def refine_compiled(
     int64 (0..k−1 inside ``mask``, (B, N) bool) by ``library`` (``refine_kernel(d, …)``); a large
     image's sweeps run on ``threads`` threads (default: torch's threads shared by the images)."""
     batch, num_pixels, _ = rows.shape
-    if threads is None:
-        threads = max(1, torch.get_num_threads() // batch)
     rows = rows.float()
     mask, masks = _mask_pointers(mask)
     labels = labels.to(torch.int64).contiguous()
     refined = torch.empty_like(labels)
-    failed: list[int] = []
-
-    def run(image: int) -> None:
-        count = library.dsc_refine(
+    _per_image(
+        lambda image, image_threads: library.dsc_refine(
             rows[image].data_ptr(),
             num_pixels,
             rows.stride(1),
@@ -232,12 +237,11 @@ def refine_compiled(
             labels[image].data_ptr(),
             refined[image].data_ptr(),
             max_iterations,
-            threads,
-        )
-        if count < 0:
-            failed.append(image)
-
-    c_kernels.run_in_threads(run, batch)
-    if failed:
-        raise MemoryError(f"refine's kernel could not allocate its buffers for {num_pixels} pixels")
+            image_threads,
+        ),
+        batch,
+        threads,
+        "refine",
+        num_pixels,
+    )
     return refined
