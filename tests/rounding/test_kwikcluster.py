@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from synthetic_clusters import noisy_clusters, same_partition
 
-from dsc.rounding import kwikcluster, kwikcluster_soft
+from dsc.rounding import compiled_cpu, kwikcluster, kwikcluster_soft
 from dsc.rounding.hashing import draw_seed, hash_keys, hash_uniform
 
 
@@ -116,6 +116,7 @@ def assert_settings_keep_the_labels(monkeypatch, baseline: dict, changed: dict) 
     under the module settings ``changed`` as under ``baseline``, and the hard variant's labels are
     the one-pivot-at-a-time reference's."""
     module = importlib.import_module("dsc.rounding.kwikcluster")  # the module, not the function
+    monkeypatch.setattr(compiled_cpu, "kernel", lambda dim, reference: None)  # the PyTorch passes
     rows, _ = noisy_clusters(batch=3, num_pixels=500, num_clusters=12, dim=12, noise=0.5)
     mask = torch.rand(rows.shape[:2], generator=torch.Generator().manual_seed(4)) < 0.7
 
@@ -137,9 +138,11 @@ def assert_settings_keep_the_labels(monkeypatch, baseline: dict, changed: dict) 
 
 
 @pytest.mark.parametrize("block", [1, 3, 64])
-def test_labels_do_not_depend_on_how_many_pivots_a_pass_settles(block, monkeypatch):
-    """Blocks of candidate pivots give the labels of one pivot at a time."""
-    assert_settings_keep_the_labels(monkeypatch, {}, {"_MAX_BLOCK": block})
+@pytest.mark.parametrize("rounds", [1, 4])
+def test_labels_do_not_depend_on_how_many_pivots_a_pass_settles(block, rounds, monkeypatch):
+    """Blocks of candidate pivots, settled in few rounds (the undecided wait for the next pass),
+    give the labels of one pivot at a time."""
+    assert_settings_keep_the_labels(monkeypatch, {}, {"_MAX_BLOCK": block, "_SETTLE_ROUNDS": rounds})
 
 
 @pytest.mark.parametrize("few_pivots", [0, 1000])
