@@ -1,13 +1,15 @@
 /* KwikCluster on CPUs: one image's labels, for an embedding dimension DIM fixed at compile time.
  *
- * Built and loaded by dsc/rounding/compiled_cpu.py, which states the algorithm's contract. The
- * pixels to cluster are copied once into a pixel-major buffer; then each pass takes the next BLOCK
- * unclustered pixels in visiting order as candidates, settles which of them are pivots (those that
- * agree with no earlier pivot, one at a time), and makes one sweep over the unclustered pixels:
- * each joins the first pivot it agrees with, or moves down the buffer (compaction) and competes for
- * the next pass's candidates. Similarities to the pivots run on vectors of LANES pivots, and a pixel
- * stops at the first group of pivots it agrees with. No pass allocates; nothing is sorted but the
- * BLOCK candidates.
+ * Built and loaded by dsc/rounding/compiled_cpu.py, which states the algorithm's contract. A first
+ * pass hashes every pixel's visiting key and keeps the BLOCK smallest (the first candidates). Then
+ * each pass settles which candidates are pivots (those that agree with no earlier pivot, one at a
+ * time) and makes one sweep over the unclustered pixels: each joins the first pivot it agrees with,
+ * or is copied down a buffer of the pixels left and competes for the next pass's candidates. The
+ * first sweep reads the rows where they lie (through a tile of TILE pixels where a pixel's channels
+ * are not adjacent); only pixels left are ever copied. Similarities to the pivots run on vectors of
+ * LANES pivots, and a pixel stops at the first group of pivots it agrees with. A sweep over many
+ * pixels is split over threads, each with its share of the buffer and its own candidates; nothing
+ * is sorted but the BLOCK candidates.
  *
  * The visiting order: pixel i (index i among the image's n pixels, id ids[i] or i) comes before
  * pixel j when (key_i, i) < (key_j, j), with key = mix32(stream_key ^ id) the 32-bit hash of
