@@ -78,34 +78,40 @@ def _declare_refine(library: ctypes.CDLL) -> None:
     library.dsc_refine.restype = integer
 
 
+def _built(source: str, dim: int, declare: Callable[[ctypes.CDLL], None], check: Callable[[ctypes.CDLL], str],
+           fallback: str) -> ctypes.CDLL | None:  # fmt: skip
+    """``source`` built for rows of ``dim`` channels and checked once per process, cached by the
+    kernel's name (``source`` without ``.c``) and ``dim``."""
+    key = (source.removesuffix(".c"), dim)
+    if key not in _KERNELS:
+        _KERNELS[key] = c_kernels.build_checked(
+            "dsc.rounding", source, {"DIM": dim}, declare, check, fallback
+        )
+    return _KERNELS[key]
+
+
 def kernel(dim: int, reference: Reference) -> ctypes.CDLL | None:
     """``kwikcluster.c`` for rows of ``dim`` channels, built and checked against ``reference``
     once per process; None (after one RuntimeWarning) where it cannot be built or disagrees."""
-    if ("kwikcluster", dim) not in _KERNELS:
-        _KERNELS["kwikcluster", dim] = c_kernels.build_checked(
-            "dsc.rounding",
-            "kwikcluster.c",
-            {"DIM": dim},
-            _declare,
-            lambda library: _self_check(library, dim, reference),
-            "KwikCluster runs its PyTorch passes instead, several times slower on small images",
-        )
-    return _KERNELS["kwikcluster", dim]
+    return _built(
+        "kwikcluster.c",
+        dim,
+        _declare,
+        lambda library: _self_check(library, dim, reference),
+        "KwikCluster runs its PyTorch passes instead, several times slower on small images",
+    )
 
 
 def refine_kernel(dim: int, reference: RefineReference) -> ctypes.CDLL | None:
     """``refine.c`` for rows of ``dim`` channels, built and checked against ``reference`` once
     per process; None (after one RuntimeWarning) where it cannot be built or disagrees."""
-    if ("refine", dim) not in _KERNELS:
-        _KERNELS["refine", dim] = c_kernels.build_checked(
-            "dsc.rounding",
-            "refine.c",
-            {"DIM": dim},
-            _declare_refine,
-            lambda library: _refine_self_check(library, dim, reference),
-            "refine runs its PyTorch sweeps instead, several times slower",
-        )
-    return _KERNELS["refine", dim]
+    return _built(
+        "refine.c",
+        dim,
+        _declare_refine,
+        lambda library: _refine_self_check(library, dim, reference),
+        "refine runs its PyTorch sweeps instead, several times slower",
+    )
 
 
 def _check_input(dim: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -93,8 +93,23 @@ typedef struct {
     vec *gains;  /* room for `groups` vectors */
 } Share;
 
-static inline const float *row_of(const Sweep *s, int64_t i, int64_t start, float tile[][DIM]) {
-    return s->channel_stride == 1 ? s->x + i * s->pixel_stride : tile[i - start];
+/* Σ_c row[c] · column[c · stride] for one vector of clusters, in three independent chains. */
+static inline vec one_vector_products(const float *row, const vec *column, int64_t stride) {
+    vec first = {0}, second = {0}, third = {0};
+    for (int c = 0; c < DIM / 3; c++) {
+        first += row[c] * column[c * stride];
+        second += row[DIM / 3 + c] * column[(DIM / 3 + c) * stride];
+        third += row[2 * (DIM / 3) + c] * column[(2 * (DIM / 3) + c) * stride];
+    }
+    for (int c = 3 * (DIM / 3); c < DIM; c++) first += row[c] * column[c * stride];
+    return (first + second) + third;
+}
+
+/* Copies pixels [start, end) of channel-major input into tile, pixel-major. */
+static void load_tile(float tile[][DIM], const float *x, int64_t pixel_stride, int64_t channel_stride,
+                      int64_t start, int64_t end) {
+    for (int c = 0; c < DIM; c++)
+        for (int64_t j = start; j < end; j++) tile[j - start][c] = x[j * pixel_stride + c * channel_stride];
 }
 
 static void sweep_share(Share *share) {
@@ -109,23 +124,15 @@ static void sweep_share(Share *share) {
         for (int64_t i = start; i < end; i++) {
             if (!(s->keys[i] <= threshold)) continue; /* outside the partition, or certain */
             if (s->channel_stride != 1 && !loaded) {
-                for (int c = 0; c < DIM; c++)
-                    for (int64_t j = start; j < end; j++)
-                        tile[j - start][c] = s->x[j * s->pixel_stride + c * s->channel_stride];
+                load_tile(tile, s->x, s->pixel_stride, s->channel_stride, start, end);
                 loaded = 1;
             }
-            const float *row = row_of(s, i, start, tile);
+            const float *row = s->channel_stride == 1 ? s->x + i * s->pixel_stride : tile[i - start];
             int32_t own = (int32_t)s->labels[i];
             int64_t own_place = s->place[own];
             if (s->groups == 1) { /* up to LANES clusters: one vector of gains, as the loop below */
-                vec first = {0}, second = {0}, third = {0}, none = (vec){0} - INFINITY;
-                for (int c = 0; c < DIM / 3; c++) {
-                    first += row[c] * s->columns[c];
-                    second += row[DIM / 3 + c] * s->columns[DIM / 3 + c];
-                    third += row[2 * (DIM / 3) + c] * s->columns[2 * (DIM / 3) + c];
-                }
-                for (int c = 3 * (DIM / 3); c < DIM; c++) first += row[c] * s->columns[c];
-                vec all = s->column_bias[0] + ((first + second) + third);
+                vec none = (vec){0} - INFINITY;
+                vec all = s->column_bias[0] + one_vector_products(row, s->columns, 1);
                 ivec own_lane = LANE == (ivec){0} + (int32_t)own_place;
                 float stay = hmax(choose(own_lane, all, none)) - s->own_terms[i];
                 vec others = choose(own_lane, none, all);
@@ -157,17 +164,7 @@ static void sweep_share(Share *share) {
                         for (int b = 0; b < STEP; b++) block[b] += value * s->columns[c * s->groups + g + b];
                     }
                 } else { /* few vectors: each one's products in three independent chains */
-                    const vec *column = s->columns + g;
-                    for (int b = 0; b < step; b++) {
-                        vec first = {0}, second = {0}, third = {0};
-                        for (int c = 0; c < DIM / 3; c++) {
-                            first += row[c] * column[c * s->groups + b];
-                            second += row[DIM / 3 + c] * column[(DIM / 3 + c) * s->groups + b];
-                            third += row[2 * (DIM / 3) + c] * column[(2 * (DIM / 3) + c) * s->groups + b];
-                        }
-                        for (int c = 3 * (DIM / 3); c < DIM; c++) first += row[c] * column[c * s->groups + b];
-                        block[b] += (first + second) + third;
-                    }
+                    for (int b = 0; b < step; b++) block[b] += one_vector_products(row, s->columns + g + b, s->groups);
                 }
                 int64_t lane = own_place - g * LANES;
                 if (lane >= 0 && lane < step * LANES) { /* its own cluster: stay, and out of the others */
@@ -244,10 +241,7 @@ static void *sum_share_thread(void *item) {
     int64_t run_label = -1, run_size = 0;
     for (int64_t start = s->low; start < s->high; start += TILE) {
         int64_t end = start + TILE < s->high ? start + TILE : s->high;
-        if (s->channel_stride != 1)
-            for (int c = 0; c < DIM; c++)
-                for (int64_t j = start; j < end; j++)
-                    tile[j - start][c] = s->x[j * s->pixel_stride + c * s->channel_stride];
+        if (s->channel_stride != 1) load_tile(tile, s->x, s->pixel_stride, s->channel_stride, start, end);
         for (int64_t i = start; i < end; i++) {
             int64_t label = s->labels[i];
             if (label < 0) {
