@@ -49,8 +49,7 @@ class OnnxNetwork:
             raise InvalidInputError(f"{path}: its dsc metadata is not JSON ({error})") from error
         self.record = RunRecord.of(saved, path)
         check_trusted(self.record.config, path, trusted_targets)
-        self.embed_dim = int(self.record.config["model"]["embed_dim"])
-        self.num_classes = int(self.record.config["model"]["num_classes"])
+        self.embed_dim, self.num_classes = self.record.model_counts(path)
         self.heads: frozenset[Head] = heads_of(self.embed_dim, self.num_classes)
         self.output_names = output_names(self.heads)
         self.rounding: Partitioner = hydra.utils.instantiate(

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import hydra.errors
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
@@ -157,6 +158,39 @@ def check_trusted(config: dict[str, Any], source: str | Path, trusted: Any = ())
     )
 
 
+MAX_DEPTH = 32  # nesting of a record's config: dsc's own configs nest 5 deep
+MAX_NODES = 200_000  # entries of a record's config in all
+MAX_TEXT = 65_536  # characters of one key or string of a record
+
+
+def plain_data_problem(node: Any, key: str = "") -> str | None:
+    """Where ``node`` is not plain data of a saved config (None where it is): dicts with string
+    keys, lists, strings, numbers, booleans and None, at most ``MAX_DEPTH`` deep, ``MAX_NODES`` in
+    all, no string over ``MAX_TEXT`` characters. Walked without recursion, so any depth is safe."""
+    stack, seen = [(node, key, 0)], 0
+    while stack:
+        value, where, depth = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            return f"more than {MAX_NODES} entries"
+        if depth > MAX_DEPTH:
+            return f"{where or 'the config'} nests deeper than {MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            for name, child in value.items():
+                if not isinstance(name, str) or len(name) > MAX_TEXT:
+                    kind = type(name).__name__
+                    return f"{where or 'the config'} has a key that is not a short string ({kind})"
+                stack.append((child, f"{where}.{name}" if where else name, depth + 1))
+        elif isinstance(value, list | tuple):
+            stack.extend((child, f"{where}[{i}]", depth + 1) for i, child in enumerate(value))
+        elif isinstance(value, str):
+            if len(value) > MAX_TEXT:
+                return f"{where} holds a string of {len(value)} characters"
+        elif value is not None and not isinstance(value, bool | int | float):
+            return f"{where} holds a {type(value).__name__}, not plain data"
+    return None
+
+
 class NotADscCheckpoint(InvalidInputError):
     """A file that loads but holds no dsc record: another program's checkpoint."""
 
@@ -177,8 +211,10 @@ class RunRecord:
         """The record of a checkpoint dict that ``read_checkpoint`` returned (or of an exported file's
         metadata); ``InvalidInputError`` naming ``source`` and the key where it is not plain data of
         the record's kinds."""
+        if not isinstance(checkpoint, dict) or CONFIG not in checkpoint:
+            raise InvalidInputError(f"{source}: it holds no {CONFIG}, the run's config")
         config, overrides = checkpoint[CONFIG], checkpoint.get(OVERRIDES, [])
-        class_names, wandb_run_id = checkpoint[CLASS_NAMES], checkpoint.get(WANDB_RUN_ID)
+        class_names, wandb_run_id = checkpoint.get(CLASS_NAMES), checkpoint.get(WANDB_RUN_ID)
         kinds = [
             (CONFIG, isinstance(config, dict)),
             (OVERRIDES, isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)),
@@ -190,6 +226,9 @@ class RunRecord:
             (WANDB_RUN_ID, wandb_run_id is None or isinstance(wandb_run_id, str)),
         ]
         wrong = [key for key, ok in kinds if not ok]
+        problem = plain_data_problem(config) if isinstance(config, dict) else None
+        if problem is not None:
+            wrong.append(f"{CONFIG} ({problem})")
         try:
             training_images, projection = checkpoint.get(TRAINING_IMAGES), checkpoint.get(PROJECTION)
             training_images = None if training_images is None else TrainingImages.from_record(training_images)
@@ -199,6 +238,17 @@ class RunRecord:
         if wrong:
             raise InvalidInputError(f"{source}: {', '.join(wrong)} is not what dsc records there")
         return cls(config, list(overrides), class_names, wandb_run_id, training_images, projection)
+
+    def model_counts(self, source: str | Path) -> tuple[int, int]:
+        """(d, C): the recorded network's embedding channels and class scores; ``InvalidInputError``
+        naming ``source`` where the config's ``model`` section lacks them."""
+        model = self.config.get("model")
+        counts = [model.get(key) if isinstance(model, dict) else None for key in ("embed_dim", "num_classes")]
+        if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 65536 for n in counts):
+            raise InvalidInputError(
+                f"{source}: {CONFIG}.model has no model.embed_dim and model.num_classes (counts ≥ 0)"
+            )
+        return counts[0], counts[1]
 
     def portable(self) -> dict[str, Any]:
         """The record an exported file carries (plain data under the checkpoint's keys): the config,
@@ -245,9 +295,32 @@ def read_record(path: str | Path) -> RunRecord:
     return RunRecord.of(read_checkpoint(path, mmap=True), path)
 
 
-def build_model(config: dict[str, Any] | Any, rounding: Any = None) -> DeepSpectralClustering:
+def build_model(
+    config: dict[str, Any] | Any, rounding: Any = None, source: str | Path | None = None
+) -> DeepSpectralClustering:
     """The model a run's config describes (a composed DictConfig or a record's dict): its ``model``
-    section instantiated; ``rounding`` (a config or an object) replaces the run's own."""
+    section instantiated; ``rounding`` (a config or an object) replaces the run's own. ``source``:
+    the file a record's config was read from; a record that does not build names it and the
+    keys the model does not take (``InvalidInputError``)."""
+    if source is None:
+        return _instantiate_model(config, rounding)
+    import inspect
+
+    accepted = set(inspect.signature(DeepSpectralClustering.__init__).parameters) - {"self"}
+    unknown = sorted(set(config["model"]) - accepted - {"_target_", "_recursive_", "_convert_"})
+    if unknown:
+        raise InvalidInputError(
+            f"{source}: its model config has keys DeepSpectralClustering does not take: "
+            f"{', '.join(unknown[:5])}. It was not written by this version of dsc"
+        )
+    try:
+        return _instantiate_model(config, rounding)
+    except hydra.errors.InstantiationException as error:
+        reason = str(error).strip().splitlines()[-1][:300]
+        raise InvalidInputError(f"{source}: its model config does not build ({reason})") from error
+
+
+def _instantiate_model(config: dict[str, Any] | Any, rounding: Any) -> DeepSpectralClustering:
     if rounding is None:
         return hydra.utils.instantiate(config["model"])
     if isinstance(rounding, Mapping):  # built apart: Hydra would merge a config into the run's own
@@ -263,8 +336,13 @@ def load_model(
     checkpoint = read_checkpoint(path)
     record = RunRecord.of(checkpoint, path)
     check_trusted(record.config, path, trusted_targets)
-    model = build_model(record.config, rounding)
-    model.load_state_dict(checkpoint["state_dict"])
+    record.model_counts(path)
+    model = build_model(record.config, rounding, source=path)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:  # missing, extra or reshaped weights
+        reason = str(error).strip().splitlines()[0][:300]
+        raise InvalidInputError(f"{path}: its weights do not fit the network it records ({reason})") from None
     return model.eval(), record
 
 

@@ -54,6 +54,7 @@ _LOCATION_SUFFIXES = ("root", "_dir", "_file")
 # Left behind by a run in its directory (Hydra's own .hydra/ and <task>.log are written first).
 RUN_OUTPUTS = ("checkpoints", "metrics.json", "csv", "tensorboard", "wandb", "images")
 RECORD_DIR = ".hydra"
+CONFIG_DIR = Path(__file__).parents[1] / "conf"  # dsc's packaged configs
 
 
 def record_subdir(output_dir: str, break_lock: bool | str = False) -> str:
@@ -190,19 +191,74 @@ def resume_path(ckpt_path: str | None, checkpoint_dir: Path) -> ResumePoint | No
     return ResumePoint(path, record)
 
 
-def merge_overrides(recorded: Sequence[str], current: Sequence[str]) -> list[str]:
-    """The recorded overrides, then the current ones; a current override replaces a recorded one of
-    the same key and kind (``key=``, ``+key=``, ``~key``), so Hydra sees each once."""
+# Keys a file's recorded overrides never set: where Hydra reads configs and writes the run, what the
+# command trusts, which checkpoint it reads, and the lock it takes. The command gives them itself.
+NOT_FROM_A_FILE = ("hydra", "paths", "trusted_targets", "ckpt_path", "break_lock")
+_WRITE_LOCATIONS = ("dir", "dirpath", "path", "file")  # last key parts that name where a run writes
+
+
+def _holds_interpolation(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, Mapping):
+        return any(_holds_interpolation(k) or _holds_interpolation(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_interpolation(v) for v in value)
+    return False
+
+
+def recorded_literals(
+    recorded: Sequence[str], current: Sequence[str], source: Path, config_dir: Path
+) -> list[str]:
+    """The recorded overrides of the checkpoint ``source`` that the command's own ``current`` ones
+    do not replace (same key and kind), each checked to be a plain literal that a resumed run may
+    apply: ``key=value`` with a value of numbers, strings, lists and dicts and no interpolation
+    (``${…}``), or ``group=option`` naming one of dsc's packaged configs in ``config_dir``. Raises
+    ``InvalidInputError`` naming the file and the override for one that does not parse, adds or
+    deletes a key, sweeps, names code (``_target_``), sets a key of ``NOT_FROM_A_FILE``, or moves
+    where the run writes (a ``…dir``, ``…path`` or ``…file`` key outside ``data``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
-
-    def identity(line: str) -> tuple[Any, ...]:
-        (override,) = parser.parse_overrides([line])
-        return override.key_or_group, override.package, override.type
-
-    current_keys = {identity(line) for line in current}
-    return [line for line in recorded if identity(line) not in current_keys] + list(current)
+    replaced = {(o.key_or_group, o.package, o.type) for o in parser.parse_overrides(list(current))}
+    checked = []
+    for line in recorded:
+        why = None
+        try:
+            (override,) = parser.parse_overrides([line])
+        except Exception as error:  # Hydra's OverrideParseException and friends
+            raise InvalidInputError(
+                f"{source} records an override that does not parse: {line!r} "
+                f"({str(error).strip().splitlines()[0]}). Resume with "
+                "the overrides given on the command line, or start a new run"
+            ) from None
+        key = override.key_or_group
+        if (key, override.package, override.type) in replaced:
+            continue
+        first = key.replace("/", ".").split(".")[0]
+        last = key.replace("/", ".").rsplit(".", 1)[-1]
+        group = config_dir / key
+        if override.type.name != "CHANGE" or override.is_sweep_override() or override.package:
+            why = "adds, deletes, sweeps or re-packages a key"
+        elif _holds_interpolation(override.value()):
+            why = "holds an interpolation"
+        elif "_target_" in line or "_args_" in line:
+            why = "names code"
+        elif first in NOT_FROM_A_FILE or key.startswith("hydra"):
+            why = f"sets {first}, which only the command sets"
+        elif first != "data" and last.endswith(_WRITE_LOCATIONS):
+            why = "moves where the run writes"
+        elif group.is_dir() or "/" in key:
+            option = override.value()
+            if not (isinstance(option, str) and group.is_dir() and (group / f"{option}.yaml").is_file()):
+                why = "chooses a config that is not one of dsc's packaged configs"
+        if why:
+            raise InvalidInputError(
+                f"{source} records the override {line!r}, which {why}: dsc does not apply that from a "
+                "file. Give it on the command line if you trust it, or start a new run"
+            )
+        checked.append(line)
+    return checked
 
 
 def _flatten(node: Any, prefix: str) -> dict[str, Any]:
@@ -234,7 +290,7 @@ def _compose(config_name: str, overrides: list[str]) -> DictConfig:
 
     if GlobalHydra.instance().is_initialized():  # inside the entry point: its own search path
         return compose(config_name, overrides=overrides)
-    with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose(config_name, overrides=overrides)
 
 
@@ -246,21 +302,19 @@ def resumed_config(cfg: DictConfig, resume: ResumePoint) -> tuple[DictConfig, li
 
     hydra_config = HydraConfig.get()
     current = list(hydra_config.overrides.task)
-    overrides = merge_overrides(resume.record.overrides, current)
+    overrides = recorded_literals(resume.record.overrides, current, resume.path, CONFIG_DIR) + current
     added = [line for line in overrides if line not in current]
-    unsafe = [line for line in added if line.startswith("+") or "_target_" in line]
-    if unsafe:
-        raise InvalidInputError(
-            f"{resume.path} records overrides that add keys or name code: {' '.join(unsafe)}. dsc does "
-            "not apply those from a file: give them on the command line if you trust them"
-        )
     resumed = _compose(hydra_config.job.config_name, overrides)
     if added:
         log.info("resuming with the run's recorded overrides: %s", " ".join(added))
-    # The recorded config may name what this command's own config names, and what it trusts.
-    named = {p.split("=", 1)[1] for p in untrusted_entries(OmegaConf.to_container(resumed, resolve=True))}
-    check_trusted(resume.record.config, resume.path, named | set(cfg.get("trusted_targets") or []))
-    changes = identity_changes(resume.record.config, OmegaConf.to_container(resumed, resolve=True))
+    # What the command composed from dsc's configs and its own line is trusted, and what it names in
+    # trusted_targets; the final config, resolved, must name nothing else, nor must the record.
+    own = OmegaConf.to_container(cfg, resolve=True)
+    named = {p.split("=", 1)[1] for p in untrusted_entries(own)} | set(cfg.get("trusted_targets") or [])
+    final = OmegaConf.to_container(resumed, resolve=True)
+    check_trusted(final, resume.path, named)
+    check_trusted(resume.record.config, resume.path, named)
+    changes = identity_changes(resume.record.config, final)
     if changes:
         hint = ""
         if any(change.startswith("model.scheduler.T_max") for change in changes):

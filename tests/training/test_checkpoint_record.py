@@ -157,7 +157,10 @@ def test_resume_refuses_recorded_overrides_and_configs_that_name_code(make_confi
     added = ["+callbacks.x._target_=builtins.open", f"+callbacks.x._args_=[{marker},w]"]
     hostile = dict(checkpoint, dsc_overrides=[*checkpoint["dsc_overrides"], *added])
     torch.save(hostile, last)
-    with pytest.raises(InvalidInputError, match=r"last\.ckpt records overrides that add keys or name code"):
+    with pytest.raises(
+        InvalidInputError,
+        match=r"last\.ckpt records the override '\+callbacks\.x\._target_=builtins\.open', which adds",
+    ):
         train(make_config("ckpt_path=last"))
     assert not marker.exists()
 
@@ -223,3 +226,29 @@ def test_the_projection_is_fitted_on_the_validation_pixels_that_are_not_void():
     expected = EmbeddingProjection.fit(rows, PROJECTION_SPREAD)
     for name in ("mean", "axes", "low", "high"):
         assert torch.allclose(getattr(record.projection, name), getattr(expected, name), atol=1e-5), name
+
+
+@pytest.mark.parametrize(
+    "recorded, why",
+    [
+        (["seed='${oc.create:{_target_:builtins.open,_args_:[MARKER,w]}}'"], "interpolation"),
+        (["hydra.searchpath=[file://FOLDER]", "backbone=evil"], "only the command sets"),
+        (["paths.output_dir=FOLDER"], "only the command sets"),
+    ],
+    ids=["a resolver in a recorded value", "the search path from the file", "writes moved elsewhere"],
+)
+def test_a_resumed_run_composes_nothing_a_file_names(make_config, tmp_path, recorded, why):
+    """A stranger's checkpoint resumed: nothing it records is composed, resolved or run."""
+    from dsc.train import train
+
+    train(make_config("callbacks.last_checkpoint.every_n_train_steps=1"))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    marker, folder = tmp_path / "marker", tmp_path / "sender"
+    (folder / "backbone").mkdir(parents=True)
+    (folder / "backbone" / "evil.yaml").write_text(f"_target_: builtins.open\n_args_: [{marker}, w]\n")
+    lines = [line.replace("MARKER", str(marker)).replace("FOLDER", str(folder)) for line in recorded]
+    torch.save(dict(checkpoint, dsc_overrides=[*checkpoint["dsc_overrides"], *lines]), last)
+    with pytest.raises(InvalidInputError, match=rf"last\.ckpt records the override .*{why}"):
+        train(make_config("ckpt_path=last"))
+    assert not marker.exists()

@@ -227,19 +227,42 @@ def test_extending_a_run_without_a_schedule_trains_on(make_config, tmp_path):
     assert checkpoint["dsc_config"]["trainer"]["max_epochs"] == 2
 
 
-def test_merge_overrides_keeps_one_of_each_key():
-    from dsc.training.resume import merge_overrides
+def test_recorded_overrides_apply_as_literals_the_command_line_replaces(tmp_path):
+    from dsc.training.resume import CONFIG_DIR, recorded_literals
 
+    source = tmp_path / "last.ckpt"
     recorded = ["model.embed_dim=8", "+callbacks.stop.step=7", "data=voc", "seed=1"]
-    current = ["model.embed_dim=16", "callbacks.stop.step=9", "data=coco", "ckpt_path=last"]
-    assert merge_overrides(recorded, current) == [
-        "+callbacks.stop.step=7",
-        "seed=1",
-        "model.embed_dim=16",
-        "callbacks.stop.step=9",
-        "data=coco",
-        "ckpt_path=last",
-    ]
+    current = ["model.embed_dim=16", "+callbacks.stop.step=9", "data=coco", "ckpt_path=last"]
+    assert recorded_literals(recorded, current, source, CONFIG_DIR) == ["seed=1"]
+
+
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("model.embed_dim='${oc.create:x}'", "interpolation"),
+        ("model.embed_dim=${oc.create:{_target_:os.system}}", "does not parse"),
+        ("trainer.max_epochs='${oc.env:HOME}'", "interpolation"),
+        ("hydra.searchpath=[file:///tmp/elsewhere]", "only the command sets"),
+        ("paths.output_dir=/tmp/elsewhere", "only the command sets"),
+        ("trusted_targets=[os.system]", "only the command sets"),
+        ("callbacks.last_checkpoint.dirpath=/tmp/elsewhere", "moves where the run writes"),
+        ("logger.csv.save_dir=/tmp/elsewhere", "moves where the run writes"),
+        ("backbone=../../../tmp/evil", "not one of dsc's packaged configs"),
+        ("backbone=resnet9000", "not one of dsc's packaged configs"),
+        ("+callbacks.evil._target_=os.system", "adds, deletes"),
+        ("model.loss._target_=os.system", "names code"),
+        ("~callbacks", "adds, deletes"),
+        ("seed=1,2", "sweeps"),
+        ("model.embed_dim=[", "does not parse"),
+    ],
+)
+def test_recorded_overrides_that_are_no_plain_literals_are_refused(tmp_path, line, why):
+    from dsc.contracts import InvalidInputError
+    from dsc.training.resume import CONFIG_DIR, recorded_literals
+
+    source = tmp_path / "last.ckpt"
+    with pytest.raises(InvalidInputError, match=rf"last\.ckpt .*{why}"):
+        recorded_literals([line], ["ckpt_path=last"], source, CONFIG_DIR)
 
 
 def test_truncated_or_diverged_checkpoints_are_named_with_the_intact_ones(tmp_path):
