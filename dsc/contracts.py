@@ -200,6 +200,10 @@ class OutputExistsError(UserError, FileExistsError):
     """The command would replace or mix with something that exists."""
 
 
+class WriteFailedError(UserError, OSError):
+    """A file could not be written (a full disk, a quota, a file-size limit, no permission)."""
+
+
 class InvalidInputError(UserError, ValueError):
     """A value, a file's contents or a combination of options that cannot work."""
 

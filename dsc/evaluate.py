@@ -24,6 +24,7 @@ from dsc.data.coco import COCOInstances
 from dsc.data.datamodule import class_names_of
 from dsc.instances import InstanceThresholds
 from dsc.outputs.coco import GROUND_TRUTH_FILE, PREDICTIONS_FILE, CocoResults
+from dsc.outputs.files import refuse_writing_onto_inputs
 from dsc.outputs.metrics_file import format_metrics_table, write_metrics
 from dsc.training.resume import refuse_training_run_directory
 from dsc.training.scoring import score_checkpoint
@@ -59,6 +60,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     thresholds = InstanceThresholds(cfg.min_score, cfg.min_size)
     output_dir = Path(cfg.paths.output_dir)
     refuse_training_run_directory(output_dir, "hydra.run.dir", "dsc.evaluate")
+    written_files = [output_dir / name for name in ("metrics.json", PREDICTIONS_FILE, GROUND_TRUTH_FILE)]
+    refuse_writing_onto_inputs(written_files, [Path(cfg.ckpt_path)], "hydra.run.dir")
     written: list[CocoResults] = []
     metrics = score_checkpoint(
         cfg.ckpt_path,

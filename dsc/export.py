@@ -15,7 +15,7 @@ from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point
 from dsc.contracts import InvalidInputError, OutputExistsError
 from dsc.deploy.onnx_export import export_onnx
-from dsc.outputs.files import replacing
+from dsc.outputs.files import refuse_writing_onto_inputs, replacing
 from dsc.training.checkpoint_record import load_model
 from dsc.training.module import non_finite_weights
 
@@ -30,6 +30,7 @@ def export(cfg: DictConfig) -> Path:
         raise InvalidInputError(
             f"output={output} is a folder: name the file to write, e.g. output={output / 'model.onnx'}"
         )
+    refuse_writing_onto_inputs([output], [Path(cfg.ckpt_path)], "output")
     if output.exists() and not cfg.overwrite:
         raise OutputExistsError(
             f"{output} exists already: pass overwrite=true to replace it, or another output="

@@ -50,6 +50,7 @@ from dsc.instances import OBJECT, DroppedInstances, InstanceThresholds, predicte
 from dsc.ops.progress import progress
 from dsc.outputs.cityscapes import CityscapesInstanceFiles
 from dsc.outputs.coco import CocoPredictionFile
+from dsc.outputs.files import input_written_by
 from dsc.outputs.png import PaletteMasks
 from dsc.training.checkpoint_record import RunRecord, load_model
 from dsc.training.resume import refuse_training_run_directory
@@ -125,12 +126,11 @@ def _output_stems(paths: list[Path]) -> dict[Path, str]:
 
 def check_outputs(inputs: list[Path], outputs: list[Path], overwrite: bool) -> None:
     """Refuse outputs that would replace an input (always) or an existing file (unless ``overwrite``)."""
-    sources = {path.resolve() for path in inputs}
-    clashes = [path for path in outputs if path.resolve() in sources]
-    if clashes:
+    clash = input_written_by(outputs, inputs)
+    if clash is not None:
         raise OutputExistsError(
-            f"output={clashes[0].parent} would overwrite {len(clashes)} input image(s), e.g. {clashes[0]}: "
-            "write the predictions to another folder (output=<dir>)"
+            f"output={clash[0].parent} would overwrite an input ({clash[0]} is {clash[1]}): write the "
+            "predictions to another folder (output=<dir>)"
         )
     existing = [path for path in outputs if path.exists()]
     if existing and not overwrite:
@@ -291,7 +291,8 @@ def predict(cfg: DictConfig) -> dict[str, int]:
                 cityscapes_files(model, record, output, None if data is None else data.val._target_)
             )
     planned = [file for writer in writers for file in writer.planned([stems[path] for path in paths])]
-    check_outputs(paths, planned, cfg.overwrite)
+    model_files = [Path(p) for p in (cfg.get("ckpt_path"), cfg.get("onnx")) if p is not None]
+    check_outputs([*paths, *model_files], planned, cfg.overwrite)
     _writable(output)
     reads_instances = any(writer.reads_instances for writer in writers)
     reads_features = any(writer.reads_features for writer in writers)

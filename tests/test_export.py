@@ -151,11 +151,27 @@ def test_a_write_that_fails_midway_keeps_the_old_file_and_names_the_cause(traine
         capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )  # fmt: skip
-    assert result.returncode != 0
-    assert f"cannot write {tmp_path}" in result.stderr and "File too large" in result.stderr
+    assert result.returncode == 2
+    assert f"error: cannot write {existing}: File too large" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
     assert "cannot export this network" not in result.stderr
     assert existing.read_bytes() == before
     assert sorted(path.name for path in tmp_path.iterdir() if path.is_file()) == ["model.onnx"]
+
+
+def test_export_never_writes_onto_the_checkpoint_it_reads(trained_checkpoint, tmp_path):
+    import os
+
+    from dsc.contracts import OutputExistsError
+
+    copy = tmp_path / "model.ckpt"
+    copy.write_bytes(trained_checkpoint.read_bytes())
+    (tmp_path / "symbolic.onnx").symlink_to(copy)
+    os.link(copy, tmp_path / "hard.onnx")
+    for output in (copy, tmp_path / "symbolic.onnx", tmp_path / "hard.onnx"):
+        with pytest.raises(OutputExistsError, match=rf"output=.*{output.name} (is|links to) .*model\.ckpt"):
+            export(export_config(tmp_path, copy, output, "overwrite=true"))
+    assert copy.read_bytes() == trained_checkpoint.read_bytes()
 
 
 def test_a_folder_as_output_and_non_finite_weights_are_refused(trained_checkpoint, tmp_path):

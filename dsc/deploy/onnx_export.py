@@ -151,11 +151,12 @@ def export_onnx(
                 external_data=False,
                 verbose=False,
             )
-        except OSError as error:  # the file system's reason (a full disk, a quota), not the network's
-            raise OSError(error.errno, f"cannot write {output}: {error.strerror or error}") from error
+        except OSError:  # the file system's reason (a full disk, a quota): the caller names the file
+            raise
         except Exception as error:
-            if isinstance(error.__cause__ or error.__context__, OSError):
-                raise OSError(f"cannot write {output}: {error.__cause__ or error.__context__}") from error
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, OSError):
+                raise cause from error
             layer = running[-1] if running else "none (the failure came after tracing, in the translation)"
             raise InvalidInputError(
                 f"cannot export this network to ONNX: layer {layer} failed: {_reason(error)}. Export "
