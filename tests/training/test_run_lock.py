@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -44,19 +45,60 @@ def test_a_lock_left_by_a_process_that_is_gone_is_taken_over(tmp_path, caplog):
 
 
 def test_taking_over_a_stale_lock_never_removes_the_fresh_lock_of_the_run_that_took_it_first(tmp_path):
-    from dsc.training.run_lock import remove_if_unchanged
+    from dsc.training.run_lock import _fingerprint, remove_if_unchanged
 
     lock = tmp_path / LOCK_FILE
     stale = '{"pid": 1, "host": "h"}'
     lock.write_text(stale)
-    remove_if_unchanged(lock, stale)
+    remove_if_unchanged(lock, _fingerprint(lock))
     assert not lock.exists() and list(tmp_path.iterdir()) == []
     # Another run took the stale lock over between this run's read and its removal.
+    lock.write_text(stale)
+    seen = _fingerprint(lock)
+    lock.unlink()
     fresh = '{"pid": 2, "host": "h"}'
     lock.write_text(fresh)
-    remove_if_unchanged(lock, stale)
+    remove_if_unchanged(lock, seen)
     assert lock.read_text() == fresh and list(tmp_path.iterdir()) == [lock]
-    remove_if_unchanged(tmp_path / "gone.lock", stale)  # removed by another run first: nothing to do
+    remove_if_unchanged(tmp_path / "gone.lock", seen)  # removed by another run first: nothing to do
+
+
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (lambda lock: lock.write_text(""), "empty"),
+        (lambda lock: lock.write_text('{"pid": '), "corrupt"),
+        (lambda lock: lock.write_text('["not", "a", "holder"]'), "corrupt"),
+        (lambda lock: lock.write_bytes(b"\xff\xfe\x00"), "unreadable|corrupt"),
+        (lambda lock: lock.symlink_to(lock.parent / "nowhere"), "a link to nothing"),
+    ],
+    ids=["empty", "truncated", "not a holder", "not text", "dangling link"],
+)
+def test_a_lock_that_names_no_holder_is_stale_and_taken_over(tmp_path, caplog, make, why):
+    make(tmp_path / LOCK_FILE)
+    take_run_lock(tmp_path)
+    lock = tmp_path / LOCK_FILE
+    assert not lock.is_symlink() and json.loads(lock.read_text())["pid"] == os.getpid()
+    assert re.search(rf"taking over .*which is ({why})", caplog.text)
+
+
+def test_a_pid_that_another_process_took_since_is_no_holder(tmp_path, live_process, caplog):
+    from dsc.training.run_lock import process_start
+
+    assert process_start(live_process) is not None
+    (tmp_path / LOCK_FILE).write_text(
+        json.dumps({"pid": live_process, "pid_start": "1", "host": socket.gethostname(), "started": "x"})
+    )
+    take_run_lock(tmp_path)  # the live process started later than the lock says: not the holder
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+
+
+def test_break_lock_takes_over_any_lock_and_every_refusal_names_it(tmp_path, live_process):
+    lock_of(tmp_path, live_process)
+    with pytest.raises(OutputExistsError, match=rf"process {live_process} on .*break_lock=true"):
+        take_run_lock(tmp_path)
+    take_run_lock(tmp_path, break_lock=True)
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
 
 
 def test_a_lock_of_another_host_needs_break_lock(tmp_path):
