@@ -392,6 +392,12 @@ def test_help_lists_only_real_choices(tmp_path):
         ("data.val_batch_size=0", r"data\.val_batch_size=0: .* at least 1"),
         ("data.num_workers=-2", r"data\.num_workers=-2: .* at least 0"),
         ("model.num_classes=-1", r"model\.num_classes=-1"),
+        ("model.optimizer.lr=nan", r"model\.optimizer\.lr=nan: not a finite number"),
+        ("+model.optimizer.weight_decay=inf", r"model\.optimizer\.weight_decay=inf: not a finite"),
+        ("trainer.max_epochs=-2", r"trainer\.max_epochs=-2: must be at least -1 \(-1: no limit\)"),
+        ("trainer.log_every_n_steps=-3", r"trainer\.log_every_n_steps=-3: must be at least 0"),
+        ("+trainer.limit_train_batches=0", r"trainer\.limit_train_batches=0 runs no batch"),
+        ("+trainer.limit_val_batches=0.0", r"trainer\.limit_val_batches=0(\.0)? runs no batch"),
         (
             "model.embed_dim=0",
             r"model\.embed_dim=0 and model\.num_classes=0: the network would output nothing",

@@ -22,7 +22,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dsc.cli.console import print_config, quiet_console
 from dsc.cli.help import entry_help
-from dsc.cli.overrides import UnknownKeyError, check_overrides
+from dsc.cli.overrides import CompositionError, UnknownKeyError, check_overrides
 from dsc.cli.schema import register_schemas
 from dsc.cli.values import check_values
 from dsc.contracts import user_error_of
@@ -183,7 +183,7 @@ def entry_point(config_name: str) -> Callable[[Callable[[DictConfig], Result]], 
                 raise SystemExit(0)
             try:  # before Hydra: an unknown key is named with the closest known ones
                 check_overrides(CONFIG_DIR, config_name, sys.argv[1:], f"python -m dsc.{config_name}")
-            except UnknownKeyError as error:
+            except (UnknownKeyError, CompositionError) as error:
                 if os.environ.get("HYDRA_FULL_ERROR") == "1":
                     raise
                 print(f"error: {error}", file=sys.stderr)

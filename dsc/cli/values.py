@@ -4,9 +4,11 @@ applies to every entry point whose config has that key."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dsc.contracts import InvalidInputError
 from dsc.instances import InstanceThresholds
@@ -40,11 +42,64 @@ AT_LEAST = (
 )
 
 
+# Numeric keys where a negative value has a meaning (the smallest it may be): Lightning's -1 for
+# "no limit" / "every device" / "every batch", and a label to ignore.
+NEGATIVE_MEANS = {
+    "trainer.max_epochs": -1,
+    "trainer.max_steps": -1,
+    "trainer.devices": -1,
+    "trainer.num_sanity_val_steps": -1,
+    "trainer.min_epochs": -1,
+    "trainer.min_steps": -1,
+}
+NEGATIVE_ANY = ("ignore_index",)  # keys ending so take any label
+# Limits that, at 0, leave the command nothing to train or score.
+NOTHING_AT_ZERO = ("trainer.limit_train_batches", "trainer.limit_val_batches", "trainer.limit_test_batches")
+
+
+def _numbers(node: Any, prefix: str = "") -> list[tuple[str, int | float]]:
+    """(dotted key, value) of every number a config holds as given (interpolations, which copy
+    another key, are skipped: that key is checked itself)."""
+    found: list[tuple[str, int | float]] = []
+    if isinstance(node, DictConfig):
+        items = [(f"{prefix}{name}", node._get_node(name)) for name in node]
+    elif isinstance(node, ListConfig):
+        items = [(f"{prefix[:-1]}[{i}]", node._get_node(i)) for i in range(len(node))]
+    else:
+        return found
+    for key, child in items:
+        if isinstance(child, DictConfig | ListConfig):
+            found += _numbers(child, f"{key}.")
+            continue
+        value = child._value() if child is not None else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            found.append((key, value))
+    return found
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Raise ``InvalidInputError`` naming the key for the first number of ``cfg`` that is not finite
+    (NaN, ±inf), negative where no negative has a meaning (``NEGATIVE_MEANS``), or a limit of 0
+    batches (``NOTHING_AT_ZERO``)."""
+    for key, value in _numbers(cfg):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInputError(f"{key}={value}: not a finite number; give a finite value")
+        smallest = NEGATIVE_MEANS.get(key, 0)
+        if value < smallest and not key.endswith(NEGATIVE_ANY):
+            meaning = " (-1: no limit)" if smallest == -1 else ""
+            raise InvalidInputError(f"{key}={value}: must be at least {smallest}{meaning}")
+        if key in NOTHING_AT_ZERO and value == 0:
+            raise InvalidInputError(
+                f"{key}=0 runs no batch: the scores would be of nothing. Give a positive count or "
+                "share (1.0: every batch), or leave it unset"
+            )
+
+
 def check_values(cfg: DictConfig) -> None:
     """Raise ``InvalidInputError`` naming the key, its value and what would work, for the first
     value of ``cfg`` that cannot work (``AT_LEAST``, a positive learning rate, a network with at
     least one output channel, ``InstanceThresholds``' own checks of ``min_score`` and ``min_size``,
-    a positive ``image_size``)."""
+    a positive ``image_size``), or that ``check_numbers`` refuses."""
     for rule in AT_LEAST:
         value = OmegaConf.select(cfg, rule.key, throw_on_missing=False)
         if isinstance(value, int) and not isinstance(value, bool) and value < rule.smallest:
@@ -73,3 +128,4 @@ def check_values(cfg: DictConfig) -> None:
         sides = list(image_size) if OmegaConf.is_list(image_size) else [image_size]
         if len(sides) != 2 or any(not isinstance(side, int) or side < 1 for side in sides):
             raise InvalidInputError(f"image_size={sides}: give [height, width], two positive pixel counts")
+    check_numbers(cfg)

@@ -54,3 +54,23 @@ def test_a_typo_exits_2_with_one_line_naming_the_closest_key(tmp_path):
         "prints every key; +trainer.max_epoch=… adds a key the config lacks)"
     ]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argument, line",
+    [
+        ("model.embed_dim=three", "error: Value 'three' of type 'str' could not be converted to Integer"),
+        ("backbone=resnet9000", "error: backbone=resnet9000: no such choice; the options are custom, "),
+        ("model.embed_dim=[", "error: no viable alternative at input '['"),
+    ],
+    ids=["a wrong type", "an unknown choice", "an override that does not parse"],
+)
+def test_what_hydra_would_refuse_exits_2_with_one_line(tmp_path, argument, line):
+    result = subprocess.run(
+        [sys.executable, "-m", "dsc.train", argument, f"hydra.run.dir={tmp_path}/run"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    (only,) = result.stderr.strip().splitlines()
+    assert only.startswith(line)
+    assert not (tmp_path / "run").exists()
