@@ -1,6 +1,7 @@
 """python -m dsc.export: the ONNX file computes what torch computes, at any size, and dsc.predict
 runs it in onnxruntime with the run's rounding."""
 
+import json
 import subprocess
 import sys
 
@@ -231,3 +232,36 @@ def test_an_smp_network_exports_and_computes_what_torch_computes(tmp_path):
         (result,) = session.run(None, {"images": images.numpy()})
         assert result.shape == tuple(expected.shape)
         assert np.abs(result - expected.numpy()).max() < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda config: "[" * 100_000 + "]" * 100_000, r"metadata is not JSON of a record"),
+        (
+            lambda config: json.dumps({k: v for k, v in config.items() if k != "model"}),
+            r"has no model\.embed",
+        ),
+        (
+            lambda config: json.dumps({**config, "model": {**config["model"], "embed_dim": 5}}),
+            r"output embeddings has shape \[.*, 16, .*metadata give \(B, 5, H, W\)",
+        ),
+        (
+            lambda config: json.dumps({**config, "model": {**config["model"], "num_classes": 3}}),
+            r"no output class_logits",
+        ),
+    ],
+    ids=["nested past the stack", "no model", "another d", "a head the graph lacks"],
+)
+def test_an_onnx_file_whose_metadata_do_not_fit_is_named(trained_checkpoint, tmp_path, edit, message):
+    import onnx
+
+    from dsc.contracts import InvalidInputError
+
+    path = export(export_config(tmp_path, trained_checkpoint, tmp_path / "model.onnx"))
+    model = onnx.load(str(path))
+    (entry,) = [prop for prop in model.metadata_props if prop.key == "dsc_config"]
+    entry.value = edit(json.loads(entry.value))
+    onnx.save(model, str(path))
+    with pytest.raises(InvalidInputError, match=rf"model\.onnx: .*{message}"):
+        OnnxNetwork(path)

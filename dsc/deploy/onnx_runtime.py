@@ -45,16 +45,47 @@ class OnnxNetwork:
             raise InvalidInputError(f"{path} was not written by python -m dsc.export (no {CONFIG} metadata)")
         try:
             saved = {key: json.loads(value) for key, value in metadata.items() if key.startswith("dsc_")}
-        except json.JSONDecodeError as error:
-            raise InvalidInputError(f"{path}: its dsc metadata is not JSON ({error})") from error
+        except (ValueError, RecursionError) as error:  # JSONDecodeError, or nested past Python's stack
+            raise InvalidInputError(
+                f"{path}: its dsc metadata is not JSON of a record ({type(error).__name__})"
+            ) from None
         self.record = RunRecord.of(saved, path)
         check_trusted(self.record.config, path, trusted_targets)
         self.embed_dim, self.num_classes = self.record.model_counts(path)
         self.heads: frozenset[Head] = heads_of(self.embed_dim, self.num_classes)
         self.output_names = output_names(self.heads)
+        self._check_graph(path)
         self.rounding: Partitioner = hydra.utils.instantiate(
             self.record.config["rounding"] if rounding is None else rounding
         )
+
+    def _check_graph(self, path: Path) -> None:
+        """Raise ``InvalidInputError`` naming ``path`` where the graph's input is not one image batch
+        (B, 3, H, W) or its outputs are not the heads its metadata record: a name per head, each
+        (B, channels, H, W) with d embedding and C class-score channels."""
+        inputs = self.session.get_inputs()
+        if (
+            len(inputs) != 1
+            or inputs[0].name != "images"
+            or len(inputs[0].shape) != 4
+            or inputs[0].shape[1] != 3
+        ):
+            found = ", ".join(f"{i.name} {i.shape}" for i in inputs)
+            raise InvalidInputError(f"{path}: its graph input is {found}, not images (B, 3, H, W)")
+        outputs = {output.name: output.shape for output in self.session.get_outputs()}
+        channels = {"embeddings": self.embed_dim, "class_logits": self.num_classes}
+        for name in self.output_names:
+            shape = outputs.get(name)
+            if shape is None:
+                raise InvalidInputError(
+                    f"{path}: its graph has no output {name}, which its metadata (d = {self.embed_dim}, "
+                    f"C = {self.num_classes}) need; outputs: {', '.join(outputs) or 'none'}"
+                )
+            if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != channels[name]):
+                raise InvalidInputError(
+                    f"{path}: its graph output {name} has shape {shape}, where its metadata give "
+                    f"(B, {channels[name]}, H, W)"
+                )
 
     def __call__(self, images: Tensor) -> NetworkOutputs:
         """images (B, 3, H, W) in [0, 1] → the heads, as torch tensors on the CPU."""
