@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,11 +38,32 @@ COCO_DOWNLOAD = (
 MAX_INSTANCE_ID = VOID - 1
 
 
-def _polygon_problem(polygon: Any) -> str | None:
-    if not isinstance(polygon, list) or not all(isinstance(v, (int, float)) for v in polygon):
-        return "a polygon is not a list of numbers"
+MAX_SIDE = 65536  # pixels of an image's side that an annotation file may give
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _polygon_problem(polygon: Any, image: dict[str, Any]) -> str | None:
+    """Why ``polygon`` (x0, y0, x1, y1, …) is no polygon of ``image``: not finite numbers, fewer
+    than 3 points, or a point further than one image size outside it (pycocotools would rasterise
+    such a polygon into gigabytes)."""
+    if not isinstance(polygon, list) or not all(_is_number(v) for v in polygon):
+        return "a polygon is not a list of finite numbers"
     if len(polygon) < 6 or len(polygon) % 2:
         return f"a polygon has {len(polygon)} values; it needs an even number, at least 6 (3 points)"
+    width, height = image["width"], image["height"]
+    xs, ys = polygon[0::2], polygon[1::2]
+    if min(xs) < -width or max(xs) > 2 * width or min(ys) < -height or max(ys) > 2 * height:
+        return (
+            f"a polygon reaches ({max(xs, key=abs)}, {max(ys, key=abs)}), more than the image's size "
+            f"outside its {width}×{height} pixels"
+        )
     return None
 
 
@@ -49,7 +71,7 @@ def _segmentation_problem(segmentation: Any, image: dict[str, Any]) -> str | Non
     if isinstance(segmentation, list):
         if not segmentation:
             return "segmentation is empty"
-        return next(filter(None, map(_polygon_problem, segmentation)), None)
+        return next(filter(None, (_polygon_problem(p, image) for p in segmentation)), None)
     if isinstance(segmentation, dict):
         size, counts = segmentation.get("size"), segmentation.get("counts")
         if counts is None or not isinstance(counts, (str, list)):
@@ -57,6 +79,8 @@ def _segmentation_problem(segmentation: Any, image: dict[str, Any]) -> str | Non
         if size != [image["height"], image["width"]]:
             expected = [image["height"], image["width"]]
             return f"RLE size {size} differs from the image's [height, width] {expected}"
+        if isinstance(counts, list) and not all(_is_id(n) and n >= 0 for n in counts):
+            return "RLE counts are not whole numbers ≥ 0"
         if isinstance(counts, list) and sum(counts) != image["height"] * image["width"]:
             return (
                 f"RLE counts add up to {sum(counts)}, not height × width {image['height'] * image['width']}"
@@ -81,9 +105,23 @@ def annotation_problems(data: Any) -> list[str]:
     for index, image in enumerate(data["images"]):
         if not isinstance(image, dict) or not {"id", "file_name", "height", "width"} <= image.keys():
             problems.append(f"images[{index}]: needs id, file_name, height and width")
+        elif not _is_id(image["id"]):
+            problems.append(f"images[{index}]: id {image['id']!r} is not a whole number")
+        elif not isinstance(image["file_name"], str) or not image["file_name"]:
+            problems.append(f"image id {image['id']}: file_name {image['file_name']!r} is not a file name")
+        elif not all(_is_id(image[k]) and 1 <= image[k] <= MAX_SIDE for k in ("height", "width")):
+            sides = f"{image['height']!r} × {image['width']!r}"
+            problems.append(f"image id {image['id']}: height × width {sides} is not 1–{MAX_SIDE} pixels each")
         else:
             images[image["id"]] = image
-    categories = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
+    categories = set()
+    for index, category in enumerate(data["categories"]):
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
+            problems.append(f"categories[{index}]: needs a whole-number id")
+        elif not isinstance(category.get("name", ""), str):
+            problems.append(f"category id {category['id']}: its name is not a string")
+        else:
+            categories.add(category["id"])
     for index, annotation in enumerate(data["annotations"]):
         if not isinstance(annotation, dict):
             problems.append(f"annotations[{index}]: a {type(annotation).__name__}, not a dict")
@@ -94,6 +132,16 @@ def annotation_problems(data: Any) -> list[str]:
         ]
         if missing:
             problems.append(f"{where}: no {', '.join(missing)}")
+            continue
+        wrong = [key for key in ("id", "image_id", "category_id") if not _is_id(annotation[key])]
+        if wrong:
+            problems.append(f"{where}: {', '.join(wrong)} not a whole number")
+            continue
+        if not _is_number(annotation["area"]) or annotation["area"] < 0:
+            problems.append(f"{where}: area {annotation['area']!r} is not a finite number ≥ 0")
+            continue
+        if annotation.get("iscrowd", 0) not in (0, 1) or isinstance(annotation.get("iscrowd"), float):
+            problems.append(f"{where}: iscrowd {annotation.get('iscrowd')!r} is not 0 or 1")
             continue
         if annotation["image_id"] not in images:
             problems.append(f"{where}: image_id {annotation['image_id']} is not among the images")
@@ -129,8 +177,9 @@ class COCOInstances(Dataset):
             raise MissingFileError(f"COCO image folder {self.images_dir} does not exist: {COCO_DOWNLOAD}")
         try:
             data = json.loads(annotation_file.read_text())
-        except (OSError, ValueError) as error:  # JSON errors are ValueErrors
-            raise InvalidInputError(f"cannot read COCO annotations {annotation_file}: {error}") from error
+        except (OSError, ValueError, RecursionError) as error:  # JSON errors are ValueErrors
+            reason = "nested past Python's stack" if isinstance(error, RecursionError) else error
+            raise InvalidInputError(f"cannot read COCO annotations {annotation_file}: {reason}") from None
         problems = annotation_problems(data)
         if problems:
             raise InvalidInputError(

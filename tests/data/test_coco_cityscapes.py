@@ -130,6 +130,15 @@ def small_coco(tmp_path: Path) -> dict:
         (lambda d: d["annotations"][0].update(image_id=5), r"annotation id 7: image_id 5 is not"),
         (lambda d: d["annotations"].append([1, 2]), r"annotations\[2\]: a list, not a dict"),
         (lambda d: d.pop("categories"), r"no 'categories' list"),
+        (lambda d: d["images"][0].update(file_name=5), r"image id 1: file_name 5 is not a file name"),
+        (lambda d: d["images"][0].update(height=0), r"image id 1: height × width 0 × 12 is not"),
+        (lambda d: d["annotations"][0].update(id=[7]), r"annotation id \[7\]: id not a whole number"),
+        (lambda d: d["annotations"][0].update(image_id=True), r"7: image_id not a whole number"),
+        (lambda d: d["annotations"][0].update(segmentation=[[1, 1, 1e9, 1, 6, 5]]), r"7: a polygon reaches"),
+        (lambda d: d["annotations"][0].update(segmentation=[[1, 1, float("nan"), 1, 6, 5]]), r"7: .*finite"),
+        (lambda d: d["annotations"][0].update(area=float("inf")), r"7: area inf is not a finite"),
+        (lambda d: d["annotations"][0].update(iscrowd=2), r"7: iscrowd 2 is not 0 or 1"),
+        (lambda d: d["categories"][0].update(id="3"), r"categories\[0\]: needs a whole-number id"),
     ],
 )  # fmt: skip
 def test_malformed_coco_annotations_fail_at_construction_naming_file_and_annotation(
@@ -143,6 +152,12 @@ def test_malformed_coco_annotations_fail_at_construction_naming_file_and_annotat
     with pytest.raises(ValueError, match=r"bad\.json are malformed") as error:
         COCOInstances(tmp_path, tmp_path / "bad.json")
     assert error.match(message)
+
+
+def test_a_coco_file_nested_past_the_stack_is_named(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ValueError, match=r"cannot read COCO annotations .*deep\.json: nested past"):
+        COCOInstances(tmp_path, tmp_path / "deep.json")
 
 
 def test_a_coco_file_holding_a_list_is_named(tmp_path):
