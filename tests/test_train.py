@@ -431,3 +431,11 @@ def test_where_things_went_lists_every_kind_of_file_the_run_wrote(make_config, t
     assert {"checkpoints", "metrics.json", "csv", "tensorboard", "wandb", "images"} <= written
     for name in written:
         assert str(tmp_path / name) in block, f"{name} is not listed"
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_mixed_precision_trains_on_the_cpu(make_config, tmp_path, precision):
+    import math
+
+    _, metrics = train(make_config(f"trainer.precision={precision}"))
+    assert math.isfinite(metrics["val/loss"]) and 0 < metrics["val/pairwise_fg_f1"] <= 1

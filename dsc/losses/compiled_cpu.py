@@ -24,7 +24,8 @@ from __future__ import annotations
 import ctypes
 import itertools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -96,9 +97,11 @@ def _ranges(num_pixels: int, parts: int) -> list[tuple[int, int]]:
     return [(low, high) for low, high in itertools.pairwise(bounds) if high > low]
 
 
-class _Slots(NamedTuple):
+@dataclass(frozen=True)
+class _Slots:
     """How the kernel reads instance ids: pixel i of image b adds to slot ids[b, i] − first unless
-    ids[b, i] is ``void`` (then to none); slots 0..count − 1."""
+    ids[b, i] is ``void`` (then to none); slots 0..count − 1. A dataclass, not a tuple: autocast's
+    ``custom_fwd`` rebuilds tuple arguments element by element, which a named tuple refuses."""
 
     ids: Tensor  # (B, n) int64, contiguous
     first: int

@@ -93,6 +93,25 @@ def test_other_layouts_and_dtypes_are_read_as_float32():
     torch.testing.assert_close(exact_frobenius_from_raw(outputs.double(), labels), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_under_cpu_autocast_the_kernel_computes_in_float32(dtype):
+    """Mixed precision on the CPU (trainer.precision=bf16-mixed or 16-mixed): the kernel gets
+    float32 inputs, and its loss and gradient are the float32 ones."""
+    _, labels = random_case(2, 4, 8, 12, 3, seed=5)
+    outputs = torch.randn(2, 4, 8, 12, generator=torch.Generator().manual_seed(5))  # no ~0 vectors
+    low = outputs.to(dtype).requires_grad_()
+    with torch.autocast("cpu", dtype=dtype):
+        result = exact_frobenius_from_raw(low, labels)
+    result.backward()
+    reference = low.detach().float().requires_grad_()
+    expected = exact_frobenius_from_raw(reference, labels)
+    expected.backward()
+    assert result.dtype == torch.float32
+    torch.testing.assert_close(result, expected)
+    torch.testing.assert_close(low.grad.float(), reference.grad, rtol=1e-2, atol=1e-3)
+    assert low.grad.dtype == dtype
+
+
 def test_images_without_valid_pixels_count_for_nothing():
     outputs, labels = random_case(3, 4, 5, 5, 3, seed=2)
     labels[1] = 255
