@@ -14,7 +14,7 @@ class StopAtStep(pl.Callback):
     (``ckpt_path`` given) is not stopped."""
 
     def __init__(self, step: int, how: str = "SIGKILL", when: str = "batch_end") -> None:
-        if how not in ("SIGKILL", "SIGTERM", "SIGINT", "error"):
+        if how not in ("SIGKILL", "SIGTERM", "SIGHUP", "SIGINT", "error"):
             raise ValueError(f"unknown way to stop: {how}")
         if when not in ("batch_end", "batch_start", "validation"):
             raise ValueError(f"unknown moment to stop: {when}")

@@ -27,7 +27,7 @@ from dsc.cli.schema import register_schemas
 from dsc.cli.values import check_values
 from dsc.contracts import user_error_of
 from dsc.ops.progress import progress
-from dsc.training.callbacks import epochs_done
+from dsc.training.callbacks import epochs_done, stopped_by_hangup
 from dsc.training.resume import register_resolvers
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,8 @@ def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig],
     the output directory, and always finish the W&B run, so that a crash or a multirun job does not
     leave a run open.
 
-    Exit codes tell the truth: SIGTERM (a cluster's time limit or ``scancel``) exits with 143 and
+    Exit codes tell the truth: SIGTERM (a cluster's time limit or ``scancel``) exits with 143, SIGHUP
+    (a closed terminal) with 129 and
     SIGINT (Ctrl+C) with 130, as a shell reports them, after ``LastCheckpoint`` saved the newest
     state; Lightning would exit with 0 after SIGTERM and 1 after SIGINT.
     """
@@ -79,21 +80,28 @@ def task_wrapper(task: Callable[[DictConfig], Result]) -> Callable[[DictConfig],
     def wrapped(cfg: DictConfig) -> Result:
         failed = True
         output_dir = cfg.paths.get("output_dir")
-        resume = f"resume with `ckpt_path=last hydra.run.dir={output_dir}`"
+
+        def resume() -> str:  # asked after the stop: a closing line points only to what was written
+            last = Path(str(output_dir)) / "checkpoints" / "last.ckpt"
+            if last.is_file():
+                return f"resume with `ckpt_path=last hydra.run.dir={output_dir}`"
+            return f"no checkpoint was saved ({last} does not exist): start the run again"
+
         try:
             check_values(cfg)  # before any work
             result = task(cfg)
             failed = False
             return result
         except SIGTERMException as stop:
-            log.error("stopped by SIGTERM; %s", resume)
-            raise SystemExit(128 + signal.SIGTERM) from stop
+            which = signal.SIGHUP if stopped_by_hangup() else signal.SIGTERM
+            log.error("stopped by %s; %s", which.name, resume())
+            raise SystemExit(128 + which) from stop
         except KeyboardInterrupt as stop:
-            log.error("stopped by SIGINT; %s", resume)
+            log.error("stopped by SIGINT; %s", resume())
             raise SystemExit(128 + signal.SIGINT) from stop
         except SystemExit as stop:
             if isinstance(stop.__context__, KeyboardInterrupt):  # Lightning's sys.exit(1) after Ctrl+C
-                log.error("stopped by SIGINT; %s", resume)
+                log.error("stopped by SIGINT; %s", resume())
                 raise SystemExit(128 + signal.SIGINT) from stop
             raise
         except Exception as error:

@@ -141,3 +141,15 @@ def number_instances(ids: np.ndarray, objects: np.ndarray, void: np.ndarray, sou
     instances[objects] = inverse + 1
     instances[void] = VOID
     return instances
+
+
+def not_a_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file (a folder, a device or pipe, nothing there), or None."""
+    path = Path(path)
+    if path.is_file():
+        return None
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():
+        return "is a device, pipe or socket, not a file"
+    return "is a link to nothing" if path.is_symlink() else "does not exist"

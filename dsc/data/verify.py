@@ -126,7 +126,7 @@ def record_problems(files: Sequence[ExpectedFile]) -> list[str]:
                 h, w = expected.size
                 problems.append(f"{expected.path} is {size[0]}×{size[1]} (H×W) but is annotated as {h}×{w}")
     if len(set(sizes.values())) > 1:
-        described = ", ".join(f"{path.name} {h}×{w}" for path, (h, w) in sizes.items())
+        described = ", ".join(f"{Path(*path.parts[-2:])} {h}×{w}" for path, (h, w) in sizes.items())
         problems.append(f"sizes differ (H×W): {described}; the files do not belong together")
     return problems
 

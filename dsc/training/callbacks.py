@@ -26,11 +26,31 @@ def images_in_batch(batch: dict[str, Any]) -> int:
     return len(batch["image"])
 
 
+_hung_up = False  # whether this process's training stop came from SIGHUP (its terminal closed)
+
+
+def stopped_by_hangup() -> bool:
+    """Whether the SIGTERM-like stop of this process's training was a SIGHUP (exit code 129)."""
+    return _hung_up
+
+
+def _hang_up(signum: int, frame: Any) -> None:
+    """SIGHUP (a closed terminal or ssh session) stops training as SIGTERM does: Lightning's
+    handler saves at the next batch and stops."""
+    global _hung_up
+    _hung_up = True
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler):
+        handler(signal.SIGTERM, frame)
+    else:  # no SIGTERM handler of Lightning's: stop as SIGTERM would
+        raise SystemExit(128 + signal.SIGHUP)
+
+
 class LastCheckpoint(pl.Callback):
     """The run's one resumable state, ``<dirpath>/last.ckpt``, always the newest.
 
     Written every ``every_n_train_steps`` optimizer steps, after every validation of ``fit``, at the
-    end of training, and when training stops early: on SIGTERM (Lightning stops at the next batch),
+    end of training, and when training stops early: on SIGTERM or SIGHUP (Lightning stops at the next batch),
     SIGINT or any other exception, so that ``ckpt_path=last`` continues from where the run stopped.
     The first Ctrl+C (SIGINT) during ``fit`` asks for a stop like SIGTERM: the run trains to the end
     of the batch, saves there and then stops with ``KeyboardInterrupt``, so a resumed run trains the
@@ -68,6 +88,8 @@ class LastCheckpoint(pl.Callback):
         if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
             self._interrupted = False
             self._previous_handler = signal.signal(signal.SIGINT, self._ask_to_stop)
+            if hasattr(signal, "SIGHUP"):
+                signal.signal(signal.SIGHUP, _hang_up)
 
     def _ask_to_stop(self, signum: int, frame: Any) -> None:
         if self._interrupted:  # the second Ctrl+C: stop now

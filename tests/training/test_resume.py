@@ -134,6 +134,15 @@ def test_sigterm_saves_the_newest_state_exits_143_and_resumes_to_the_same_end(un
 
 
 @pytest.mark.slow
+def test_sighup_saves_the_newest_state_and_exits_129(tmp_path):
+    stopped = tmp_path / "sighup"
+    result = stopped_run(stopped, "SIGHUP", home=tmp_path)
+    assert result.returncode == 129, result.stderr[-3000:]
+    assert "stopped by SIGHUP; resume with `ckpt_path=last" in result.stdout + result.stderr
+    assert saved_step(stopped) == 7
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("how,code", [("SIGINT", 130), ("error", 1)])
 def test_sigint_and_failures_exit_non_zero_after_saving_last_ckpt(how, code, tmp_path):
     stopped = tmp_path / how
@@ -166,6 +175,19 @@ def test_ckpt_path_last_without_a_checkpoint_starts_fresh_and_a_missing_file_is_
     assert resume_path(None, tmp_path) is None
     with pytest.raises(FileNotFoundError, match=r"nowhere\.ckpt"):
         resume_path(str(tmp_path / "nowhere.ckpt"), tmp_path)
+
+
+@pytest.mark.parametrize("given, said", [("folder", "is a folder, not a file"), ("/dev/null", "is a device")])
+def test_a_folder_or_device_as_checkpoint_is_called_that(tmp_path, given, said):
+    from dsc.contracts import InvalidInputError
+    from dsc.training.checkpoint_record import read_checkpoint
+    from dsc.training.resume import resume_path
+
+    path = tmp_path if given == "folder" else Path(given)
+    with pytest.raises(InvalidInputError, match=rf"ckpt_path={path} {said}"):
+        resume_path(str(path), tmp_path)
+    with pytest.raises(InvalidInputError, match=rf"checkpoint {path} {said}"):
+        read_checkpoint(path)
 
 
 def test_another_programs_lightning_checkpoint_is_named_before_lightning_reads_it(make_config, tmp_path):
