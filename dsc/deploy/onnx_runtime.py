@@ -18,6 +18,28 @@ from dsc.deploy.onnx_export import EXPORT_EXTRA, output_names
 from dsc.training.checkpoint_record import CLASS_NAMES, CONFIG, RunRecord, check_trusted
 
 
+def record_of_metadata(metadata: dict[str, str], path: str | Path, trusted_targets: Any = ()) -> RunRecord:
+    """The run record an ONNX file's metadata carry (each ``dsc_*`` entry a JSON text), checked as a
+    checkpoint's is (``RunRecord.of``, ``check_trusted``, ``model_counts``); ``InvalidInputError``
+    naming ``path`` and the entry for anything else."""
+    if not isinstance(metadata, dict) or CONFIG not in metadata or CLASS_NAMES not in metadata:
+        raise InvalidInputError(f"{path} was not written by python -m dsc.export (no {CONFIG} metadata)")
+    saved = {}
+    for key, value in metadata.items():
+        if not key.startswith("dsc_"):
+            continue
+        try:
+            saved[key] = json.loads(value)
+        except (TypeError, ValueError, RecursionError) as error:  # not JSON, or nested past the stack
+            raise InvalidInputError(
+                f"{path}: its metadata {key} is not JSON of a record ({type(error).__name__})"
+            ) from None
+    record = RunRecord.of(saved, path)
+    check_trusted(record.config, path, trusted_targets)
+    record.model_counts(path)
+    return record
+
+
 class OnnxNetwork:
     """An exported dsc network in onnxruntime on the CPU, with the rounding of its run (or
     ``rounding``): ``network(images)`` → ``NetworkOutputs``, ``network.partition(outputs)`` → labels,
@@ -44,16 +66,7 @@ class OnnxNetwork:
         except Exception as error:
             raise InvalidInputError(f"onnxruntime cannot load {path}: {error}") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
-        if CONFIG not in metadata or CLASS_NAMES not in metadata:
-            raise InvalidInputError(f"{path} was not written by python -m dsc.export (no {CONFIG} metadata)")
-        try:
-            saved = {key: json.loads(value) for key, value in metadata.items() if key.startswith("dsc_")}
-        except (ValueError, RecursionError) as error:  # JSONDecodeError, or nested past Python's stack
-            raise InvalidInputError(
-                f"{path}: its dsc metadata is not JSON of a record ({type(error).__name__})"
-            ) from None
-        self.record = RunRecord.of(saved, path)
-        check_trusted(self.record.config, path, trusted_targets)
+        self.record = record_of_metadata(metadata, path, trusted_targets)
         self.embed_dim, self.num_classes = self.record.model_counts(path)
         self.heads: frozenset[Head] = heads_of(self.embed_dim, self.num_classes)
         self.output_names = output_names(self.heads)

@@ -66,7 +66,9 @@ def test_a_mask_of_another_size_is_named_with_both_sizes(tmp_path):
     with pytest.raises(InvalidInputError) as error:
         verify_dataset(VOCInstances(root, "train"), "header")
     message = str(error.value)
-    assert "2007_000001: sizes differ (H×W)" in message and "SegmentationClass/2007_000001.png 17×23" in message
+    assert (
+        "2007_000001: sizes differ (H×W)" in message and "SegmentationClass/2007_000001.png 17×23" in message
+    )
     assert "JPEGImages/2007_000001.jpg" in message  # which file is which: each under its folder
 
 
