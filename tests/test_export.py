@@ -237,7 +237,7 @@ def test_an_smp_network_exports_and_computes_what_torch_computes(tmp_path):
 @pytest.mark.parametrize(
     "edit, message",
     [
-        (lambda config: "[" * 100_000 + "]" * 100_000, r"metadata is not JSON of a record"),
+        (lambda config: "[" * 100_000 + "]" * 100_000, r"metadata dsc_config is not JSON of a record"),
         (
             lambda config: json.dumps({k: v for k, v in config.items() if k != "model"}),
             r"has no model\.embed",
