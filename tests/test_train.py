@@ -239,16 +239,17 @@ def test_wrong_data_and_model_values_name_their_key_when_composed(override, mess
             "model.embed_dimm=3",
             "model.embed_dimm: python -m dsc.train's config has no such key; did you mean model.embed_dim",
         ),
-        ("loss=no_such_loss", "Could not find 'loss/no_such_loss'"),
+        ("loss=no_such_loss", "loss=no_such_loss: no such choice; the options are contrastive, "),
         ("trainer.max_epochs=three", "Value 'three' of type 'str' could not be converted to Integer"),
-        ("loss.sample_size=many", "full_key: loss.sample_size"),
+        ("loss.sample_size=many", "(Error merging override loss.sample_size=many)"),
         ("trainer.no_such_flag=1", "trainer.no_such_flag: python -m dsc.train's config has no such key"),
     ],
 )
 def test_bad_overrides_give_hydras_error(override, message, tmp_path):
     result = run_dsc_train(override, "hydra.run.dir=.", cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert message in result.stderr + result.stdout
+    assert len((result.stderr + result.stdout).strip().splitlines()) == 1
 
 
 def test_every_config_option_composes_and_instantiates(make_config):
