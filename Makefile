@@ -7,6 +7,8 @@ VENV ?= .venv
 STAMP := .installed.stamp
 INSTALL_LOG := install.log
 RUN := $(if $(VENV),$(VENV)/bin/python,$(PYTHON))
+# pytest's worker processes (pytest-xdist): one per CPU core; TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
 
 .PHONY: install train demo test test-fast lint format clean
 
@@ -28,10 +30,10 @@ demo: $(STAMP)
 	$(RUN) -m dsc.demo $(ARGS)
 
 test: $(STAMP)
-	$(RUN) -m pytest
+	$(RUN) -m pytest -n $(TEST_WORKERS)
 
 test-fast: $(STAMP)
-	$(RUN) -m pytest -m "not slow"
+	$(RUN) -m pytest -n $(TEST_WORKERS) -m "not slow"
 
 lint: $(STAMP)
 	$(RUN) -m ruff check .
