@@ -119,6 +119,15 @@ def check_choices(config_dir: Path, arguments: Sequence[str]) -> None:
         overrides = OverridesParser.create().parse_overrides(lines)
     except Exception as error:
         raise CompositionError(f"{_reason(error)}: check the override's quoting and brackets") from None
+    multirun = any(a in ("-m", "--multirun") for a in arguments) or any(
+        o.key_or_group in ("hparams_search", "hydra.mode") for o in overrides
+    )  # hparams_search=… and hydra.mode=MULTIRUN sweep without -m
+    sweep = next((o for o in overrides if o.is_sweep_override()), None)
+    if sweep is not None and not multirun:
+        raise CompositionError(
+            f"{sweep.input_line}: several values sweep, which needs -m (python -m dsc.<command> -m "
+            f"{sweep.input_line} …); for one value give one"
+        )
     if any(o.key_or_group == "hydra.searchpath" for o in overrides):
         return  # another search path: its groups are Hydra's to check
     for override in overrides:

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from dsc.cli.entry_point import CONFIG_DIR
-from dsc.cli.overrides import unknown_keys
+from dsc.cli.overrides import CompositionError, check_choices, unknown_keys
 
 
 @pytest.mark.parametrize(
@@ -62,8 +62,9 @@ def test_a_typo_exits_2_with_one_line_naming_the_closest_key(tmp_path):
         ("model.embed_dim=three", "error: Value 'three' of type 'str' could not be converted to Integer"),
         ("backbone=resnet9000", "error: backbone=resnet9000: no such choice; the options are custom, "),
         ("model.embed_dim=[", "error: no viable alternative at input '['"),
+        ("trainer=cpu,ddp", "error: trainer=cpu,ddp: several values sweep, which needs -m"),
     ],
-    ids=["a wrong type", "an unknown choice", "an override that does not parse"],
+    ids=["a wrong type", "an unknown choice", "an override that does not parse", "a sweep without -m"],
 )
 def test_what_hydra_would_refuse_exits_2_with_one_line(tmp_path, argument, line):
     result = subprocess.run(
@@ -74,3 +75,21 @@ def test_what_hydra_would_refuse_exits_2_with_one_line(tmp_path, argument, line)
     (only,) = result.stderr.strip().splitlines()
     assert only.startswith(line)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["-m", "trainer=cpu,ddp"],
+        ["--multirun", "model.embed_dim=8,16"],
+        ["hparams_search=optuna", "model.embed_dim=8,16"],
+        ["hydra.mode=MULTIRUN", "seed=range(3)"],
+    ],
+)
+def test_a_sweep_passes_where_it_sweeps(arguments):
+    check_choices(CONFIG_DIR, arguments)
+
+
+def test_a_sweep_without_multirun_is_refused():
+    with pytest.raises(CompositionError, match=r"seed=0,1: several values sweep, which needs -m"):
+        check_choices(CONFIG_DIR, ["seed=0,1"])
