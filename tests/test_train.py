@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -440,3 +441,27 @@ def test_mixed_precision_trains_on_the_cpu(make_config, tmp_path, precision):
 
     _, metrics = train(make_config(f"trainer.precision={precision}"))
     assert math.isfinite(metrics["val/loss"]) and 0 < metrics["val/pairwise_fg_f1"] <= 1
+
+
+def test_a_checkpoint_write_that_fails_names_the_file_and_the_reason(tmp_path):
+    """A file-size limit below a checkpoint's size: Lightning's write fails as on a full disk."""
+    import resource
+    import signal
+
+    from hydra_configs import TINY
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))  # a checkpoint is ~0.5 MB
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dsc.train", *TINY, "logger=csv", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, timeout=300, preexec_fn=limit_file_size,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "HOME": str(tmp_path)},
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-3000:]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert re.search(rf"error: cannot write {re.escape(str(checkpoints))}/\S+\.ckpt: File too large", output)
+    assert "Traceback" not in output
+    assert not [path.name for path in checkpoints.iterdir() if "partial" in path.name]

@@ -48,6 +48,18 @@ def refuse_writing_onto_inputs(outputs: Iterable[Path], inputs: Iterable[Path], 
 
 
 @contextlib.contextmanager
+def naming_failed_writes(path: Path) -> Iterator[None]:
+    """Turn a write the file system refuses inside the block into ``WriteFailedError``, one line
+    naming ``path`` and the system's reason (a full disk, a quota, a file-size limit, no permission)."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, UserError):
+            raise
+        raise WriteFailedError(f"cannot write {path}: {error.strerror or error}") from error
+
+
+@contextlib.contextmanager
 def replacing(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; when the block ends without an error it takes
     ``path``'s place, and otherwise it is removed and ``path`` is as it was. A write the file system
@@ -55,12 +67,9 @@ def replacing(path: Path) -> Iterator[Path]:
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        yield partial
-        os.replace(partial, path)
-    except OSError as error:
-        if isinstance(error, UserError):
-            raise
-        raise WriteFailedError(f"cannot write {path}: {error.strerror or error}") from error
+        with naming_failed_writes(path):
+            yield partial
+            os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
 

@@ -1,5 +1,5 @@
-"""Lightning callbacks of training: the resumable ``last.ckpt``, validation's share of the fit's
-time and the network's summary."""
+"""Lightning callbacks of training: the resumable ``last.ckpt``, the best epochs' checkpoints,
+validation's share of the fit's time and the network's summary."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
 from dsc.contracts import InvalidInputError
+from dsc.outputs.files import naming_failed_writes
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
@@ -79,9 +81,14 @@ class LastCheckpoint(pl.Callback):
         if trainer.fast_dev_run:
             return
         temporary = self.path.with_name(f".{LAST_CHECKPOINT}.partial")
-        trainer.save_checkpoint(temporary)  # ends with a barrier: every rank waits for the write
-        if trainer.is_global_zero:
-            os.replace(temporary, self.path)
+        try:
+            with naming_failed_writes(self.path):
+                trainer.save_checkpoint(temporary)  # ends with a barrier: every rank waits for the write
+                if trainer.is_global_zero:
+                    os.replace(temporary, self.path)
+        finally:
+            if trainer.is_global_zero:
+                temporary.unlink(missing_ok=True)
         self._saved_step = trainer.global_step
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -143,6 +150,15 @@ class LastCheckpoint(pl.Callback):
             log.warning("training stopped (%s): saved %s", type(exception).__name__, self.path)
         except Exception as error:  # never hide the exception that stopped training
             log.error("training stopped and %s could not be updated: %s", self.path, error)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (the best epochs by ``monitor``) whose failed writes are one
+    ``WriteFailedError`` naming the checkpoint file and the system's reason."""
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        with naming_failed_writes(Path(filepath)):
+            super()._save_checkpoint(trainer, filepath)
 
 
 class ValidationTime(pl.Callback):

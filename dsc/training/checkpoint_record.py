@@ -90,6 +90,7 @@ DSC_TARGETS = frozenset(
         "dsc.data.CityscapesInstances",
         "dsc.data.FolderInstances",
         "dsc.training.LastCheckpoint",
+        "dsc.training.BestCheckpoint",
         "dsc.training.EpochSummary",
         "dsc.training.NetworkSummary",
         "dsc.training.loggers.wandb_logger",
