@@ -153,3 +153,12 @@ def not_a_file(path: Path) -> str | None:
     if path.exists():
         return "is a device, pipe or socket, not a file"
     return "is a link to nothing" if path.is_symlink() else "does not exist"
+
+
+def require_file(path: Path, named: str, hint: str) -> None:
+    """Raise, unless ``path`` is a file, ``MissingFileError`` (nothing there) or ``InvalidInputError``
+    (a folder, device or dangling link): ``"<named> <why>: <hint>"``, e.g. named ``ckpt_path=x.ckpt``."""
+    problem = not_a_file(path)
+    if problem is not None:
+        kind = MissingFileError if not Path(path).exists() else InvalidInputError
+        raise kind(f"{named} {problem}: {hint}")

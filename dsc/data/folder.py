@@ -163,7 +163,10 @@ class FolderInstances(Dataset):
             else:
                 classes = np.where(instances == VOID, VOID, (instances > 0).astype(np.int64))
         except OSError as error:
-            raise OSError(f"cannot read the label maps of {files['image'].name}: {error}") from error
+            raise OSError(
+                f"cannot read the label maps of {files['image'].relative_to(self.root)} "
+                f"(in {self.root}): {error}"
+            ) from error
         item = {
             "image": read_image(files["image"], f"the file is missing or corrupt ({LAYOUTS})"),
             "instances": torch.from_numpy(instances),

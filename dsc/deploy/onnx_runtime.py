@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dsc.contracts import Head, InvalidInputError, MissingFileError, NetworkOutputs, Partitioner, heads_of
-from dsc.data.files import not_a_file
+from dsc.contracts import Head, InvalidInputError, NetworkOutputs, Partitioner, heads_of
+from dsc.data.files import require_file
 from dsc.deploy.onnx_export import EXPORT_EXTRA, output_names
 from dsc.training.checkpoint_record import CLASS_NAMES, CONFIG, RunRecord, check_trusted
 
@@ -53,10 +53,7 @@ class OnnxNetwork:
         except ImportError as error:
             raise ImportError(f"running an ONNX file needs onnxruntime: {EXPORT_EXTRA}") from error
         path = Path(path)
-        problem = not_a_file(path)
-        if problem is not None:
-            kind = MissingFileError if not path.exists() else InvalidInputError
-            raise kind(f"ONNX file {path} {problem}: write one with python -m dsc.export")
+        require_file(path, f"ONNX file {path}", "write one with python -m dsc.export")
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         try:

@@ -42,8 +42,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.loggers import WandbLogger
 
-from dsc.contracts import InvalidInputError, MissingFileError
-from dsc.data.files import not_a_file
+from dsc.contracts import InvalidInputError
+from dsc.data.files import require_file
 from dsc.data.statistics import TrainingImages
 from dsc.labels import VOID
 from dsc.ops.projection import EmbeddingProjection
@@ -271,10 +271,7 @@ def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
     corrupt, holds pickled objects (which could run code), or lacks dsc's record.
     """
     path = Path(path)
-    problem = not_a_file(path)
-    if problem is not None:
-        kind = MissingFileError if not path.exists() else InvalidInputError
-        raise kind(f"checkpoint {path} {problem}: pass ckpt_path=<run dir>/checkpoints/last.ckpt")
+    require_file(path, f"checkpoint {path}", "pass ckpt_path=<run dir>/checkpoints/last.ckpt")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # UnpicklingError, zip and EOF errors all mean: not a plain checkpoint

@@ -23,8 +23,8 @@ from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from dsc.contracts import InvalidInputError, MissingFileError, OutputExistsError
-from dsc.data.files import not_a_file
+from dsc.contracts import InvalidInputError, OutputExistsError
+from dsc.data.files import require_file
 from dsc.training.callbacks import LAST_CHECKPOINT
 from dsc.training.checkpoint_record import (
     NotADscCheckpoint,
@@ -182,13 +182,12 @@ def resume_path(ckpt_path: str | None, checkpoint_dir: Path) -> ResumePoint | No
             return None
     else:
         path = Path(ckpt_path)
-        problem = not_a_file(path)
-        if problem is not None:
-            kind = MissingFileError if not path.exists() else InvalidInputError
-            raise kind(
-                f"ckpt_path={ckpt_path} {problem}: give a .ckpt file, or ckpt_path=last with the "
-                "interrupted run's directory (hydra.run.dir=<run dir>) to resume its checkpoints/last.ckpt"
-            )
+        require_file(
+            path,
+            f"ckpt_path={ckpt_path}",
+            "give a .ckpt file, or ckpt_path=last with the interrupted run's directory "
+            "(hydra.run.dir=<run dir>) to resume its checkpoints/last.ckpt",
+        )
     record = check_checkpoint(path)
     log.info("resuming from %s", path)
     return ResumePoint(path, record)
