@@ -17,7 +17,8 @@ built-in error of its kind, so Python callers catch them as ``FileNotFoundError`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -206,6 +207,18 @@ class WriteFailedError(UserError, OSError):
 
 class InvalidInputError(UserError, ValueError):
     """A value, a file's contents or a combination of options that cannot work."""
+
+
+@contextlib.contextmanager
+def naming_failed_writes(path: Path) -> Iterator[None]:
+    """Turn a write the file system refuses inside the block into ``WriteFailedError``, one line
+    naming ``path`` and the system's reason (a full disk, a quota, a file-size limit, no permission)."""
+    try:
+        yield
+    except OSError as error:
+        if isinstance(error, UserError):
+            raise
+        raise WriteFailedError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 def user_error_of(error: BaseException) -> UserError | None:

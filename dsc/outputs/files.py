@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from dsc.contracts import OutputExistsError, UserError, WriteFailedError
+from dsc.contracts import OutputExistsError, naming_failed_writes
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -45,18 +45,6 @@ def refuse_writing_onto_inputs(outputs: Iterable[Path], inputs: Iterable[Path], 
             f"{key}={output} {same} {source}, which this command reads: it would destroy its own "
             f"input. Name another {key}"
         )
-
-
-@contextlib.contextmanager
-def naming_failed_writes(path: Path) -> Iterator[None]:
-    """Turn a write the file system refuses inside the block into ``WriteFailedError``, one line
-    naming ``path`` and the system's reason (a full disk, a quota, a file-size limit, no permission)."""
-    try:
-        yield
-    except OSError as error:
-        if isinstance(error, UserError):
-            raise
-        raise WriteFailedError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 @contextlib.contextmanager

@@ -16,8 +16,7 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 
-from dsc.contracts import InvalidInputError
-from dsc.outputs.files import naming_failed_writes
+from dsc.contracts import InvalidInputError, naming_failed_writes
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
