@@ -38,8 +38,10 @@ from dsc.metrics import keys
 from dsc.metrics.spread import Spread, format_spread, spread
 from dsc.outputs.files import write_text
 from dsc.outputs.metrics_file import headline, write_metrics
+from dsc.training.callbacks import LAST_CHECKPOINT
 from dsc.training.checkpoint_record import read_record
 from dsc.training.scoring import score_checkpoint
+from dsc.training.selection import SELECTED_CHECKPOINT
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,7 @@ def clear_winners(rows: dict[str, dict[str, Spread | None]]) -> dict[str, str]:
     return winners
 
 
-def format_extended(rows: dict[str, dict[str, Spread | None]]) -> str:
+def format_extended(rows: dict[str, dict[str, Spread | None]], split: str = "test") -> str:
     width = max(len(method) for method in rows) + 2
     winners = clear_winners(rows)
     seeds = max((summary["n"] for row in rows.values() for summary in row.values() if summary), default=1)
@@ -151,7 +153,7 @@ def format_extended(rows: dict[str, dict[str, Spread | None]]) -> str:
 
     over = f", mean ± std over {seeds} seeds" if seeds > 1 else ""
     lines = [
-        f"Instances: pairwise F1, mask AP and panoptic quality{over}",
+        f"Instances on the {split} split: pairwise F1, mask AP and panoptic quality{over}",
         "".ljust(width) + "".join(header.rjust(cell_width) + " " for header in HEADERS),
     ]
     for method, values in rows.items():
@@ -193,15 +195,16 @@ def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, list[str]]:
     durations: list[float] = []
     for number, (role, experiment, seed) in enumerate(runs, start=1):
         run_dir = output / role / f"seed_{seed}"
-        checkpoint = run_dir / "checkpoints" / "last.ckpt"
-        checkpoints.setdefault(role, []).append(str(checkpoint))
+        checkpoint = run_dir / "checkpoints" / LAST_CHECKPOINT
+        checkpoints.setdefault(role, []).append(str(run_dir / "checkpoints" / SELECTED_CHECKPOINT))
         stage = f"[{number}/{len(runs)}] the {role} model (seed {seed})"
         if (run_dir / "metrics.json").is_file():
             log.info("%s is trained already: %s", stage, checkpoint)
             continue
         resume = ["ckpt_path=last"] if checkpoint.is_file() else []
         arguments = [
-            f"experiment={experiment}", f"seed={seed}", *cfg.train_overrides, *resume,
+            f"experiment={experiment}", f"seed={seed}", f"selected_checkpoint={cfg.selected_checkpoint}",
+            *cfg.train_overrides, *resume,
             f"hydra.run.dir={run_dir}",
         ]  # fmt: skip
         estimate = f", about {_duration(statistics.fmean(durations))} as the ones before" if durations else ""
@@ -235,7 +238,7 @@ def main(cfg: DictConfig) -> str:
         components = components_rounding(checkpoints["semantic"][0])
         scored["semantic"] = score_all("semantic", components)
     rows = method_rows(scored)
-    table = format_extended(rows)
+    table = format_extended(rows, cfg.split)
     if "spectral" in checkpoints and "semantic" in checkpoints:
         # The paper's "semantic" row: the semantic model's class partition, whatever its rounding.
         semantic = scored["semantic"] if components is None else score_all("semantic", None)

@@ -24,12 +24,13 @@ from dsc.data.datamodule import class_names_of
 from dsc.data.statistics import TrainingImages
 from dsc.metrics import keys
 from dsc.outputs.metrics_file import format_metrics_table, write_metrics
-from dsc.training.callbacks import ValidationTime
+from dsc.training.callbacks import LAST_CHECKPOINT, ValidationTime
 from dsc.training.checkpoint_record import CheckpointRecord, build_model
 from dsc.training.distributed import ddp_job, is_first_process, use_job_directories_for_ddp
 from dsc.training.init_from import initialize_from
 from dsc.training.loggers import keep_csv_history, log_final_scores
 from dsc.training.resume import check_fresh_run_directory, resume_path, resumed_config
+from dsc.training.selection import check_rule, mark_selected, selected_path
 
 log = logging.getLogger(__name__)
 use_job_directories_for_ddp()
@@ -58,6 +59,7 @@ def check_training_happens(cfg: DictConfig) -> None:
 
 def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     check_training_happens(cfg)
+    check_rule(cfg.selected_checkpoint)
     output_dir = Path(cfg.paths.output_dir)
     resume = resume_path(cfg.get("ckpt_path"), output_dir / "checkpoints")
     overrides = list(HydraConfig.get().overrides.task)
@@ -70,7 +72,8 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     model = build_model(cfg)
     if resume is None and model.init_from is not None:  # a resumed run has its own weights
         initialize_from(model.backbone, model.init_from)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    # The test split is never built in training: nothing of it can steer the run.
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data, test=None)
     dataset = datamodule.val_dataset  # its class names go into result files and exports
     class_names = class_names_of(dataset)
     data_name = HydraConfig.get().runtime.choices.get("data") or type(datamodule.train_dataset).__name__
@@ -100,13 +103,20 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     fit_seconds = time.perf_counter() - started
 
-    # Score the best checkpoint; fast_dev_run and runs without checkpoints keep the last weights.
+    # Score the selected checkpoint (selected_checkpoint: best or last); fast_dev_run and runs
+    # without checkpoints score the last weights.
+    checkpoints_dir = output_dir / "checkpoints"
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    selected = selected_path(cfg.selected_checkpoint, best, checkpoints_dir / LAST_CHECKPOINT)
     model.score_instances = True  # mask AP and PQ in the final scoring, whatever model.instance_metrics
     started = time.perf_counter()
     loggers, trainer.loggers = trainer.loggers, []  # not another epoch: see log_final_scores below
-    trainer.validate(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
+    # The last weights are the model's own: last.ckpt holds them, and reading it back changes nothing.
+    scored = selected if cfg.selected_checkpoint == "best" else None
+    trainer.validate(model, datamodule=datamodule, ckpt_path=scored, verbose=False)
     trainer.loggers = loggers
+    if selected is not None and trainer.is_global_zero:
+        selected = mark_selected(selected, checkpoints_dir)
     metrics = {
         name: float(value)
         for name, value in trainer.callback_metrics.items()
@@ -125,24 +135,29 @@ def _train_job(cfg: DictConfig) -> tuple[float | None, dict[str, float]]:
             validation_time.seconds,
             100 * share,
         )
-        log.info("final validation metrics (%s):\n%s", best or "last weights", format_metrics_table(metrics))
+        log.info(
+            "final validation metrics (%s checkpoint, %s):\n%s",
+            cfg.selected_checkpoint,
+            selected or "last weights",
+            format_metrics_table(metrics),
+        )
         write_metrics(metrics, output_dir / "metrics.json")
         log_final_scores(trainer.loggers, metrics, run_config)
         for logger in trainer.loggers:
             logger.save()
-        log.info(_where_things_went(output_dir, best, trainer.loggers))
+        log.info(_where_things_went(output_dir, best, selected, trainer.loggers))
     return metrics.get(cfg.optimized_metric), metrics
 
 
-def _where_things_went(output_dir: Path, best: str, loggers: list[Logger]) -> str:
-    last = output_dir / "checkpoints" / "last.ckpt"
+def _where_things_went(output_dir: Path, best: str, selected: Path | None, loggers: list[Logger]) -> str:
+    last = output_dir / "checkpoints" / LAST_CHECKPOINT
     logs = [path for path in (output_dir / "train.log", output_dir / "csv" / "metrics.csv") if path.exists()]
     tensorboard = output_dir / "tensorboard"
     next_steps = []
     if tensorboard.is_dir():
         next_steps.append(f"tensorboard --logdir {tensorboard}")
-    if best or last.exists():
-        checkpoint = best or last
+    if selected or best or last.exists():
+        checkpoint = selected or best or last
         next_steps += [
             f"python -m dsc.evaluate ckpt_path={checkpoint} [rounding=kwikcluster_refine] [export=coco]",
             f"python -m dsc.predict ckpt_path={checkpoint} input=<image or folder> output=<folder>",
@@ -153,6 +168,7 @@ def _where_things_went(output_dir: Path, best: str, loggers: list[Logger]) -> st
         [
             ("run directory", output_dir),
             ("metrics", output_dir / "metrics.json"),
+            ("selected checkpoint (scored)", selected),
             ("best checkpoint", best or None),
             ("last checkpoint", last if last.exists() else None),
             ("pictures", f"{images}/epoch_*/val_*.png, final/" if images.is_dir() else None),

@@ -1,6 +1,7 @@
 """The semantic baseline and the paper's Table 1 command, on tiny built-in data."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,7 @@ def test_table1_command_scores_both_checkpoints(semantic_checkpoint, trained_che
     rows = run_table1(f"spectral={trained_checkpoint}", f"semantic={semantic_checkpoint}", output=tmp_path)
     table = (tmp_path / "table1.txt").read_text()
     assert "FCN-8 (paper)" in table and "Deep Spectral (dsc)" in table  # the paper's layout follows
+    assert table.startswith("Instances on the test split:")  # reported where nothing was tuned
     assert list(rows) == ["spectral-only", "cross-entropy + CC", "semantic oracle + CC"]
     assert rows["spectral-only"]["pq"] is None  # no class head: class-agnostic scores only
     for values in rows.values():
@@ -115,5 +117,8 @@ def test_table1_without_checkpoints_trains_every_method_with_each_seed_and_reuse
     ]
     weights = [torch.load(path, weights_only=True)["state_dict"] for path in checkpoints]
     assert not all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+    # Each run's selected checkpoint (selected_checkpoint=last, every method alike) is what counts.
+    for checkpoint in checkpoints:
+        assert os.path.samefile(checkpoint.with_name("selected.ckpt"), checkpoint)
     again = run_table1(*args, output=tmp_path)  # every model is reused, none trained again
     assert again == rows

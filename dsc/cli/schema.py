@@ -64,6 +64,7 @@ class TrainSchema:
     tags: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0
     optimized_metric: str = keys.MONITOR
+    selected_checkpoint: str = "best"
     ckpt_path: str | None = None
     trusted_targets: list[str] = dataclasses.field(default_factory=list)
     break_lock: bool = False

@@ -74,7 +74,10 @@ class InstanceDataModule(pl.LightningDataModule):
     sizes are padded (void labels). CPU workers only decode and augment: a sampled loss draws its
     pixels on the device (``DeepSpectralClustering.sample_generator``). ``exclude_classes``: class
     ids made void in training images only; validation keeps them. ``train`` may be None for
-    validation alone (``dsc.evaluate``): its files are then never read.
+    validation alone (``dsc.evaluate``): its files are then never read. ``test``: the split that
+    results are reported on (``dsc.table1``, ``dsc.evaluate split=test``), never seen by training,
+    checkpoint selection or tuning; it is not built here (``dsc.train`` passes None): scoring it
+    builds it in the validation's place (``dsc.training.scoring``).
 
     ``verify`` (``none``, ``header``, ``full``; ``dsc.data.verify``): how the files of both sets are
     checked when the module is built, so bad data fail before the first step. ``full`` reads every
@@ -99,8 +102,14 @@ class InstanceDataModule(pl.LightningDataModule):
         exclude_classes: list[int] | None = None,
         seed: int = 0,
         verify: Level = "header",
+        test: Dataset | None = None,
     ) -> None:
         super().__init__()
+        if test is not None:
+            raise InvalidInputError(
+                "the test split is built only to be scored, in the validation set's place: build "
+                "the data with test=None (dsc.training.scoring.score_checkpoint scores it)"
+            )
         # Lightning's launcher sets LOCAL_RANK in the processes it starts after this one has verified.
         if verify == "full" and os.environ.get("LOCAL_RANK", "0") != "0":
             verify = "header"

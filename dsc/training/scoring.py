@@ -15,6 +15,23 @@ from dsc.metrics import keys
 from dsc.training.checkpoint_record import load_model
 
 
+def data_of_split(data_config: DictConfig, split: str) -> DictConfig:
+    """The data config whose validation set is ``split``: ``val`` itself; ``test``, the data's test
+    set (``data.test``) where they have one; any other name, the validation set's ``split`` key (VOC's
+    ``train``, a folder's sub-folder)."""
+    data_config = data_config.copy()
+    if split == "val":
+        return data_config
+    if split == "test" and data_config.get("test") is not None:
+        data_config.val = data_config.test
+        return data_config
+    if "split" not in data_config.val:
+        known = "val or test" if data_config.get("test") is not None else "val (they have no data.test)"
+        raise InvalidInputError(f"split={split}: these data ({data_config.val._target_}) have {known}")
+    data_config.val.split = split
+    return data_config
+
+
 def score_checkpoint(
     ckpt_path: str,
     trainer_config: DictConfig,
@@ -40,12 +57,9 @@ def score_checkpoint(
     data_config = OmegaConf.create(record.config["data"])
     if data:
         data_config = data if "_target_" in data else OmegaConf.merge(data_config, data)
-    if split != "val":
-        if "split" not in data_config.val:
-            raise InvalidInputError(f"split={split}: these data ({data_config.val._target_}) have no splits")
-        data_config.val.split = split
+    data_config = data_of_split(data_config, split)
     # Only the scored split is built: evaluating on VOC val must not need the SBD training set.
-    datamodule = hydra.utils.instantiate(data_config, train=None)
+    datamodule = hydra.utils.instantiate(data_config, train=None, test=None)
     extra = callbacks(datamodule) if callbacks is not None else []
     trainer: pl.Trainer = hydra.utils.instantiate(trainer_config, logger=False, callbacks=extra)
     trainer.validate(model, datamodule=datamodule, verbose=False)

@@ -187,3 +187,22 @@ def test_datamodule_batches_dicts():
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape == (4, 3, 64, 64) and batch["instances"].shape == (4, 64, 64)
     assert len(datamodule.val_dataloader()) == 2
+
+
+@pytest.mark.parametrize("data", ["shapes", "shapes_hard"])
+def test_train_val_and_test_share_no_image(data):
+    """Three splits from three seeds: what is tuned on (val) and reported (test) is never trained on."""
+    from hydra.utils import instantiate
+    from hydra_configs import compose_config
+
+    sizes = ["data.train.num_images=200", "data.val.num_images=100"]
+    for seed in (0, 1, 2):  # the training set follows the run's seed; val and test do not
+        cfg = compose_config("train", Path("."), f"data={data}", f"seed={seed}", *sizes)
+        splits = {name: instantiate(cfg.data[name]) for name in ("train", "val", "test")}
+        assert [len(splits[name]) for name in ("train", "val", "test")] == [200, 100, 100]
+        seen: dict[bytes, str] = {}
+        for name, dataset in splits.items():
+            for index in range(len(dataset)):
+                image = dataset[index]["image"].numpy().tobytes()
+                assert seen.setdefault(image, name) == name, f"{name} image {index} is in {seen[image]}"
+        assert len(seen) == 400
