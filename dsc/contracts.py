@@ -99,10 +99,13 @@ class Objective(Protocol):
     ``training_loss`` is what the optimizer minimises; a loss that samples pixels draws them with
     ``generator`` (on the batch's device, seeded by the LightningModule), its one source of
     randomness. ``validation_loss`` is its exact value, reported as ``val/loss``. Both return a
-    scalar tensor, never NaN for a batch without valid pixels.
+    scalar tensor, never NaN for a batch without valid pixels. ``embedding_space``: the embeddings
+    the loss shapes, ``unit`` (unit-normalised rows: their lengths carry nothing), ``raw`` (the
+    head's outputs) or None (no embedding); a rounding of the other space cannot read them.
     """
 
     heads: frozenset[Head]
+    embedding_space: str | None
 
     def training_loss(
         self, outputs: NetworkOutputs, batch: Batch, generator: torch.Generator | None = None

@@ -1,6 +1,7 @@
 """The paper's Table 1, extended: ``python -m dsc.table1 [spectral=…] [joint=…] [semantic=…]``.
 
-One row per method, all scored on the same split:
+One row per method, all scored on the same split (``split=test`` by default: images that no
+training, checkpoint selection or tuning saw):
 
 * **spectral-only**: the deep spectral network's KwikCluster partition, class-agnostic instances;
 * **joint**: one network with an embedding and a class head (``loss=spectral_joint``);
@@ -10,16 +11,20 @@ One row per method, all scored on the same split:
   same way: the best any semantic segmenter can do with connected components.
 
 ``methods=arena`` adds the losses the spectral loss is compared with: spectral from sampled pixels,
-discriminative + mean-shift, contrastive + KwikCluster (``conf/methods/``).
+discriminative + mean-shift, contrastive + KwikCluster (``conf/methods/``); it scores every model
+with every rounding of ``roundings`` from one pass of its network (``arena.json``, ``arena.png``),
+and with ``arena.embed_dims=[8,16,32,64]`` trains each of ``arena.losses`` at every d.
 
 Columns: pairwise F1 over all and over foreground pairs, mask AP, AP50, PQ and class-agnostic PQ.
 The table goes to the console, ``table1.txt`` and ``table1.json`` (``{method: {metric: {"mean",
-"std", "n", "values"}}}``, the sample std over seeds, null where a method has no such score).
-Without checkpoints every method's experiment is first trained on the built-in shapes data, with
-``seeds`` seeds, in this run's directory (``<role>/seed_<seed>``); a rerun reuses the finished ones.
-A column's best mean is starred when it beats the next by more than twice the larger of their stds.
-With both ``spectral=`` and ``semantic=``, the paper's own layout (pairwise accuracy, precision,
-recall; means over seeds) follows.
+"std", "n", "values"}}}``, the sample std over seeds and every seed's value in seed order, null
+where a method has no such score). Without checkpoints every method's experiment is first trained
+(on ``data``, the built-in shapes by default) with ``seeds`` seeds, in this run's directory
+(``<role>/seed_<seed>``), all with the same checkpoint rule (``selected_checkpoint``); a rerun reuses
+the finished ones. One seed gives every method the same data order and initial weights, so methods
+are compared by their paired differences over seeds: a column's best mean is starred when its 95 %
+paired t interval against every other method excludes 0. With both ``spectral=`` and ``semantic=``,
+the paper's own layout (pairwise accuracy, precision, recall; means over seeds) follows.
 """
 
 from __future__ import annotations
@@ -29,18 +34,28 @@ import logging
 import statistics
 from pathlib import Path
 
+import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.cli.console import where_things_went
 from dsc.cli.entry_point import entry_point, run_entry_point
 from dsc.contracts import InvalidInputError
 from dsc.metrics import keys
+from dsc.metrics.paired import TEST, excludes_zero
 from dsc.metrics.spread import Spread, format_spread, spread
+from dsc.outputs.arena import (
+    against_own,
+    draw_arena,
+    format_paired,
+    format_roundings,
+    paired_to_leader,
+    rounding_rows,
+)
 from dsc.outputs.files import write_text
 from dsc.outputs.metrics_file import headline, write_metrics
 from dsc.training.callbacks import LAST_CHECKPOINT
 from dsc.training.checkpoint_record import read_record
-from dsc.training.scoring import score_checkpoint
+from dsc.training.scoring import RoundingScores, score_roundings
 from dsc.training.selection import SELECTED_CHECKPOINT
 
 log = logging.getLogger(__name__)
@@ -113,30 +128,20 @@ def method_rows(scored: dict[str, list[dict[str, float]]]) -> dict[str, dict[str
             for name, key in METRICS.items()
         }
 
-    rows = {LABELS.get(role, role): row(runs, keys.INSTANCES) for role, runs in scored.items()}
+    rows = {label_of(role): row(runs, keys.INSTANCES) for role, runs in scored.items()}
     if scored:
         rows[ORACLE] = row(next(iter(scored.values())), keys.ORACLE_CC)
     return rows
 
 
 def clear_winners(rows: dict[str, dict[str, Spread | None]]) -> dict[str, str]:
-    """Metric → the method whose mean beats every other by more than twice the larger std of the two
-    (only where both have a std)."""
+    """Metric → the method with the best mean whose paired difference from every other method
+    (``dsc.metrics.paired``: the same seeds, a 95 % t interval) excludes 0."""
     winners = {}
     for metric in METRICS:
-        ranked = sorted(
-            (
-                (summary["mean"], summary["std"], method)
-                for method, row in rows.items()
-                if (summary := row[metric])
-            ),
-            reverse=True,
-        )
-        if len(ranked) < 2 or ranked[0][1] is None or ranked[1][1] is None:
-            continue
-        (best, best_std, method), (second, second_std, _) = ranked[0], ranked[1]
-        if best - second > 2 * max(best_std, second_std):
-            winners[metric] = method
+        leader, differences = paired_to_leader(rows, metric)
+        if leader is not None and differences and all(map(excludes_zero, differences.values())):
+            winners[metric] = leader
     return winners
 
 
@@ -160,7 +165,7 @@ def format_extended(rows: dict[str, dict[str, Spread | None]], split: str = "tes
         cells = (cell(method, metric, summary) for metric, summary in values.items())
         lines.append(method.ljust(width) + "".join(c.rjust(cell_width + 1) for c in cells))
     if winners:
-        lines.append("* the best mean, ahead of the next by more than twice the larger of their stds")
+        lines.append(f"* the best mean, ahead of every other method by a {TEST} that excludes 0")
     return "\n".join(lines)
 
 
@@ -183,17 +188,50 @@ def seeds_of(cfg: DictConfig) -> list[int]:
     return [cfg.seed + offset for offset in range(cfg.seeds)]
 
 
+def trainings(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
+    """(role, experiment, overrides) of every method to train: each of ``experiments``, and with
+    ``arena.embed_dims`` each of ``arena.losses`` once per d instead (role ``<role>_d<d>``)."""
+    dims = list(cfg.arena.embed_dims or [])
+    varied = set(cfg.arena.losses) if dims else set()
+    unknown = sorted(varied - set(cfg.experiments))
+    if unknown:
+        raise InvalidInputError(
+            f"arena.losses names {', '.join(unknown)}, which experiments lacks: choose among "
+            f"{', '.join(cfg.experiments)}"
+        )
+    if any(not isinstance(d, int) or d < 1 for d in dims):
+        raise InvalidInputError(f"arena.embed_dims={dims}: give whole numbers ≥ 1, such as [8,16,32,64]")
+    data = [f"data={cfg.data}"] if cfg.get("data") else []
+    runs = []
+    for role, experiment in cfg.experiments.items():
+        if role in varied:
+            runs += [(f"{role}_d{d}", experiment, [*data, f"model.embed_dim={d}"]) for d in dims]
+        else:
+            runs.append((role, experiment, data))
+    return runs
+
+
+def label_of(role: str) -> str:
+    """A role's row name: ``spectral-only``, ``spectral-only, d=32``."""
+    base, _, d = role.rpartition("_d")
+    if base and d.isdigit():
+        return f"{LABELS.get(base, base)}, d={d}"
+    return LABELS.get(role, role)
+
+
 def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, list[str]]:
-    """Train every method's experiment once per seed with ``python -m dsc.train`` (one process
-    each, as a user runs it) and return the last checkpoints by role. Run again in the same
+    """Train every method's experiment (``trainings``) once per seed with ``python -m dsc.train`` (one
+    process each, as a user runs it) and return the last checkpoints by role. Run again in the same
     directory, it keeps the models already trained (those with a ``metrics.json``) and resumes an
     interrupted one."""
     checkpoints: dict[str, list[str]] = {}
     runs = [
-        (role, experiment, seed) for role, experiment in cfg.experiments.items() for seed in seeds_of(cfg)
+        (role, experiment, extra, seed)
+        for role, experiment, extra in trainings(cfg)
+        for seed in seeds_of(cfg)
     ]
     durations: list[float] = []
-    for number, (role, experiment, seed) in enumerate(runs, start=1):
+    for number, (role, experiment, extra, seed) in enumerate(runs, start=1):
         run_dir = output / role / f"seed_{seed}"
         checkpoint = run_dir / "checkpoints" / LAST_CHECKPOINT
         checkpoints.setdefault(role, []).append(str(run_dir / "checkpoints" / SELECTED_CHECKPOINT))
@@ -204,7 +242,7 @@ def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, list[str]]:
         resume = ["ckpt_path=last"] if checkpoint.is_file() else []
         arguments = [
             f"experiment={experiment}", f"seed={seed}", f"selected_checkpoint={cfg.selected_checkpoint}",
-            *cfg.train_overrides, *resume,
+            *extra, *cfg.train_overrides, *resume,
             f"hydra.run.dir={run_dir}",
         ]  # fmt: skip
         estimate = f", about {_duration(statistics.fmean(durations))} as the ones before" if durations else ""
@@ -222,30 +260,62 @@ def main(cfg: DictConfig) -> str:
     """``python -m dsc.table1``: the table, as printed."""
     output = Path(cfg.paths.output_dir)
     given = {role: [cfg[role]] for role in ("spectral", "joint", "semantic") if cfg.get(role)}
+    roundings = {name: hydra.utils.instantiate(config) for name, config in (cfg.roundings or {}).items()}
     checkpoints = given or train_on_shapes(cfg, output)
     seeds = [cfg.seed] if given else seeds_of(cfg)
 
-    def score(path: str, seed: int, rounding: DictConfig | None) -> dict[str, float]:
-        return score_checkpoint(
-            path, cfg.trainer, rounding, split=cfg.split, seed=seed, trusted_targets=cfg.trusted_targets
-        )
+    def score_all(role: str, rounding: DictConfig | None) -> list[RoundingScores]:
+        return [
+            score_roundings(
+                path, cfg.trainer, roundings, rounding=rounding, split=cfg.split, seed=seed,
+                trusted_targets=cfg.trusted_targets,
+            )
+            for path, seed in zip(checkpoints[role], seeds, strict=True)
+        ]  # fmt: skip
 
-    def score_all(role: str, rounding: DictConfig | None) -> list[dict[str, float]]:
-        return [score(path, seed, rounding) for path, seed in zip(checkpoints[role], seeds, strict=True)]
-
-    scored = {role: score_all(role, cfg.get("rounding")) for role in checkpoints if role != "semantic"}
-    if "semantic" in checkpoints:
-        components = components_rounding(checkpoints["semantic"][0])
-        scored["semantic"] = score_all("semantic", components)
+    components = components_rounding(checkpoints["semantic"][0]) if "semantic" in checkpoints else None
+    results = {
+        role: score_all(role, components if role == "semantic" else cfg.get("rounding"))
+        for role in checkpoints
+    }
+    scored = {role: [run.metrics for run in runs] for role, runs in results.items()}
     rows = method_rows(scored)
     table = format_extended(rows, cfg.split)
+    paired = format_paired(rows, dict(zip(METRICS, HEADERS, strict=True)))
+    if paired:
+        table += "\n\n" + paired
+    by_rounding = rounding_rows({label_of(role): runs for role, runs in results.items()}, list(roundings))
+    if roundings:
+        table += "\n\n" + format_roundings(by_rounding, cfg.split)
     if "spectral" in checkpoints and "semantic" in checkpoints:
         # The paper's "semantic" row: the semantic model's class partition, whatever its rounding.
         semantic = scored["semantic"] if components is None else score_all("semantic", None)
+        semantic = [run if isinstance(run, dict) else run.metrics for run in semantic]
         table += "\n\n" + format_table1(mean_metrics(semantic), mean_metrics(scored["spectral"]))
+    scoring_seconds = sum(run.seconds for runs in results.values() for run in runs)
+    times = _times(checkpoints, results, scoring_seconds, given)
+    table += "\n\n" + times
     print(table, flush=True)
     write_text(output / "table1.txt", table + "\n")
     write_text(output / "table1.json", json.dumps(rows, indent=2, allow_nan=False) + "\n")
+    places = [("table", output / "table1.txt"), ("rows as JSON", output / "table1.json")]
+    if roundings:
+        arena = {
+            "split": cfg.split,
+            "seeds": seeds,
+            "test": TEST,
+            "roundings": by_rounding,
+            "against_own_rounding": against_own(by_rounding),
+            "paired_to_leader": {
+                metric: dict(zip(("leader", "differences"), paired_to_leader(rows, metric), strict=True))
+                for metric in METRICS
+            },
+            "scoring_seconds": scoring_seconds,
+        }
+        write_text(output / "arena.json", json.dumps(arena, indent=2, allow_nan=False) + "\n")
+        places.append(("arena as JSON", output / "arena.json"))
+        if draw_arena(by_rounding, _by_dimension(rows), output / "arena.png", cfg.split):
+            places.append(("arena picture", output / "arena.png"))
     write_metrics(
         {
             f"{role}/{name}" if len(runs) == 1 else f"{role}/seed_{seed}/{name}": value
@@ -255,11 +325,44 @@ def main(cfg: DictConfig) -> str:
         },
         output / "metrics.json",
     )
-    places = [("table", output / "table1.txt"), ("rows as JSON", output / "table1.json")]
     places += [("metrics", output / "metrics.json")]
     places += [(f"{role} checkpoints", ", ".join(paths)) for role, paths in checkpoints.items()]
     log.info(where_things_went(places, []))
     return table
+
+
+def _by_dimension(rows: dict[str, dict[str, Spread | None]]) -> dict[str, dict[int, Spread | None]]:
+    """loss → d → agnostic PQ, from the rows of ``arena.embed_dims`` (``<label>, d=<d>``)."""
+    found: dict[str, dict[int, Spread | None]] = {}
+    for method, row in rows.items():
+        label, _, d = method.rpartition(", d=")
+        if label and d.isdigit():
+            found.setdefault(label, {})[int(d)] = row["agnostic_pq"]
+    return found
+
+
+def _times(
+    checkpoints: dict[str, list[str]], results: dict[str, list[RoundingScores]], scoring: float, given: dict
+) -> str:
+    """Training's and scoring's times apart: the runs' fit times (their metrics.json) and the scoring's,
+    with each compared rounding's share."""
+    fits = []
+    for paths in [] if given else checkpoints.values():
+        for path in paths:
+            metrics_file = Path(path).parent.parent / "metrics.json"
+            if metrics_file.is_file():
+                fits.append(json.loads(metrics_file.read_text()).get("time/fit_seconds", 0.0))
+    rounding: dict[str, float] = {}
+    for runs in results.values():
+        for run in runs:
+            for name, seconds in run.rounding_seconds.items():
+                rounding[name] = rounding.get(name, 0.0) + seconds
+    line = f"Time: scoring {_duration(scoring)}"
+    if fits:
+        line = f"Time: training {_duration(sum(fits))} ({len(fits)} runs' fits), scoring {_duration(scoring)}"
+    if rounding:
+        line += " (of which rounding: " + ", ".join(f"{n} {_duration(t)}" for n, t in rounding.items()) + ")"
+    return line
 
 
 def _duration(seconds: float) -> str:

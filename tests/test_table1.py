@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra_configs import TINY, compose_config
+from PIL import Image
 
 from dsc.table1 import clear_winners, format_extended, format_table1, method_rows
 from dsc.train import train
@@ -70,7 +71,7 @@ def test_table1_command_scores_both_checkpoints(semantic_checkpoint, trained_che
     assert rows["semantic oracle + CC"]["pq"]["mean"] == metrics["spectral/val/semantic_oracle_cc/pq"]
 
 
-def test_seeds_are_summarised_as_mean_and_sample_std_and_clear_winners_starred():
+def test_seeds_are_summarised_as_mean_and_sample_std_and_paired_winners_starred():
     def runs(*values):
         return [
             {"val/pairwise_fg_f1": v, "val/agnostic/pq": v / 2, "val/semantic_oracle_cc/pq": 0.5}
@@ -83,12 +84,17 @@ def test_seeds_are_summarised_as_mean_and_sample_std_and_clear_winners_starred()
     assert f1["mean"] == pytest.approx(0.92) and f1["std"] == pytest.approx(0.02) and f1["n"] == 3
     assert f1["values"] == [0.90, 0.92, 0.94] and rows["spectral-only"]["mask_ap"] is None
     assert rows["semantic oracle + CC"]["pq"] == {"mean": 0.5, "std": 0.0, "n": 3, "values": [0.5] * 3}
-    # 0.92 − 0.80 = 0.12 > 2 × 0.02: starred. Agnostic PQ: 0.46 − 0.40 = 0.06 > 2 × 0.01: starred.
+    # Paired differences 0.10, 0.11, 0.15: the 95 % t interval [0.055, 0.185] excludes 0, starred.
     assert clear_winners(rows) == {"pairwise_fg_f1": "spectral-only", "agnostic_pq": "spectral-only"}
     table = format_extended(rows)
     assert "mean ± std over 3 seeds" in table and "0.920 ± 0.020*" in table and "0.800 ± 0.010 " in table
-    close = method_rows({"spectral": runs(0.90, 0.92, 0.94), "contrastive": runs(0.88, 0.90, 0.92)})
+    assert "paired t, 95 % interval over seeds" in table
+    # Differences −0.01, +0.02, −0.01: no star, though the means differ by more than 0.
+    close = method_rows({"spectral": runs(0.90, 0.92, 0.94), "contrastive": runs(0.91, 0.90, 0.95)})
     assert clear_winners(close) == {}
+    # Seeds move both alike (unpaired spreads overlap), the difference is steady: starred.
+    paired = method_rows({"spectral": runs(0.60, 0.70, 0.80), "contrastive": runs(0.59, 0.69, 0.785)})
+    assert clear_winners(paired)["pairwise_fg_f1"] == "spectral-only"
 
 
 @pytest.mark.slow
@@ -122,3 +128,31 @@ def test_table1_without_checkpoints_trains_every_method_with_each_seed_and_reuse
         assert os.path.samefile(checkpoint.with_name("selected.ckpt"), checkpoint)
     again = run_table1(*args, output=tmp_path)  # every model is reused, none trained again
     assert again == rows
+
+
+@pytest.mark.slow
+def test_a_tiny_arena_scores_every_method_with_every_rounding_on_test(tmp_path):
+    short = ["trainer.max_epochs=1", "data.train.num_images=8", "data.val.num_images=4", "data.batch_size=4"]
+    short = "[" + ",".join(f'"{override}"' for override in short) + "]"
+    arguments = [
+        "methods=arena", "seeds=2", f"train_overrides={short}",
+        *(f"~experiments.{role}" for role in ("spectral_sampled", "contrastive", "joint", "semantic")),
+        *(f"~roundings.{name}" for name in ("refine", "best_of_8", "meanshift_unit", "agglomerative")),
+    ]  # fmt: skip
+    rows = run_table1(*arguments, output=tmp_path)
+    assert list(rows) == ["spectral-only", "discriminative + mean-shift", "semantic oracle + CC"]
+    arena = json.loads((tmp_path / "arena.json").read_text())
+    assert arena["split"] == "test" and arena["seeds"] == [0, 1] and arena["test"].startswith("paired t")
+    spectral, discriminative = (
+        arena["roundings"]["spectral-only"],
+        arena["roundings"]["discriminative + mean-shift"],
+    )
+    assert list(spectral) == ["own", "kwikcluster", "meanshift_raw"]
+    assert "trains unit vectors" in spectral["meanshift_raw"]
+    assert spectral["kwikcluster"]["values"] == spectral["own"]["values"]  # its own rounding, again
+    assert discriminative["meanshift_raw"]["values"] == discriminative["own"]["values"]
+    assert discriminative["kwikcluster"]["n"] == 2
+    with Image.open(tmp_path / "arena.png") as image:
+        assert image.format == "PNG"
+    table = (tmp_path / "table1.txt").read_text()
+    assert "Class-agnostic PQ on the test split by rounding" in table and "Time: training" in table

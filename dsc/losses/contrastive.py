@@ -66,6 +66,7 @@ class ContrastiveLoss:
     """
 
     heads: frozenset[Head] = frozenset({"embedding"})
+    embedding_space: str | None = "unit"
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ class SemanticCrossEntropy:
     """
 
     heads: frozenset[Head] = frozenset({"classes"})
+    embedding_space: str | None = None
 
     def __init__(self, ignore_index: int = 255) -> None:
         self.ignore_index = ignore_index

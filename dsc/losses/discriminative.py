@@ -117,6 +117,7 @@ class DiscriminativeLoss:
         self.delta_var, self.delta_dist = delta_var, delta_dist
         self.weights = (var_weight, dist_weight, reg_weight)
         self.background, self.unit, self.ignore_index = background, unit, ignore_index
+        self.embedding_space: str | None = "unit" if unit else "raw"
 
     def __call__(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         """The loss of (B, d, H, W) embeddings (raw, or unit with ``unit``) and (B, H, W) labels."""

@@ -238,6 +238,7 @@ class SpectralLoss:
         }
 
     heads: frozenset[Head] = frozenset({"embedding"})
+    embedding_space: str | None = "unit"
 
     def training_loss(
         self, outputs: NetworkOutputs, batch: Batch, generator: torch.Generator | None = None

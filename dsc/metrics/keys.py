@@ -13,6 +13,7 @@ INSTANCES = "val/"  # mask AP and PQ of instances with classes: mask_ap, pq, …
 AGNOSTIC_INSTANCES = "val/agnostic/"  # the same, every instance one class
 ORACLE_CC = "val/semantic_oracle_cc/"  # the true class map split into connected components
 ORACLE_CC_PAIRWISE = "val/semantic_oracle_cc/pairwise_"
+ROUNDINGS = "val/roundings/"  # <name>/pairwise_fg_f1, <name>/agnostic/pq, …: roundings compared
 COLLAPSE = "val/collapse/"  # single_segment_fraction, collapsed (1.0: the partition collapsed)
 THEOREM22 = "val/theorem22/"  # network_loss, rounded_loss, ratio (the paper's Theorem 2.2)
 FG = "fg_"  # PAIRWISE + FG + "f1": over foreground pairs

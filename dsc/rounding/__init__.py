@@ -4,6 +4,7 @@ Every scheme takes (N, d) or batched (B, N, d) rows and returns (N,) or (B, N) l
 ``round_embeddings`` / ``Rounding`` apply one to (B, d, H, W) embedding maps.
 """
 
+from dsc.rounding.agglomerative import agglomerative
 from dsc.rounding.best_of import kwikcluster_best
 from dsc.rounding.connected_components import ConnectedComponents, connected_components, fill_void
 from dsc.rounding.kmeans import estimate_num_clusters, kmeans
@@ -17,6 +18,7 @@ __all__ = [
     "ClassArgmax",
     "ConnectedComponents",
     "Rounding",
+    "agglomerative",
     "connected_components",
     "estimate_num_clusters",
     "fill_void",

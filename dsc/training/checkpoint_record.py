@@ -80,6 +80,7 @@ DSC_TARGETS = frozenset(
         "dsc.rounding.kwikcluster_refine",
         "dsc.rounding.kmeans",
         "dsc.rounding.meanshift",
+        "dsc.rounding.agglomerative",
         "dsc.data.InstanceDataModule",
         "dsc.data.RandomScaleCropFlip",
         "dsc.data.Shapes",

@@ -5,7 +5,8 @@ and instances (paper, Sections 2.2 and 2.3; the contracts are in ``dsc.contracts
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -149,6 +150,10 @@ class DeepSpectralClustering(pl.LightningModule):
         self.val_single_segment = MeanMetric()  # the fraction of images rounded to one segment
         self.val_network_loss = MeanMetric()
         self.val_rounded_loss = MeanMetric()
+        # Roundings scored beside the model's own, from the same outputs (compare_roundings).
+        self.compared_roundings: dict[str, Partitioner] = {}
+        self.val_compared = nn.ModuleDict()
+        self.rounding_seconds: dict[str, float] = {}
         self._rounding_generator = torch.Generator()
         # The first optimizer step whose loss was not finite (−1: none yet) and that loss, kept on
         # the loss's device so that recording them costs no synchronisation (see check_finite).
@@ -177,6 +182,28 @@ class DeepSpectralClustering(pl.LightningModule):
         randomness (default: the module's, seeded per validation batch)."""
         generator = self._rounding_generator if generator is None else generator
         return self.rounding.partition(outputs.detach(), generator=generator, image_area=image_area)
+
+    def compare_roundings(self, roundings: Mapping[str, Partitioner]) -> None:
+        """Also score each of ``roundings`` in validation, from the network outputs the model's own
+        rounding reads (the network runs once per image): ``val/roundings/<name>/pairwise_…`` and
+        its instances' mask AP and PQ (``val/roundings/<name>/agnostic/pq``, …). Each must read
+        heads the network has (``dsc.training.scoring.unreadable`` says why one cannot).
+        ``rounding_seconds[name]``: the time each spent rounding."""
+        for name, rounding in roundings.items():
+            check_heads(self.heads, rounding.heads, f"the rounding {name} ({type(rounding).__name__})")
+        self.compared_roundings = dict(roundings)
+        self.val_compared = nn.ModuleDict(
+            {
+                name: nn.ModuleDict(
+                    {
+                        "pairwise": PairwiseScores(ignore_index=VOID),
+                        "instances": InstanceScores(self.num_classes),
+                    }
+                )
+                for name in roundings
+            }
+        ).to(self.device)
+        self.rounding_seconds = dict.fromkeys(roundings, 0.0)
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         # The loss takes the raw outputs: spectral losses normalise only what they need (fused on
@@ -260,7 +287,29 @@ class DeepSpectralClustering(pl.LightningModule):
         if self.score_instances:  # the scored instances also go to callbacks (dsc.outputs.coco)
             predicted, targets = self._update_instance_metrics(batch, outputs, preds)
             step_outputs |= {"instances": predicted, "true_instances": targets}
+        if self.compared_roundings:
+            self._update_compared(batch, outputs)
         return step_outputs
+
+    def _update_compared(self, batch: Batch, outputs: NetworkOutputs) -> None:
+        """Round the batch's outputs with every compared rounding and score each (compare_roundings)."""
+        instances, classes, image_area = batch["instances"], batch["classes"], batch.get("image_area")
+        void = instances == VOID
+        if image_area is not None:
+            void |= ~image_area
+        targets = true_instances(instances, classes)
+        detached = outputs.detach()
+        for name, rounding in self.compared_roundings.items():
+            started = time.perf_counter()
+            self._rounding_generator.manual_seed(self.seed)
+            preds = rounding.partition(detached, generator=self._rounding_generator, image_area=image_area)
+            self.rounding_seconds[name] += time.perf_counter() - started
+            scores = self.val_compared[name]
+            scores["pairwise"].update(preds, instances)
+            predicted = predicted_instances(preds, detached, valid=~void, image_area=image_area)
+            if not self.instance_thresholds.keeps_all:
+                predicted = [self.instance_thresholds.apply(image) for image in predicted]
+            scores["instances"].update(predicted, targets, void)
 
     def _update_instance_metrics(
         self, batch: Batch, outputs: NetworkOutputs, preds: Tensor
@@ -303,6 +352,11 @@ class DeepSpectralClustering(pl.LightningModule):
             ]
         if len(self.unseen_classes):
             metrics += [(keys.UNSEEN, self.val_unseen), (keys.SEEN, self.val_seen)]
+        for name, scores in self.val_compared.items():
+            metrics += [
+                (f"{keys.ROUNDINGS}{name}/pairwise_", scores["pairwise"]),
+                (f"{keys.ROUNDINGS}{name}/", scores["instances"]),
+            ]
         for prefix, metric in metrics:
             for name, value in metric.compute().items():
                 self.log(prefix + name, value.float(), prog_bar=prefix + name == self.monitor)
