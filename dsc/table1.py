@@ -29,6 +29,7 @@ the paper's own layout (pairwise accuracy, precision, recall; means over seeds) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import statistics
@@ -38,7 +39,16 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.cli.console import where_things_went
-from dsc.cli.entry_point import entry_point, run_entry_point
+from dsc.cli.entry_point import CONFIG_DIR, entry_point, run_entry_point
+from dsc.cli.tuning import (
+    TrialFailed,
+    TrialResult,
+    best_trial,
+    check_search_space,
+    overrides_of,
+    read_search_space,
+    tune,
+)
 from dsc.contracts import InvalidInputError
 from dsc.metrics import keys
 from dsc.metrics.paired import TEST, excludes_zero
@@ -82,6 +92,7 @@ LABELS = {
     "semantic": "cross-entropy + CC",
 }
 ORACLE = "semantic oracle + CC"
+SEARCH_SPACES = CONFIG_DIR / "search_space"  # <experiment>.yaml: what tune.trials=N searches
 CONNECTED_COMPONENTS = OmegaConf.create({"_target_": "dsc.rounding.ConnectedComponents"})
 
 
@@ -219,40 +230,117 @@ def label_of(role: str) -> str:
     return LABELS.get(role, role)
 
 
-def train_on_shapes(cfg: DictConfig, output: Path) -> dict[str, list[str]]:
-    """Train every method's experiment (``trainings``) once per seed with ``python -m dsc.train`` (one
-    process each, as a user runs it) and return the last checkpoints by role. Run again in the same
-    directory, it keeps the models already trained (those with a ``metrics.json``) and resumes an
-    interrupted one."""
+def _train(cfg: DictConfig, run_dir: Path, arguments: list[str], stage: str, durations: list[float]) -> dict:
+    """One ``python -m dsc.train`` run in ``run_dir`` (kept when it finished before, resumed when it
+    was interrupted); its final metrics. ``durations``: the runs' seconds so far (for estimates)."""
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        log.info("%s is trained already: %s", stage, run_dir)
+        return json.loads(metrics_file.read_text())
+    resume = ["ckpt_path=last"] if (run_dir / "checkpoints" / LAST_CHECKPOINT).is_file() else []
+    estimate = f", about {_duration(statistics.fmean(durations))} as the ones before" if durations else ""
+    arguments = [
+        f"selected_checkpoint={cfg.selected_checkpoint}",
+        *arguments,
+        *resume,
+        f"hydra.run.dir={run_dir}",
+    ]
+    durations.append(
+        run_entry_point("dsc.train", arguments, f"{stage}: training{estimate}", run_dir / "train.log", True)
+    )
+    scores = json.loads(metrics_file.read_text())
+    log.info("%s trained in %.0f s: %s", stage, durations[-1], headline(scores))
+    return scores
+
+
+def tune_methods(cfg: DictConfig, output: Path, durations: list[float]) -> dict[str, list[TrialResult]]:
+    """``tune.trials`` trials of TPE for every method (``dsc.cli.tuning``), on val with seed
+    ``seed``, in ``tuning/<role>/trial_<n>``; every search space is read and checked against its
+    recipe before any training. role → its trials."""
+    if cfg.tune.trials < 1:
+        return {}
+    data = [f"data={cfg.data}"] if cfg.get("data") else []
+    spaces = {}
+    for role, experiment in cfg.experiments.items():
+        path = SEARCH_SPACES / f"{experiment}.yaml"
+        spaces[role] = read_search_space(path)
+        recipe = hydra.compose("train", overrides=[f"experiment={experiment}", *data])
+        check_search_space(spaces[role], recipe, f"search space {path}")
+    tuned = {}
+    for role, experiment in cfg.experiments.items():
+
+        def run_trial(number: int, params: dict, role: str = role, experiment: str = experiment) -> float:
+            run_dir = output / "tuning" / role / f"trial_{number:03d}"
+            stage = f"tuning {role}, trial {number + 1}/{cfg.tune.trials}"
+            arguments = [f"experiment={experiment}", f"seed={cfg.seed}", *data, *overrides_of(params)]
+            try:
+                metrics = _train(cfg, run_dir, [*arguments, *cfg.train_overrides], stage, durations)
+            except RuntimeError as error:  # the training failed: a failed trial, never the arena's end
+                raise TrialFailed(str(error).splitlines()[0]) from error
+            if cfg.tune.metric not in metrics:
+                raise TrialFailed(f"its metrics.json has no {cfg.tune.metric}")
+            return metrics[cfg.tune.metric]
+
+        tuned[role] = tune(
+            spaces[role],
+            run_trial,
+            cfg.tune.trials,
+            output / "tuning" / role,
+            cfg.seed,
+            cfg.tune.startup_trials,
+        )
+        best = best_trial(tuned[role])
+        log.info(
+            "tuned %s: %s", role,
+            f"{cfg.tune.metric} {best.value:.4f} with {' '.join(overrides_of(best.params))}" if best
+            else "every trial failed; its recipe's own configuration is trained",
+        )  # fmt: skip
+    return tuned
+
+
+def train_on_shapes(
+    cfg: DictConfig, output: Path, tuned: dict[str, list[TrialResult]], durations: list[float]
+) -> dict[str, list[str]]:
+    """Train every method's experiment (``trainings``), with its best tuned configuration where it
+    was tuned, once per seed with ``python -m dsc.train`` (one process each, as a user runs it) and
+    return their selected checkpoints by role. Run again in the same directory, it keeps the models
+    already trained (those with a ``metrics.json``) and resumes an interrupted one."""
     checkpoints: dict[str, list[str]] = {}
     runs = [
         (role, experiment, extra, seed)
         for role, experiment, extra in trainings(cfg)
         for seed in seeds_of(cfg)
     ]
-    durations: list[float] = []
     for number, (role, experiment, extra, seed) in enumerate(runs, start=1):
-        run_dir = output / role / f"seed_{seed}"
-        checkpoint = run_dir / "checkpoints" / LAST_CHECKPOINT
+        method = role.rpartition("_d")[0] if role not in cfg.experiments else role
+        best = best_trial(tuned.get(method, []))
+        params = overrides_of(best.params) if best else []
+        run_dir = output / role / ("tuned" if tuned else "") / f"seed_{seed}"
         checkpoints.setdefault(role, []).append(str(run_dir / "checkpoints" / SELECTED_CHECKPOINT))
         stage = f"[{number}/{len(runs)}] the {role} model (seed {seed})"
-        if (run_dir / "metrics.json").is_file():
-            log.info("%s is trained already: %s", stage, checkpoint)
-            continue
-        resume = ["ckpt_path=last"] if checkpoint.is_file() else []
-        arguments = [
-            f"experiment={experiment}", f"seed={seed}", f"selected_checkpoint={cfg.selected_checkpoint}",
-            *extra, *cfg.train_overrides, *resume,
-            f"hydra.run.dir={run_dir}",
-        ]  # fmt: skip
-        estimate = f", about {_duration(statistics.fmean(durations))} as the ones before" if durations else ""
-        what = f"{stage}: training{estimate}"
-        durations.append(
-            run_entry_point("dsc.train", arguments, what, run_dir / "train.log", follow_epochs=True)
-        )
-        scores = json.loads((run_dir / "metrics.json").read_text())
-        log.info("%s trained in %.0f s: %s", stage, durations[-1], headline(scores))
+        arguments = [f"experiment={experiment}", f"seed={seed}", *params, *extra, *cfg.train_overrides]
+        _train(cfg, run_dir, arguments, stage, durations)
     return checkpoints
+
+
+def format_tuning(tuned: dict[str, list[TrialResult]], cfg: DictConfig) -> str:
+    """Each method's best trial and its configuration; failed trials named below."""
+    if not tuned:
+        return ""
+    lines = [
+        f"Tuning: {cfg.tune.trials} trials of Optuna's TPE per method on val (seed {cfg.seed}, "
+        f"{cfg.tune.metric}); each method's best, retrained over the seeds above"
+    ]
+    failures = []
+    for role, results in tuned.items():
+        best = best_trial(results)
+        found = (
+            f"{best.value:.4f} (trial {best.number}): {' '.join(overrides_of(best.params))}" if best else "-"
+        )
+        lines.append(f"  {label_of(role)}: {found}")
+        failures += [f"{label_of(role)} trial {r.number}: {r.failure}" for r in results if r.failure]
+    lines += [f"failed: {failure}" for failure in failures]
+    return "\n".join(lines)
 
 
 @entry_point("table1")
@@ -261,7 +349,9 @@ def main(cfg: DictConfig) -> str:
     output = Path(cfg.paths.output_dir)
     given = {role: [cfg[role]] for role in ("spectral", "joint", "semantic") if cfg.get(role)}
     roundings = {name: hydra.utils.instantiate(config) for name, config in (cfg.roundings or {}).items()}
-    checkpoints = given or train_on_shapes(cfg, output)
+    durations: list[float] = []
+    tuned = {} if given else tune_methods(cfg, output, durations)
+    checkpoints = given or train_on_shapes(cfg, output, tuned, durations)
     seeds = [cfg.seed] if given else seeds_of(cfg)
 
     def score_all(role: str, rounding: DictConfig | None) -> list[RoundingScores]:
@@ -292,8 +382,10 @@ def main(cfg: DictConfig) -> str:
         semantic = scored["semantic"] if components is None else score_all("semantic", None)
         semantic = [run if isinstance(run, dict) else run.metrics for run in semantic]
         table += "\n\n" + format_table1(mean_metrics(semantic), mean_metrics(scored["spectral"]))
+    if tuned:
+        table += "\n\n" + format_tuning(tuned, cfg)
     scoring_seconds = sum(run.seconds for runs in results.values() for run in runs)
-    times = _times(checkpoints, results, scoring_seconds, given)
+    times = _times(output, results, scoring_seconds, given)
     table += "\n\n" + times
     print(table, flush=True)
     write_text(output / "table1.txt", table + "\n")
@@ -311,6 +403,9 @@ def main(cfg: DictConfig) -> str:
                 for metric in METRICS
             },
             "scoring_seconds": scoring_seconds,
+            "tuning": {
+                role: [dataclasses.asdict(result) for result in results] for role, results in tuned.items()
+            },
         }
         write_text(output / "arena.json", json.dumps(arena, indent=2, allow_nan=False) + "\n")
         places.append(("arena as JSON", output / "arena.json"))
@@ -341,16 +436,13 @@ def _by_dimension(rows: dict[str, dict[str, Spread | None]]) -> dict[str, dict[i
     return found
 
 
-def _times(
-    checkpoints: dict[str, list[str]], results: dict[str, list[RoundingScores]], scoring: float, given: dict
-) -> str:
-    """Training's and scoring's times apart: the runs' fit times (their metrics.json) and the scoring's,
-    with each compared rounding's share."""
+def _times(output: Path, results: dict[str, list[RoundingScores]], scoring: float, given: dict) -> str:
+    """Training's and scoring's times apart: the fit times of every training in this run's directory
+    (tuning trials included; their metrics.json) and the scoring's, with each compared rounding's."""
     fits = []
-    for paths in [] if given else checkpoints.values():
-        for path in paths:
-            metrics_file = Path(path).parent.parent / "metrics.json"
-            if metrics_file.is_file():
+    if not given:
+        for metrics_file in sorted(output.glob("**/metrics.json")):
+            if metrics_file.parent != output:
                 fits.append(json.loads(metrics_file.read_text()).get("time/fit_seconds", 0.0))
     rounding: dict[str, float] = {}
     for runs in results.values():

@@ -131,11 +131,11 @@ def test_table1_without_checkpoints_trains_every_method_with_each_seed_and_reuse
 
 
 @pytest.mark.slow
-def test_a_tiny_arena_scores_every_method_with_every_rounding_on_test(tmp_path):
+def test_a_tiny_arena_tunes_every_method_alike_and_scores_every_rounding_on_test(tmp_path):
     short = ["trainer.max_epochs=1", "data.train.num_images=8", "data.val.num_images=4", "data.batch_size=4"]
     short = "[" + ",".join(f'"{override}"' for override in short) + "]"
     arguments = [
-        "methods=arena", "seeds=2", f"train_overrides={short}",
+        "methods=arena", "seeds=2", "tune.trials=2", f"train_overrides={short}",
         *(f"~experiments.{role}" for role in ("spectral_sampled", "contrastive", "joint", "semantic")),
         *(f"~roundings.{name}" for name in ("refine", "best_of_8", "meanshift_unit", "agglomerative")),
     ]  # fmt: skip
@@ -156,3 +156,14 @@ def test_a_tiny_arena_scores_every_method_with_every_rounding_on_test(tmp_path):
         assert image.format == "PNG"
     table = (tmp_path / "table1.txt").read_text()
     assert "Class-agnostic PQ on the test split by rounding" in table and "Time: training" in table
+    # Two trials of TPE per method on val, the best retrained over both seeds.
+    assert "Tuning: 2 trials of Optuna's TPE per method on val" in table
+    for role in ("spectral", "discriminative"):
+        trials = arena["tuning"][role]
+        assert [trial["number"] for trial in trials] == [0, 1] and all(
+            trial["value"] is not None for trial in trials
+        )
+        assert {"model.optimizer.lr", "model.optimizer.weight_decay"} <= set(trials[0]["params"])
+        assert sorted(p.name for p in (tmp_path / "tuning" / role).iterdir()) == ["trial_000", "trial_001"]
+        assert (tmp_path / role / "tuned" / "seed_1" / "checkpoints" / "selected.ckpt").is_file()
+    assert "(6 runs' fits)" not in table and "(8 runs' fits)" in table
