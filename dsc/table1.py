@@ -274,7 +274,9 @@ def tune_methods(cfg: DictConfig, output: Path, durations: list[float]) -> dict[
             stage = f"tuning {role}, trial {number + 1}/{cfg.tune.trials}"
             arguments = [f"experiment={experiment}", f"seed={cfg.seed}", *data, *overrides_of(params)]
             try:
-                metrics = _train(cfg, run_dir, [*arguments, *cfg.train_overrides], stage, durations)
+                metrics = _train(
+                    cfg, run_dir, [*arguments, *cfg.recipe_overrides, *cfg.train_overrides], stage, durations
+                )
             except RuntimeError as error:  # the training failed: a failed trial, never the arena's end
                 raise TrialFailed(str(error).splitlines()[0]) from error
             if cfg.tune.metric not in metrics:
@@ -318,7 +320,14 @@ def train_on_shapes(
         run_dir = output / role / ("tuned" if tuned else "") / f"seed_{seed}"
         checkpoints.setdefault(role, []).append(str(run_dir / "checkpoints" / SELECTED_CHECKPOINT))
         stage = f"[{number}/{len(runs)}] the {role} model (seed {seed})"
-        arguments = [f"experiment={experiment}", f"seed={seed}", *params, *extra, *cfg.train_overrides]
+        arguments = [
+            f"experiment={experiment}",
+            f"seed={seed}",
+            *params,
+            *extra,
+            *cfg.recipe_overrides,
+            *cfg.train_overrides,
+        ]
         _train(cfg, run_dir, arguments, stage, durations)
     return checkpoints
 
