@@ -36,6 +36,7 @@ import statistics
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from dsc.cli.console import where_things_went
@@ -199,6 +200,12 @@ def seeds_of(cfg: DictConfig) -> list[int]:
     return [cfg.seed + offset for offset in range(cfg.seeds)]
 
 
+def data_choice() -> list[str]:
+    """``[data=<option>]`` where the command chose data for every method, else []."""
+    choice = HydraConfig.get().runtime.choices.get("data")
+    return [] if choice in (None, "null") else [f"data={choice}"]
+
+
 def trainings(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
     """(role, experiment, overrides) of every method to train: each of ``experiments``, and with
     ``arena.embed_dims`` each of ``arena.losses`` once per d instead (role ``<role>_d<d>``)."""
@@ -212,7 +219,7 @@ def trainings(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
         )
     if any(not isinstance(d, int) or d < 1 for d in dims):
         raise InvalidInputError(f"arena.embed_dims={dims}: give whole numbers ≥ 1, such as [8,16,32,64]")
-    data = [f"data={cfg.data}"] if cfg.get("data") else []
+    data = data_choice()
     runs = []
     for role, experiment in cfg.experiments.items():
         if role in varied:
@@ -259,7 +266,7 @@ def tune_methods(cfg: DictConfig, output: Path, durations: list[float]) -> dict[
     recipe before any training. role → its trials."""
     if cfg.tune.trials < 1:
         return {}
-    data = [f"data={cfg.data}"] if cfg.get("data") else []
+    data = data_choice()
     spaces = {}
     for role, experiment in cfg.experiments.items():
         path = SEARCH_SPACES / f"{experiment}.yaml"
