@@ -194,6 +194,23 @@ def components_rounding(checkpoint_path: str) -> DictConfig | None:
     return None if rounding["_target_"] == CONNECTED_COMPONENTS._target_ else CONNECTED_COMPONENTS
 
 
+def scored_split(split: str, checkpoints: dict[str, list[str]]) -> str:
+    """``split``, except ``test`` for data without a test split (VOC, COCO and Cityscapes keep their
+    test labels private): then ``val``, with a warning, and the table says so in its title."""
+    if split != "test":
+        return split
+    for paths in checkpoints.values():
+        data = read_record(paths[0]).config["data"]
+        if data.get("test") is None:
+            log.warning(
+                "split=test: the data of %s have no test split (data.test); every model is scored on "
+                "val, the split its checkpoint may have been selected on",
+                paths[0],
+            )
+            return "val"
+    return split
+
+
 def seeds_of(cfg: DictConfig) -> list[int]:
     if cfg.seeds < 1:
         raise InvalidInputError(f"seeds={cfg.seeds}: train each method at least once (seeds >= 1)")
@@ -369,11 +386,12 @@ def main(cfg: DictConfig) -> str:
     tuned = {} if given else tune_methods(cfg, output, durations)
     checkpoints = given or train_on_shapes(cfg, output, tuned, durations)
     seeds = [cfg.seed] if given else seeds_of(cfg)
+    split = scored_split(cfg.split, checkpoints)
 
     def score_all(role: str, rounding: DictConfig | None) -> list[RoundingScores]:
         return [
             score_roundings(
-                path, cfg.trainer, roundings, rounding=rounding, split=cfg.split, seed=seed,
+                path, cfg.trainer, roundings, rounding=rounding, split=split, seed=seed,
                 trusted_targets=cfg.trusted_targets,
             )
             for path, seed in zip(checkpoints[role], seeds, strict=True)
@@ -386,13 +404,13 @@ def main(cfg: DictConfig) -> str:
     }
     scored = {role: [run.metrics for run in runs] for role, runs in results.items()}
     rows = method_rows(scored)
-    table = format_extended(rows, cfg.split)
+    table = format_extended(rows, split)
     paired = format_paired(rows, dict(zip(METRICS, HEADERS, strict=True)))
     if paired:
         table += "\n\n" + paired
     by_rounding = rounding_rows({label_of(role): runs for role, runs in results.items()}, list(roundings))
     if roundings:
-        table += "\n\n" + format_roundings(by_rounding, cfg.split)
+        table += "\n\n" + format_roundings(by_rounding, split)
     if "spectral" in checkpoints and "semantic" in checkpoints:
         # The paper's "semantic" row: the semantic model's class partition, whatever its rounding.
         semantic = scored["semantic"] if components is None else score_all("semantic", None)
@@ -409,7 +427,7 @@ def main(cfg: DictConfig) -> str:
     places = [("table", output / "table1.txt"), ("rows as JSON", output / "table1.json")]
     if roundings:
         arena = {
-            "split": cfg.split,
+            "split": split,
             "seeds": seeds,
             "test": TEST,
             "roundings": by_rounding,
@@ -425,7 +443,7 @@ def main(cfg: DictConfig) -> str:
         }
         write_text(output / "arena.json", json.dumps(arena, indent=2, allow_nan=False) + "\n")
         places.append(("arena as JSON", output / "arena.json"))
-        if draw_arena(by_rounding, _by_dimension(rows), output / "arena.png", cfg.split):
+        if draw_arena(by_rounding, _by_dimension(rows), output / "arena.png", split):
             places.append(("arena picture", output / "arena.png"))
     write_metrics(
         {

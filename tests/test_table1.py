@@ -167,3 +167,16 @@ def test_a_tiny_arena_tunes_every_method_alike_and_scores_every_rounding_on_test
         assert sorted(p.name for p in (tmp_path / "tuning" / role).iterdir()) == ["trial_000", "trial_001"]
         assert (tmp_path / role / "tuned" / "seed_1" / "checkpoints" / "selected.ckpt").is_file()
     assert "(6 runs' fits)" not in table and "(8 runs' fits)" in table
+
+
+def test_data_without_a_test_split_are_scored_on_val_and_say_so(trained_checkpoint, tmp_path, caplog):
+    from dsc.table1 import scored_split
+
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    assert checkpoint["dsc_config"]["data"]["test"]["seed"] == 2000000
+    assert scored_split("test", {"spectral": [str(trained_checkpoint)]}) == "test"
+    checkpoint["dsc_config"]["data"]["test"] = None  # as VOC's, COCO's and Cityscapes' configs
+    torch.save(checkpoint, tmp_path / "voc_like.ckpt")
+    assert scored_split("test", {"spectral": [str(tmp_path / "voc_like.ckpt")]}) == "val"
+    assert "have no test split (data.test)" in caplog.text
+    assert scored_split("train", {"spectral": [str(tmp_path / "voc_like.ckpt")]}) == "train"
