@@ -281,7 +281,12 @@ def tune_methods(cfg: DictConfig, output: Path, durations: list[float]) -> dict[
     """``tune.trials`` trials of TPE for every method (``dsc.cli.tuning``), on val with seed
     ``seed``, in ``tuning/<role>/trial_<n>``; every search space is read and checked against its
     recipe before any training. role → its trials."""
-    if cfg.tune.trials < 1:
+    if cfg.tune.trials < 0 or cfg.tune.startup_trials < 0:
+        raise InvalidInputError(
+            f"tune.trials={cfg.tune.trials}, tune.startup_trials={cfg.tune.startup_trials}: give counts ≥ 0 "
+            "(tune.trials=0 trains the recipes as they are)"
+        )
+    if cfg.tune.trials == 0:
         return {}
     data = data_choice()
     spaces = {}

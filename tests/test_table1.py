@@ -135,7 +135,7 @@ def test_a_tiny_arena_tunes_every_method_alike_and_scores_every_rounding_on_test
     short = ["trainer.max_epochs=1", "data.train.num_images=8", "data.val.num_images=4", "data.batch_size=4"]
     short = "[" + ",".join(f'"{override}"' for override in short) + "]"
     arguments = [
-        "methods=arena", "seeds=2", "tune.trials=2", f"train_overrides={short}",
+        "methods=arena", "data=shapes_hard", "seeds=2", "tune.trials=2", f"train_overrides={short}",
         *(f"~experiments.{role}" for role in ("spectral_sampled", "contrastive", "joint", "semantic")),
         *(f"~roundings.{name}" for name in ("refine", "best_of_8", "meanshift_unit", "agglomerative")),
     ]  # fmt: skip
@@ -165,7 +165,10 @@ def test_a_tiny_arena_tunes_every_method_alike_and_scores_every_rounding_on_test
         )
         assert {"model.optimizer.lr", "model.optimizer.weight_decay"} <= set(trials[0]["params"])
         assert sorted(p.name for p in (tmp_path / "tuning" / role).iterdir()) == ["trial_000", "trial_001"]
-        assert (tmp_path / role / "tuned" / "seed_1" / "checkpoints" / "selected.ckpt").is_file()
+        selected = tmp_path / role / "tuned" / "seed_1" / "checkpoints" / "selected.ckpt"
+        record = torch.load(selected, weights_only=True)["dsc_config"]
+        assert record["data"]["train"]["image_size"] == 96  # data=shapes_hard, for every method
+        assert record["data"]["train"]["num_images"] == 8 and record["trainer"]["max_epochs"] == 1
     assert "(6 runs' fits)" not in table and "(8 runs' fits)" in table
 
 
