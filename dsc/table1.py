@@ -246,12 +246,18 @@ def trainings(cfg: DictConfig) -> list[tuple[str, str, list[str]]]:
     return runs
 
 
+def method_of(role: str) -> tuple[str, int | None]:
+    """A role's method and d: ``spectral_d32`` → (``spectral``, 32) (``arena.embed_dims``);
+    ``spectral`` → (``spectral``, None)."""
+    base, _, d = role.rpartition("_d")
+    return (base, int(d)) if base and d.isdigit() else (role, None)
+
+
 def label_of(role: str) -> str:
     """A role's row name: ``spectral-only``, ``spectral-only, d=32``."""
-    base, _, d = role.rpartition("_d")
-    if base and d.isdigit():
-        return f"{LABELS.get(base, base)}, d={d}"
-    return LABELS.get(role, role)
+    method, d = method_of(role)
+    label = LABELS.get(method, method)
+    return label if d is None else f"{label}, d={d}"
 
 
 def _train(cfg: DictConfig, run_dir: Path, arguments: list[str], stage: str, durations: list[float]) -> dict:
@@ -343,8 +349,7 @@ def train_on_shapes(
         for seed in seeds_of(cfg)
     ]
     for number, (role, experiment, extra, seed) in enumerate(runs, start=1):
-        method = role.rpartition("_d")[0] if role not in cfg.experiments else role
-        best = best_trial(tuned.get(method, []))
+        best = best_trial(tuned.get(method_of(role)[0], []))
         params = overrides_of(best.params) if best else []
         run_dir = output / role / ("tuned" if tuned else "") / f"seed_{seed}"
         checkpoints.setdefault(role, []).append(str(run_dir / "checkpoints" / SELECTED_CHECKPOINT))
@@ -418,8 +423,9 @@ def main(cfg: DictConfig) -> str:
         table += "\n\n" + format_roundings(by_rounding, split)
     if "spectral" in checkpoints and "semantic" in checkpoints:
         # The paper's "semantic" row: the semantic model's class partition, whatever its rounding.
-        semantic = scored["semantic"] if components is None else score_all("semantic", None)
-        semantic = [run if isinstance(run, dict) else run.metrics for run in semantic]
+        semantic = scored["semantic"]
+        if components is not None:
+            semantic = [run.metrics for run in score_all("semantic", None)]
         table += "\n\n" + format_table1(mean_metrics(semantic), mean_metrics(scored["spectral"]))
     if tuned:
         table += "\n\n" + format_tuning(tuned, cfg)
@@ -448,7 +454,7 @@ def main(cfg: DictConfig) -> str:
         }
         write_text(output / "arena.json", json.dumps(arena, indent=2, allow_nan=False) + "\n")
         places.append(("arena as JSON", output / "arena.json"))
-        if draw_arena(by_rounding, _by_dimension(rows), output / "arena.png", split):
+        if draw_arena(by_rounding, _by_dimension(rows, list(checkpoints)), output / "arena.png", split):
             places.append(("arena picture", output / "arena.png"))
     write_metrics(
         {
@@ -465,13 +471,15 @@ def main(cfg: DictConfig) -> str:
     return table
 
 
-def _by_dimension(rows: dict[str, dict[str, Spread | None]]) -> dict[str, dict[int, Spread | None]]:
-    """loss → d → agnostic PQ, from the rows of ``arena.embed_dims`` (``<label>, d=<d>``)."""
+def _by_dimension(
+    rows: dict[str, dict[str, Spread | None]], roles: list[str]
+) -> dict[str, dict[int, Spread | None]]:
+    """loss → d → agnostic PQ, from the roles of ``arena.embed_dims`` (``<role>_d<d>``)."""
     found: dict[str, dict[int, Spread | None]] = {}
-    for method, row in rows.items():
-        label, _, d = method.rpartition(", d=")
-        if label and d.isdigit():
-            found.setdefault(label, {})[int(d)] = row["agnostic_pq"]
+    for role in roles:
+        method, d = method_of(role)
+        if d is not None:
+            found.setdefault(label_of(method), {})[d] = rows[label_of(role)]["agnostic_pq"]
     return found
 
 

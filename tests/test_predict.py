@@ -358,7 +358,7 @@ def test_thresholds_in_the_instance_scores(trained_checkpoint):
         model.instance_thresholds = thresholds
         model.val_instances.reset()
         with torch.no_grad():
-            model._update_instance_metrics(batch, model(batch["image"]), truth)
+            model._update_instance_metrics(batch, model(batch["image"]), truth, *model._scored_pixels(batch))
         return float(model.val_instances.compute()["agnostic/pq"])
 
     assert agnostic_pq(InstanceThresholds()) == pytest.approx(1.0)

@@ -183,3 +183,16 @@ def test_data_without_a_test_split_are_scored_on_val_and_say_so(trained_checkpoi
     assert scored_split("test", {"spectral": [str(tmp_path / "voc_like.ckpt")]}) == "val"
     assert "have no test split (data.test)" in caplog.text
     assert scored_split("train", {"spectral": [str(tmp_path / "voc_like.ckpt")]}) == "train"
+
+
+def test_roles_of_each_dimension_are_labelled_and_drawn_per_loss():
+    from dsc.table1 import _by_dimension, label_of, method_of
+
+    assert method_of("spectral_d32") == ("spectral", 32) and method_of("spectral_sampled") == (
+        "spectral_sampled",
+        None,
+    )
+    assert label_of("spectral_d32") == "spectral-only, d=32" and label_of("semantic") == "cross-entropy + CC"
+    summary = {"mean": 0.7, "std": 0.01, "n": 2, "values": [0.69, 0.71]}
+    rows = {"spectral-only, d=8": {"agnostic_pq": summary}, "cross-entropy + CC": {"agnostic_pq": None}}
+    assert _by_dimension(rows, ["spectral_d8", "semantic"]) == {"spectral-only": {8: summary}}

@@ -284,20 +284,37 @@ class DeepSpectralClustering(pl.LightningModule):
         # The pictures' embedding panel: the embeddings, or the class probabilities without them.
         features = outputs.embeddings if outputs.raw_embeddings is not None else outputs.class_probabilities
         step_outputs = {"preds": preds, "embeddings": features}
+        if self.score_instances or self.compared_roundings:
+            void, targets = self._scored_pixels(batch)
         if self.score_instances:  # the scored instances also go to callbacks (dsc.outputs.coco)
-            predicted, targets = self._update_instance_metrics(batch, outputs, preds)
+            predicted = self._update_instance_metrics(batch, outputs, preds, void, targets)
             step_outputs |= {"instances": predicted, "true_instances": targets}
         if self.compared_roundings:
-            self._update_compared(batch, outputs)
+            self._update_compared(batch, outputs, void, targets)
         return step_outputs
 
-    def _update_compared(self, batch: Batch, outputs: NetworkOutputs) -> None:
+    @staticmethod
+    def _scored_pixels(batch: Batch) -> tuple[Tensor, list[Instances]]:
+        """(B, H, W) bool: the pixels instance scores leave out (void, padding); the true instances."""
+        void = batch["instances"] == VOID
+        if batch.get("image_area") is not None:
+            void |= ~batch["image_area"]
+        return void, true_instances(batch["instances"], batch["classes"])
+
+    def _predicted_instances(
+        self, preds: Tensor, outputs: NetworkOutputs, void: Tensor, image_area: Tensor | None
+    ) -> list[Instances]:
+        """The instances of a partition that the instance scores count (``instance_thresholds``)."""
+        predicted = predicted_instances(preds, outputs.detach(), valid=~void, image_area=image_area)
+        if not self.instance_thresholds.keeps_all:
+            predicted = [self.instance_thresholds.apply(image) for image in predicted]
+        return predicted
+
+    def _update_compared(
+        self, batch: Batch, outputs: NetworkOutputs, void: Tensor, targets: list[Instances]
+    ) -> None:
         """Round the batch's outputs with every compared rounding and score each (compare_roundings)."""
-        instances, classes, image_area = batch["instances"], batch["classes"], batch.get("image_area")
-        void = instances == VOID
-        if image_area is not None:
-            void |= ~image_area
-        targets = true_instances(instances, classes)
+        instances, image_area = batch["instances"], batch.get("image_area")
         detached = outputs.detach()
         for name, rounding in self.compared_roundings.items():
             started = time.perf_counter()
@@ -306,23 +323,16 @@ class DeepSpectralClustering(pl.LightningModule):
             self.rounding_seconds[name] += time.perf_counter() - started
             scores = self.val_compared[name]
             scores["pairwise"].update(preds, instances)
-            predicted = predicted_instances(preds, detached, valid=~void, image_area=image_area)
-            if not self.instance_thresholds.keeps_all:
-                predicted = [self.instance_thresholds.apply(image) for image in predicted]
-            scores["instances"].update(predicted, targets, void)
+            scores["instances"].update(
+                self._predicted_instances(preds, detached, void, image_area), targets, void
+            )
 
     def _update_instance_metrics(
-        self, batch: Batch, outputs: NetworkOutputs, preds: Tensor
-    ) -> tuple[list[Instances], list[Instances]]:
-        """Update the instance scores; return the batch's predicted and true instances."""
+        self, batch: Batch, outputs: NetworkOutputs, preds: Tensor, void: Tensor, targets: list[Instances]
+    ) -> list[Instances]:
+        """Update the instance scores; return the batch's predicted instances."""
         instances, classes, image_area = batch["instances"], batch["classes"], batch.get("image_area")
-        void = instances == VOID
-        if image_area is not None:
-            void |= ~image_area
-        targets = true_instances(instances, classes)
-        predicted = predicted_instances(preds, outputs.detach(), valid=~void, image_area=image_area)
-        if not self.instance_thresholds.keeps_all:
-            predicted = [self.instance_thresholds.apply(image) for image in predicted]
+        predicted = self._predicted_instances(preds, outputs, void, image_area)
         self.val_instances.update(predicted, targets, void)
         # The semantic oracle + connected components: void first takes its neighbours' class (else
         # VOC's void bands would separate touching instances for free).
@@ -332,7 +342,7 @@ class DeepSpectralClustering(pl.LightningModule):
         oracle_ids = torch.where(~void & (filled != 0), components + 1, 0)
         oracle = true_instances(oracle_ids, filled, void=-1)
         self.val_semantic_oracle_cc_instances.update(oracle, targets, void)
-        return predicted, targets
+        return predicted
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
