@@ -408,10 +408,10 @@ def main(cfg: DictConfig) -> str:
         ]  # fmt: skip
 
     components = components_rounding(checkpoints["semantic"][0]) if "semantic" in checkpoints else None
-    results = {
-        role: score_all(role, components if role == "semantic" else cfg.get("rounding"))
-        for role in checkpoints
-    }
+    # The semantic baseline's row comes after every embedding model's.
+    results = {role: score_all(role, cfg.get("rounding")) for role in checkpoints if role != "semantic"}
+    if "semantic" in checkpoints:
+        results["semantic"] = score_all("semantic", components)
     scored = {role: [run.metrics for run in runs] for role, runs in results.items()}
     rows = method_rows(scored)
     table = format_extended(rows, split)

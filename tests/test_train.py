@@ -395,7 +395,7 @@ def test_help_lists_only_real_choices(tmp_path):
         ("data.num_workers=-2", r"data\.num_workers=-2: .* at least 0"),
         ("model.num_classes=-1", r"model\.num_classes=-1"),
         ("model.optimizer.lr=nan", r"model\.optimizer\.lr=nan: not a finite number"),
-        ("+model.optimizer.weight_decay=inf", r"model\.optimizer\.weight_decay=inf: not a finite"),
+        ("model.optimizer.weight_decay=inf", r"model\.optimizer\.weight_decay=inf: not a finite"),
         ("trainer.max_epochs=-2", r"trainer\.max_epochs=-2: must be at least -1 \(-1: no limit\)"),
         ("trainer.log_every_n_steps=-3", r"trainer\.log_every_n_steps=-3: must be at least 0"),
         ("+trainer.limit_train_batches=0", r"trainer\.limit_train_batches=0 runs no batch"),

@@ -33,11 +33,14 @@ def selected_path(rule: str, best: str | Path | None, last: Path) -> Path | None
 
 def mark_selected(checkpoint: Path, checkpoints_dir: Path) -> Path:
     """Make ``checkpoints_dir/selected.ckpt`` the file ``checkpoint`` is now (a hard link, or a copy
-    where the file system has none), in one step; return its path. A later ``last.ckpt`` replaces
+    where the file system has none; ``checkpoint`` may lie in another folder), in one step; return
+    its path. A later ``last.ckpt`` replaces
     its own name only, so the selected state stays as it was scored."""
     selected = checkpoints_dir / SELECTED_CHECKPOINT
     if Path(checkpoint).resolve() == selected.resolve():
         return selected
+    # The best epoch may have been written elsewhere (a checkpoint callback of the user's own).
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
     partial = selected.with_name(f".{SELECTED_CHECKPOINT}.partial-{os.getpid()}")
     try:
         with naming_failed_writes(selected):

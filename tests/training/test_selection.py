@@ -52,3 +52,11 @@ def test_the_run_summary_and_a_later_scoring_score_the_selected_checkpoint(tmp_p
     assert on_test["val/pairwise_fg_f1"] != scored["val/pairwise_fg_f1"]  # other images
     epoch = torch.load(checkpoints / SELECTED_CHECKPOINT, weights_only=True)["epoch"]
     assert epoch == (1 if rule == "last" else torch.load(chosen, weights_only=True)["epoch"])
+
+
+def test_a_best_epoch_written_elsewhere_is_selected_into_the_run_folder(tmp_path):
+    elsewhere = tmp_path / "csv" / "checkpoints" / "epoch=0-step=4.ckpt"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(b"epoch 0")
+    selected = mark_selected(elsewhere, tmp_path / "checkpoints")
+    assert selected == tmp_path / "checkpoints" / SELECTED_CHECKPOINT and selected.read_bytes() == b"epoch 0"
