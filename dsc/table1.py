@@ -57,8 +57,10 @@ from dsc.metrics.spread import Spread, format_spread, spread
 from dsc.outputs.arena import (
     against_own,
     draw_arena,
+    format_between,
     format_paired,
     format_roundings,
+    paired_between,
     paired_to_leader,
     rounding_rows,
 )
@@ -82,6 +84,8 @@ METRICS = {
     "pq": "pq",
     "agnostic_pq": "agnostic/pq",
 }
+# The scores of instances that carry a class (the agnostic ones ignore it).
+CLASSED = ("mask_ap", "mask_ap50", "pq")
 HEADERS = ("F1", "fg F1", "mask AP", "AP50", "PQ", "agn. PQ")
 # Each role's row; a role of conf/methods/ without one is shown by its name.
 LABELS = {
@@ -418,6 +422,16 @@ def main(cfg: DictConfig) -> str:
     paired = format_paired(rows, dict(zip(METRICS, HEADERS, strict=True)))
     if paired:
         table += "\n\n" + paired
+    # Whether the joint recipe's class head earns its place: its classed scores against the
+    # semantic model's, seed by seed.
+    classed = {metric: header for metric, header in zip(METRICS, HEADERS, strict=True) if metric in CLASSED}
+    learned_classes = {}
+    if {"joint", "semantic"} <= set(checkpoints):
+        joint, semantic = label_of("joint"), label_of("semantic")
+        learned_classes = paired_between(rows, joint, semantic, classed)
+        between = format_between(learned_classes, joint, semantic, classed)
+        if between:
+            table += "\n\n" + between
     by_rounding = rounding_rows({label_of(role): runs for role, runs in results.items()}, list(roundings))
     if roundings:
         table += "\n\n" + format_roundings(by_rounding, split)
@@ -447,6 +461,7 @@ def main(cfg: DictConfig) -> str:
                 metric: dict(zip(("leader", "differences"), paired_to_leader(rows, metric), strict=True))
                 for metric in METRICS
             },
+            "joint_against_semantic": learned_classes,
             "scoring_seconds": scoring_seconds,
             "tuning": {
                 role: [dataclasses.asdict(result) for result in results] for role, results in tuned.items()

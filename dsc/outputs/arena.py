@@ -115,6 +115,31 @@ def format_paired(rows: Mapping[str, Mapping[str, Spread | None]], metrics: Mapp
     return "\n".join(lines) if len(lines) > 1 else ""
 
 
+def paired_between(
+    rows: Mapping[str, Mapping[str, Spread | None]], a: str, b: str, metrics: Mapping[str, str]
+) -> dict[str, PairedDifference | None]:
+    """Method ``a``'s paired difference from method ``b`` in each metric both rows have."""
+    return {
+        metric: paired_difference(rows[a][metric]["values"], rows[b][metric]["values"])
+        for metric in metrics
+        if rows[a].get(metric) and rows[b].get(metric)
+    }
+
+
+def format_between(
+    differences: Mapping[str, PairedDifference | None], a: str, b: str, metrics: Mapping[str, str]
+) -> str:
+    """``joint − cross-entropy + CC (paired t, …): PQ +0.062 [0.011, 0.113]*, …``; "" when none."""
+    cells = [
+        f"{metrics[metric]} {format_difference(difference)}{'*' if excludes_zero(difference) else ''}"
+        for metric, difference in differences.items()
+        if difference is not None
+    ]
+    if not cells:
+        return ""
+    return f"{a} − {b} ({TEST}; * the interval excludes 0): " + ", ".join(cells)
+
+
 def draw_arena(
     rows: Mapping[str, Mapping[str, Cell]],
     by_dimension: Mapping[str, Mapping[int, Spread | None]],

@@ -5,8 +5,10 @@ from PIL import Image
 from dsc.outputs.arena import (
     against_own,
     draw_arena,
+    format_between,
     format_paired,
     format_roundings,
+    paired_between,
     paired_to_leader,
     rounding_rows,
 )
@@ -60,6 +62,24 @@ def test_the_leader_and_paired_differences():
     assert differences["b"]["mean"] == -0.1 or abs(differences["b"]["mean"] + 0.1) < 1e-12
     text = format_paired(rows, {"agnostic_pq": "agn. PQ"})
     assert "agn. PQ: a leads" in text and "b: -0.100 [-0.100, -0.100]*" in text
+
+
+def test_one_method_against_another_seed_by_seed():
+    def summary(values):
+        return {"mean": sum(values) / len(values), "std": 0.0, "n": len(values), "values": values}
+
+    rows = {
+        "joint": {"pq": summary([0.33, 0.34, 0.36]), "mask_ap": summary([0.02, 0.03, 0.01])},
+        "cross-entropy + CC": {"pq": summary([0.28, 0.28, 0.27]), "mask_ap": summary([0.01, 0.02, 0.03])},
+    }
+    headers = {"pq": "PQ", "mask_ap": "mask AP", "mask_ap50": "AP50"}
+    differences = paired_between(rows, "joint", "cross-entropy + CC", headers)
+    assert list(differences) == ["pq", "mask_ap"]  # AP50 is in neither row
+    assert differences["pq"]["differences"] == [0.33 - 0.28, 0.34 - 0.28, 0.36 - 0.27]
+    text = format_between(differences, "joint", "cross-entropy + CC", headers)
+    assert text.startswith("joint − cross-entropy + CC (paired t")
+    assert "PQ +0.067 [" in text and "]*" in text  # the PQ interval excludes 0
+    assert text.endswith("mask AP +0.000 [-0.043, 0.043]")  # t(2) 4.303 × 0.0173 / √3: no star
 
 
 def test_the_picture_is_a_png(tmp_path):
